@@ -1,0 +1,124 @@
+"""``nnzoo`` command line: list families, run a family's stages without Airflow, run
+the whole zoo through Airflow, start the UIs.
+
+``nnzoo run FAMILY`` prints, as its last stdout line, one JSON object:
+``{"family": ..., "profile": ..., "runs": {...}, "metrics": {...}}``. Bad values
+print one line naming the value and what is allowed, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from pipelines.config import PROFILES, ConfigError, to_dict
+from pipelines.families import all_families, get_family
+
+EXIT_USAGE = 2
+
+
+def _parse_params(pairs: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param {pair!r}: expected KEY=VALUE, e.g. --param epochs=3")
+        params[key.strip()] = value
+    return params
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    families = all_families()
+    print("families (nnzoo run FAMILY, DAG zoo_FAMILY):")
+    for family in families.values():
+        print(f"  {family.name:<16} {family.description}")
+        print(f"  {'':<16} stages: {' -> '.join(family.stages)}")
+    print(f"  {'all':<16} every family above, in order")
+    print(f"profiles: {', '.join(PROFILES)} (smoke: tests, seconds; quick: CPU, minutes; full: tfds + GPU)")
+    if args.verbose:
+        from pipelines.data.registry import dataset_names, get_dataset
+
+        print("datasets:")
+        for name in dataset_names():
+            print(f"  {name:<16} {get_dataset(name).description}")
+    return 0
+
+
+def _run_one(name: str, profile: str, params: dict[str, str]) -> dict[str, Any]:
+    from pipelines.stages import get_runner
+
+    family = get_family(name)
+    config = family.config(profile, params)
+    print(f"[nnzoo] running {name} ({profile} profile)", file=sys.stderr, flush=True)
+    result = get_runner(name)(to_dict(config))
+    return {"family": name, "profile": profile, "runs": result["runs"], "metrics": result["metrics"]}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    params = _parse_params(args.param or [])
+    if args.profile not in PROFILES:
+        raise ConfigError(f"--profile {args.profile!r}: expected one of {', '.join(PROFILES)}")
+    names = list(all_families()) if args.family == "all" else [args.family]
+    for name in names:  # validate everything before the first (slow) run starts
+        get_family(name).config(args.profile, params if args.family != "all" else {})
+    if args.family != "all":
+        output = _run_one(args.family, args.profile, params)
+    else:
+        results = [_run_one(name, args.profile, {}) for name in names]
+        output = {"family": "all", "profile": args.profile,
+                  "runs": {r["family"]: r["runs"] for r in results},
+                  "metrics": {r["family"]: r["metrics"] for r in results}}
+    print(json.dumps(output, sort_keys=True))
+    return 0
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from pipelines import localrun
+
+    return localrun.run_zoo(args.profile, families=args.family or None)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from pipelines import localrun
+
+    return localrun.run_ui(args.airflow_port, args.mlflow_port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnzoo", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    listing = sub.add_parser("list", help="families, stages, profiles (and datasets with -v)")
+    listing.add_argument("-v", "--verbose", action="store_true")
+    listing.set_defaults(func=cmd_list)
+    run = sub.add_parser("run", help="run a family's stages in-process, without Airflow")
+    run.add_argument("family", help="family name (see `nnzoo list`) or 'all'")
+    run.add_argument("--profile", default="quick", help=f"one of {', '.join(PROFILES)} (default quick)")
+    run.add_argument("--param", action="append", metavar="KEY=VALUE",
+                     help="override a config value by dotted path or unique name, e.g. epochs=3")
+    run.set_defaults(func=cmd_run)
+    zoo = sub.add_parser("zoo", help="run every family's DAG through Airflow (embedded SQLite) and print a table")
+    zoo.add_argument("--profile", default="quick", choices=PROFILES)
+    zoo.add_argument("--family", action="append", help="only these families (repeatable)")
+    zoo.set_defaults(func=cmd_zoo)
+    ui = sub.add_parser("ui", help="start Airflow (standalone) and the MLflow UI on localhost")
+    ui.add_argument("--airflow-port", type=int, default=int(os.environ.get("NNZOO_AIRFLOW_PORT", 8080)))
+    ui.add_argument("--mlflow-port", type=int, default=int(os.environ.get("NNZOO_MLFLOW_PORT", 5000)))
+    ui.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as error:
+        print(f"nnzoo: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Deterministic splits stored on disk with a content fingerprint, and tf.data input.
+
+A prepared dataset is one ``.npz`` file (uint8 images, int64 labels for train, val
+and test) plus a JSON sidecar, in ``<data dir>/<dataset>/<fingerprint>/``. Stages pass
+its URI, never the arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines import settings
+from pipelines.data.registry import DatasetUnavailableError, get_dataset, load_arrays
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedData:
+    uri: str
+    name: str
+    fingerprint: str
+    class_names: tuple[str, ...]
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.arrays["train_x"].shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.arrays[f"{name}_x"], self.arrays[f"{name}_y"]
+
+
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int, max_examples: int | None = None
+) -> dict[str, np.ndarray]:
+    """Indices of train/val/test, stratified by label, deterministic for ``seed``.
+
+    Each class is shuffled with its own generator and cut in the same proportions, so
+    the split does not depend on the order of the source nor on the other classes.
+    ``max_examples`` keeps a stratified subset first.
+    """
+    if not 0.0 <= val_fraction < 1.0 or not 0.0 < test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"val_fraction={val_fraction}, test_fraction={test_fraction}: each in [0, 1) with a sum below 1"
+        )
+    classes = np.unique(labels)
+    keep_share = 1.0 if max_examples is None else min(1.0, max_examples / len(labels))
+    parts: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
+    for label in classes:
+        index = np.flatnonzero(labels == label)
+        rng = np.random.default_rng([seed, int(label)])
+        index = rng.permutation(index)
+        index = index[: max(3, int(round(len(index) * keep_share)))]
+        n_test = max(1, int(round(len(index) * test_fraction)))
+        n_val = int(round(len(index) * val_fraction))
+        parts["test"].append(index[:n_test])
+        parts["val"].append(index[n_test : n_test + n_val])
+        parts["train"].append(index[n_test + n_val :])
+    out = {}
+    for split, chunks in parts.items():
+        merged = np.concatenate(chunks)
+        out[split] = np.random.default_rng([seed, 10**6]).permutation(merged)
+    return out
+
+
+def fingerprint_arrays(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over names, shapes, dtypes and bytes; the first 16 hex digits."""
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        value = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}:{value.shape}:{value.dtype}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def prepare(data_config: Any, root: Path | None = None) -> PreparedData:
+    """Load, split and store ``data_config.dataset``; reuse the stored copy if present."""
+    images, labels, class_names = load_arrays(data_config.dataset, data_config.data_dir)
+    index = stratified_split(
+        labels, data_config.val_fraction, data_config.test_fraction, data_config.split_seed, data_config.max_examples
+    )
+    arrays = {}
+    for split in SPLITS:
+        arrays[f"{split}_x"] = images[index[split]]
+        arrays[f"{split}_y"] = labels[index[split]]
+    fingerprint = fingerprint_arrays(arrays)
+    folder = (root or settings.data_dir()) / data_config.dataset / fingerprint
+    target = folder / "data.npz"
+    if not _is_complete(target, fingerprint):
+        folder.mkdir(parents=True, exist_ok=True)
+        # Write to a temporary file and rename, so a killed task never leaves half a file.
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz.tmp", delete=False) as handle:
+            np.savez_compressed(handle, **arrays)
+        os.replace(handle.name, target)
+        meta = {
+            "dataset": data_config.dataset,
+            "source": get_dataset(data_config.dataset).source,
+            "fingerprint": fingerprint,
+            "class_names": list(class_names),
+            "sizes": {split: int(len(index[split])) for split in SPLITS},
+            "image_shape": list(images.shape[1:]),
+            "split_seed": data_config.split_seed,
+        }
+        (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+    return PreparedData(target.as_uri(), data_config.dataset, fingerprint, tuple(class_names), arrays)
+
+
+def _is_complete(target: Path, fingerprint: str) -> bool:
+    if not target.exists() or not (target.parent / "meta.json").exists():
+        return False
+    try:
+        with np.load(target) as stored:
+            return fingerprint_arrays({key: stored[key] for key in stored.files}) == fingerprint
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
+
+
+def load_prepared(uri: str) -> PreparedData:
+    """Read a prepared dataset back; a missing or altered file is a clear error."""
+    path = Path(uri.removeprefix("file://"))
+    meta_path = path.parent / "meta.json"
+    if not path.exists() or not meta_path.exists():
+        raise DatasetUnavailableError(f"prepared dataset not found at {path}; run the prepare_data stage first")
+    meta = json.loads(meta_path.read_text())
+    try:
+        with np.load(path) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise DatasetUnavailableError(f"prepared dataset {path} is unreadable ({error}); prepare it again") from error
+    if fingerprint_arrays(arrays) != meta["fingerprint"]:
+        raise DatasetUnavailableError(
+            f"prepared dataset {path} does not match its fingerprint {meta['fingerprint']}; prepare it again"
+        )
+    return PreparedData(path.as_uri(), meta["dataset"], meta["fingerprint"], tuple(meta["class_names"]), arrays)
+
+
+def normalize_images(images):
+    """uint8 0..255 -> float32 0..1; works on numpy arrays and tf tensors alike."""
+    if isinstance(images, np.ndarray):
+        return images.astype(np.float32) / np.float32(255.0)
+    import tensorflow as tf
+
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0):
+    """A ``tf.data`` pipeline: cache, shuffle (training), batch, normalise, prefetch."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
+    if shuffle:
+        data = data.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    data = data.batch(batch_size).map(lambda x, y: (normalize_images(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return data.prefetch(tf.data.AUTOTUNE)

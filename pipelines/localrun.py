@@ -1,0 +1,204 @@
+"""The embedded mode: Airflow on SQLite in ``$NNZOO_HOME/airflow`` and a local MLflow
+store, driven through Airflow's own CLI (``airflow dags test``, ``airflow standalone``).
+
+Nothing here imports Airflow: it sets the environment and runs its commands, exactly
+as a user would in a shell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines import settings
+
+TRAINING_POOL = "nnzoo_training"
+
+
+def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for the embedded mode; values already set in ``base`` win."""
+    env = dict(os.environ if base is None else base)
+    home = Path(env.get("NNZOO_HOME", settings.home()))
+    airflow_home = Path(env.get("AIRFLOW_HOME", home / "airflow"))
+    defaults = {
+        "NNZOO_HOME": str(home),
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(settings.REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # 2-core laptops and CI: a few worker processes, not Airflow's default 32.
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(settings.REPO_ROOT), env.get("PYTHONPATH", "")])),
+    }
+    for key, value in defaults.items():
+        env.setdefault(key, value)
+    return env
+
+
+def _bin(name: str) -> str:
+    """A console script of this environment (the venv's ``airflow``, ``mlflow``)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
+
+
+def init_airflow(env: dict[str, str]) -> None:
+    """Create or migrate the metadata DB and the training pool (idempotent)."""
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    _check([_bin("airflow"), "db", "migrate"], env, "airflow db migrate")
+    _check([_bin("airflow"), "pools", "set", TRAINING_POOL, "1", "nnzoo training tasks (one at a time on CPU)"],
+           env, "airflow pools set")
+
+
+def _check(command: list[str], env: dict[str, str], what: str) -> None:
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
+        raise SystemExit(f"nnzoo: {what} failed (exit {result.returncode}); output above")
+
+
+def family_dag_ids() -> list[str]:
+    """Every family DAG in ``dags/`` (``zoo_*.py`` except ``zoo_all``), by file name."""
+    folder = settings.REPO_ROOT / "dags"
+    return sorted(path.stem for path in folder.glob("zoo_*.py") if path.stem != "zoo_all")
+
+
+def run_zoo(profile: str, families: list[str] | None = None) -> int:
+    """Run each family DAG with ``airflow dags test`` and print the results table."""
+    env = airflow_env()
+    print(f"[nnzoo] Airflow home {env['AIRFLOW_HOME']}, MLflow store {env['MLFLOW_TRACKING_URI']}", flush=True)
+    init_airflow(env)
+    dag_ids = family_dag_ids() if not families else [f"zoo_{name}" for name in families]
+    started_ms = int(time.time() * 1000)
+    failed = []
+    log_dir = Path(env["NNZOO_HOME"]) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for dag_id in dag_ids:
+        log_path = log_dir / f"{dag_id}.log"
+        print(f"[nnzoo] airflow dags test {dag_id} (profile {profile}); log: {log_path}", flush=True)
+        begin = time.perf_counter()
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                [_bin("airflow"), "dags", "test", dag_id, "-c", json.dumps({"profile": profile})],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            assert process.stdout is not None
+            for line in process.stdout:
+                log.write(line)
+                if "[nnzoo]" in line or "Epoch " in line or "ERROR" in line:
+                    print("   ", line.rstrip()[-160:], flush=True)
+            code = process.wait()
+        state = "ok" if code == 0 else f"FAILED (exit {code})"
+        print(f"[nnzoo] {dag_id}: {state} in {time.perf_counter() - begin:.0f}s", flush=True)
+        if code != 0:
+            failed.append(dag_id)
+    print_summary(started_ms, env)
+    if failed:
+        print(f"[nnzoo] failed DAGs: {', '.join(failed)}; see the logs under {log_dir}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def summary_rows(since_ms: int, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per training run started since ``since_ms``, from the MLflow store."""
+    env = env or airflow_env()
+    os.environ.setdefault("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    from pipelines import tracking
+
+    mlflow_client = tracking.client()
+    experiments = [e for e in mlflow_client.search_experiments() if e.name.startswith("nnzoo-")]
+    rows = []
+    if not experiments:
+        return rows
+    runs = mlflow_client.search_runs(
+        [e.experiment_id for e in experiments],
+        filter_string=f"attributes.start_time >= {since_ms} and tags.`{tracking.TAG_STAGE}` = 'train'",
+        order_by=["attributes.start_time ASC"])
+    for run in runs:
+        metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
+        rows.append({
+            "family": run.data.tags.get(tracking.TAG_FAMILY, "?"),
+            "model": run.data.tags.get(tracking.TAG_MODEL, run.info.run_name),
+            "status": run.info.status,
+            "metrics": metrics,
+            "run_id": run.info.run_id,
+        })
+    return rows
+
+
+def print_summary(since_ms: int, env: dict[str, str]) -> None:
+    rows = summary_rows(since_ms, env)
+    header = f"{'family':<14} {'model':<10} {'status':<9} {'test metric':<26} {'MLflow run id':<32}"
+    print("\n" + header + "\n" + "-" * len(header))
+    for row in rows:
+        metric = ", ".join(f"{k}={v:.4f}" for k, v in sorted(row["metrics"].items()) if k != "test_loss") or "-"
+        print(f"{row['family']:<14} {row['model']:<10} {row['status']:<9} {metric:<26} {row['run_id']:<32}")
+    if not rows:
+        print("(no training runs recorded)")
+    store = env["MLFLOW_TRACKING_URI"]
+    print(f"\nMLflow store: {store}")
+    print(f"  browse it:  make ui   (or: .venv/bin/mlflow ui --backend-store-uri {store})")
+    print(f"Airflow home: {env['AIRFLOW_HOME']}  (make ui starts Airflow at http://localhost:8080)")
+
+
+def run_ui(airflow_port: int, mlflow_port: int) -> int:
+    """``airflow standalone`` and ``mlflow ui`` in their own process groups; Ctrl-C
+    stops both groups, children included."""
+    env = airflow_env()
+    env["AIRFLOW__API__PORT"] = str(airflow_port)
+    env.setdefault("AIRFLOW__API__BASE_URL", f"http://localhost:{airflow_port}")
+    # Tasks reach the api-server's execution API: keep it on the same port.
+    env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://localhost:{airflow_port}/execution/"
+    init_airflow(env)
+    Path(env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(env["NNZOO_HOME"]) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    artifacts = settings.mlflow_artifact_root() or ""
+    processes = [
+        subprocess.Popen([_bin("airflow"), "standalone"], env=env, start_new_session=True,
+                         stdout=open(log_dir / "airflow-standalone.log", "w"), stderr=subprocess.STDOUT),
+        subprocess.Popen([_bin("mlflow"), "server", "--backend-store-uri", env["MLFLOW_TRACKING_URI"],
+                          "--default-artifact-root", artifacts, "--host", "127.0.0.1", "--port", str(mlflow_port)],
+                         env=env, start_new_session=True,
+                         stdout=open(log_dir / "mlflow-ui.log", "w"), stderr=subprocess.STDOUT),
+    ]
+    password_file = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+    print(f"Airflow UI:  http://localhost:{airflow_port}   (user admin; password in {password_file})")
+    print(f"MLflow UI:   http://localhost:{mlflow_port}")
+    print(f"Logs:        {log_dir}/airflow-standalone.log, {log_dir}/mlflow-ui.log")
+    print("Ctrl-C stops both.", flush=True)
+
+    def stop(*_: Any) -> None:
+        for process in processes:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 20
+        for process in processes:
+            try:
+                process.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    try:
+        while all(process.poll() is None for process in processes):
+            time.sleep(1)
+        print("nnzoo: a UI process exited; see the logs above. Stopping the other.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping...")
+        return 0
+    finally:
+        stop()

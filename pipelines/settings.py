@@ -1,0 +1,54 @@
+"""Where nnzoo keeps its state: one root folder, overridable by environment.
+
+Everything a run produces (prepared datasets, the local MLflow store, the Airflow
+home of the embedded mode, checkpoints) lives under ``NNZOO_HOME``, which defaults
+to ``var/`` at the repository root. Distributed deployments point the individual
+locations elsewhere with the variables below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def home() -> Path:
+    """Root folder for everything a run writes (``NNZOO_HOME``, default ``<repo>/var``)."""
+    return Path(os.environ.get("NNZOO_HOME", REPO_ROOT / "var")).resolve()
+
+
+def data_dir() -> Path:
+    """Prepared datasets (``NNZOO_DATA_DIR``, default ``$NNZOO_HOME/data``)."""
+    return Path(os.environ.get("NNZOO_DATA_DIR", home() / "data")).resolve()
+
+
+def work_dir() -> Path:
+    """Checkpoints and scratch space of training runs (``$NNZOO_HOME/work``)."""
+    return Path(os.environ.get("NNZOO_WORK_DIR", home() / "work")).resolve()
+
+
+def mlflow_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else a SQLite store under ``$NNZOO_HOME/mlflow``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{home() / 'mlflow' / 'mlflow.db'}"
+
+
+def mlflow_artifact_root() -> str | None:
+    """Artifact root for new experiments: ``NNZOO_ARTIFACT_ROOT``, or a local folder
+    beside a file-based store; ``None`` lets a tracking server choose."""
+    root = os.environ.get("NNZOO_ARTIFACT_ROOT")
+    if root:
+        return root
+    if mlflow_tracking_uri().startswith(("sqlite:", "file:")) or "://" not in mlflow_tracking_uri():
+        return (home() / "mlflow" / "artifacts").as_uri()
+    return None
+
+
+def mlflow_artifact_root_for(experiment: str) -> str | None:
+    """Artifact location of a new experiment, or None to let the server decide."""
+    root = mlflow_artifact_root()
+    return None if root is None else f"{root.rstrip('/')}/{experiment}"

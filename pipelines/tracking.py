@@ -1,0 +1,327 @@
+"""The only module that talks to MLflow.
+
+Runs, params, metrics, artifacts, model logging and the registry go through here, so
+the rest of the code never depends on MLflow's API directly. Every run started with
+:func:`run` ends FINISHED, or FAILED with the reason in the ``nnzoo.failure_reason``
+tag and a traceback artifact, even when the code inside raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+
+from pipelines import settings
+
+TAG_FAMILY = "nnzoo.family"
+TAG_MODEL = "nnzoo.model"
+TAG_PROFILE = "nnzoo.profile"
+TAG_RUN_KEY = "nnzoo.run_key"
+TAG_FAILURE = "nnzoo.failure_reason"
+TAG_STAGE = "nnzoo.stage"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+_configured_uri: str | None = None
+
+
+def configure() -> str:
+    """Point MLflow at the configured store and create it if needed; returns the URI."""
+    global _configured_uri
+    uri = settings.mlflow_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if _configured_uri != uri:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        _configured_uri = uri
+    return uri
+
+
+def client() -> MlflowClient:
+    return MlflowClient(configure())
+
+
+def ensure_experiment(name: str) -> str:
+    """Get or create the experiment; safe when several processes race to create it."""
+    mlflow_client = client()
+    for attempt in range(5):
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                mlflow_client.restore_experiment(found.experiment_id)
+            return found.experiment_id
+        try:
+            return mlflow_client.create_experiment(name, artifact_location=settings.mlflow_artifact_root_for(name))
+        except MlflowException:
+            # Another process created it (or the store's tables) first; look again.
+            time.sleep(0.2 * (attempt + 1))
+        except Exception as error:  # sqlalchemy IntegrityError / OperationalError on a fresh store
+            if "already exists" not in str(error) and "locked" not in str(error):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is None:
+        raise RuntimeError(f"could not create MLflow experiment {name!r} at {configure()}")
+    return found.experiment_id
+
+
+@dataclasses.dataclass
+class RunHandle:
+    run_id: str
+    experiment_id: str
+    resumed: bool = False
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        log_params(self.run_id, params)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        log_metrics(self.run_id, metrics, step)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        set_tags(self.run_id, tags)
+
+
+def find_run(experiment_id: str, run_key: str) -> Any | None:
+    """The newest run carrying ``nnzoo.run_key = run_key``, or None."""
+    runs = client().search_runs(
+        [experiment_id], filter_string=f"tags.`{TAG_RUN_KEY}` = '{run_key}'", order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+@contextlib.contextmanager
+def run(
+    experiment: str,
+    run_name: str,
+    *,
+    tags: Mapping[str, Any] | None = None,
+    run_key: str | None = None,
+    parent_run_id: str | None = None,
+    resume_run_id: str | None = None,
+) -> Iterator[RunHandle]:
+    """Start (or resume) a run; it ends FAILED with the reason if the body raises.
+
+    ``run_key`` identifies the run across retries of the same DAG task: the caller can
+    look it up with :func:`find_run` to reuse or resume instead of duplicating.
+    """
+    mlflow_client = client()
+    experiment_id = ensure_experiment(experiment)
+    if resume_run_id:
+        mlflow_client.update_run(resume_run_id, status="RUNNING")
+        handle = RunHandle(resume_run_id, experiment_id, resumed=True)
+    else:
+        all_tags = {key: str(value) for key, value in (tags or {}).items()}
+        if run_key:
+            all_tags[TAG_RUN_KEY] = run_key
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        created = mlflow_client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+        handle = RunHandle(created.info.run_id, experiment_id)
+    try:
+        yield handle
+    except BaseException as error:
+        reason = f"{type(error).__name__}: {error}"
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        with contextlib.suppress(Exception):
+            mlflow_client.set_tag(handle.run_id, TAG_FAILURE, reason[:4000])
+            mlflow_client.log_text(handle.run_id, traceback.format_exc(), "failure/traceback.txt")
+        mlflow_client.set_terminated(handle.run_id, status=status)
+        raise
+    else:
+        mlflow_client.set_terminated(handle.run_id, status="FINISHED")
+
+
+def get_run(run_id: str) -> Any:
+    return client().get_run(run_id)
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+    return text[:6000]
+
+
+def log_params(run_id: str, params: Mapping[str, Any]) -> None:
+    """Log params in batches; re-logging an identical value (a retry) is harmless."""
+    existing = client().get_run(run_id).data.params
+    items = [Param(key, _param_value(value)) for key, value in params.items()
+             if existing.get(key) != _param_value(value)]
+    for start in range(0, len(items), 100):
+        client().log_batch(run_id, params=items[start : start + 100])
+
+
+def log_metrics(run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
+    now = int(time.time() * 1000)
+    items = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()
+             if value is not None and math.isfinite(float(value))]
+    if items:
+        client().log_batch(run_id, metrics=items)
+
+
+def set_tags(run_id: str, tags: Mapping[str, Any]) -> None:
+    for key, value in tags.items():
+        client().set_tag(run_id, key, str(value))
+
+
+def log_figure(run_id: str, figure: Any, artifact_file: str) -> None:
+    """Log a matplotlib figure as a PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    log_bytes(run_id, buffer.getvalue(), artifact_file)
+
+
+def log_bytes(run_id: str, data: bytes, artifact_file: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        path.write_bytes(data)
+        folder = str(Path(artifact_file).parent)
+        client().log_artifact(run_id, str(path), None if folder == "." else folder)
+
+
+def log_dict(run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
+    client().log_dict(run_id, dict(data), artifact_file)
+
+
+def log_artifacts(run_id: str, local_dir: str | os.PathLike, artifact_path: str | None = None) -> None:
+    client().log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
+    return [item.path for item in client().list_artifacts(run_id, path)]
+
+
+def log_keras_model(run_id: str, model: Any, input_example: Any, name: str = "model") -> str:
+    """Log a Keras model with its signature (inferred from ``input_example``); returns its URI."""
+    import mlflow.keras
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(input_example, model.predict(input_example, verbose=0))
+    with _active(run_id):
+        info = mlflow.keras.log_model(model, name=name, signature=signature)
+    return info.model_uri
+
+
+def load_keras_model(model_uri: str) -> Any:
+    import mlflow.keras
+
+    configure()
+    return mlflow.keras.load_model(model_uri)
+
+
+@contextlib.contextmanager
+def _active(run_id: str) -> Iterator[None]:
+    """Make ``run_id`` the fluent API's active run without changing its status."""
+    configure()
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        yield
+        return
+    mlflow.start_run(run_id=run_id)
+    try:
+        yield
+    finally:
+        # end_run would mark the run FINISHED; the owner of the run decides that.
+        mlflow.tracking.fluent._active_run_stack.get().pop()  # type: ignore[attr-defined]
+
+
+def keras_epoch_logger(run_id: str, prefix: str = "", start_step: int = 0) -> Any:
+    """A Keras callback that logs every epoch's metrics (``loss``, ``val_loss`` ...)
+    to ``run_id`` with the epoch number as step, in one batch call per epoch."""
+    import keras
+
+    class EpochLogger(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+            metrics = {f"{prefix}{key}": float(value) for key, value in (logs or {}).items()
+                       if isinstance(value, (int, float)) or hasattr(value, "__float__")}
+            log_metrics(run_id, metrics, step=start_step + epoch + 1)
+
+    return EpochLogger()
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in client().get_metric_history(run_id, key)]
+
+
+# --- registry -------------------------------------------------------------------------
+
+
+def register_model_version(model_uri: str, name: str, run_id: str, tags: Mapping[str, Any] | None = None) -> Any:
+    """Register ``model_uri`` under ``name`` once per run: a retry returns the version
+    already registered for ``run_id`` instead of adding another."""
+    mlflow_client = client()
+    try:
+        mlflow_client.get_registered_model(name)
+    except MlflowException:
+        with contextlib.suppress(MlflowException):
+            mlflow_client.create_registered_model(name, description=f"nnzoo model {name}")
+    for version in mlflow_client.search_model_versions(f"name = '{name}'"):
+        if version.run_id == run_id:
+            return version
+    version = mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags={
+        key: str(value) for key, value in (tags or {}).items()})
+    return version
+
+
+def promote(
+    name: str, version: str, metric: str, value: float, *, higher_is_better: bool = True, tolerance: float = 0.0
+) -> dict[str, Any]:
+    """Give ``version`` the ``challenger`` alias, and ``champion`` unless its ``metric``
+    is worse than the current champion's by more than ``tolerance``.
+
+    The decision and both values are written as tags on the version and its run.
+    Nothing is deleted; the previous champion keeps its version and tags.
+    """
+    mlflow_client = client()
+    try:
+        champion = mlflow_client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champion = None
+    champion_value = None
+    if champion is not None and champion.version != str(version):
+        champion_value = champion.tags.get(f"nnzoo.{metric}")
+        champion_value = float(champion_value) if champion_value is not None else None
+    if champion is not None and champion.version == str(version):
+        promoted, reason = True, "already champion"
+    elif champion_value is None:
+        promoted, reason = True, "no champion with this metric yet"
+    else:
+        margin = (value - champion_value) if higher_is_better else (champion_value - value)
+        promoted = margin >= -tolerance
+        reason = (f"{metric} {value:.6g} vs champion v{champion.version} {champion_value:.6g} "
+                  f"(tolerance {tolerance:g}): {'not worse' if promoted else 'worse'}")
+    mlflow_client.set_model_version_tag(name, str(version), f"nnzoo.{metric}", str(value))
+    mlflow_client.set_registered_model_alias(name, CHALLENGER, str(version))
+    if promoted:
+        mlflow_client.set_registered_model_alias(name, CHAMPION, str(version))
+    decision = {
+        "name": name, "version": str(version), "metric": metric, "value": value,
+        "champion_version": None if champion is None else champion.version, "champion_value": champion_value,
+        "promoted": promoted, "reason": reason,
+    }
+    tags = {"nnzoo.promotion.decision": "champion" if promoted else "challenger",
+            "nnzoo.promotion.reason": reason}
+    for key, tag_value in tags.items():
+        mlflow_client.set_model_version_tag(name, str(version), key, tag_value)
+    run_id = mlflow_client.get_model_version(name, str(version)).run_id
+    if run_id:
+        set_tags(run_id, tags)
+    return decision

@@ -1,0 +1,114 @@
+"""One generic trainer around ``model.fit``.
+
+It owns what every family needs: seeding, precision and XLA switches, the optimizer,
+early stopping, a NaN guard, resumable checkpoints and per-epoch metrics to MLflow
+(through :mod:`pipelines.tracking`). Models with a special objective override
+``train_step``; they still train here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the run is failed and nothing is registered."""
+
+
+class NaNGuard(keras.callbacks.TerminateOnNaN):
+    """``TerminateOnNaN`` that also remembers where the loss went bad."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad: tuple[int, int, float] | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and self.bad is None:
+            self.bad = (self._epoch + 1, batch + 1, float(loss))
+        super().on_batch_end(batch, logs)
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and the backend so a run repeats."""
+    keras.utils.set_random_seed(seed)
+
+
+def configure_precision(mixed_precision: bool) -> None:
+    """Set the global dtype policy before models are built."""
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
+
+
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    if name not in optimizers:
+        raise ValueError(f"optimizer={name!r}: expected one of {', '.join(optimizers)}")
+    return optimizers[name](learning_rate=learning_rate)
+
+
+def device_description() -> str:
+    """``GPU x N (name)`` or ``CPU``: recorded with every run."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return f"CPU ({os.cpu_count()} cores)"
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return f"GPU x {len(gpus)} ({details.get('device_name', 'unknown')})"
+
+
+def fit(
+    model: keras.Model,
+    train_data: Any,
+    val_data: Any,
+    train_config: Any,
+    *,
+    loss: Any = "sparse_categorical_crossentropy",
+    metrics: Sequence[Any] = ("accuracy",),
+    checkpoint_dir: str | os.PathLike | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int | str = "auto",
+) -> keras.callbacks.History:
+    """Compile and fit ``model`` with ``train_config`` (:class:`pipelines.config.TrainConfig`).
+
+    With ``checkpoint_dir`` a killed fit resumes from its last completed epoch
+    (``keras.callbacks.BackupAndRestore``). Raises :class:`TrainingDivergedError` if the
+    loss is not finite; the best weights by validation loss are restored at the end.
+    """
+    model.compile(
+        optimizer=make_optimizer(train_config.optimizer, train_config.learning_rate),
+        loss=loss,
+        metrics=list(metrics),
+        jit_compile=train_config.jit_compile,
+    )
+    guard = NaNGuard()
+    all_callbacks: list[keras.callbacks.Callback] = [guard, *callbacks]
+    if train_config.early_stopping_patience and val_data is not None:
+        all_callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=train_config.early_stopping_patience, restore_best_weights=True))
+    if checkpoint_dir is not None:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        all_callbacks.append(keras.callbacks.BackupAndRestore(str(checkpoint_dir)))
+    history = model.fit(
+        train_data, validation_data=val_data, epochs=train_config.epochs, callbacks=all_callbacks, verbose=verbose
+    )
+    losses = history.history.get("loss", [])
+    bad_epochs = [i + 1 for i, value in enumerate(losses) if not math.isfinite(value)]
+    if guard.bad is not None or bad_epochs:
+        epoch, batch, value = guard.bad or (bad_epochs[0], 0, float("nan"))
+        raise TrainingDivergedError(
+            f"loss became {value} at epoch {epoch}, batch {batch} "
+            f"(optimizer={train_config.optimizer}, learning_rate={train_config.learning_rate}); "
+            "lower train.learning_rate or check the data"
+        )
+    return history

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test command (`make test`, `.ci/run`): lint, then pytest. pytest's exit 5
+# ("no tests collected") is a failure here, never a pass.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export TF_CPP_MIN_LOG_LEVEL=2 PYTHONDONTWRITEBYTECODE=1
+
+.venv/bin/ruff check . || exit 1
+.venv/bin/ruff check --select AIR3 dags/ || exit 1
+
+.venv/bin/python -m pytest "$@"
+code=$?
+if [ "$code" -eq 5 ]; then
+  echo "test: pytest collected no tests; that is a failure" >&2
+  exit 1
+fi
+exit "$code"
