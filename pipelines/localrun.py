@@ -44,6 +44,10 @@ def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
     }
     for key, value in defaults.items():
         env.setdefault(key, value)
+    # `airflow standalone` starts its components as `airflow ...` from PATH.
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = os.pathsep.join(filter(None, [bin_dir, env.get("PATH", "")]))
     return env
 
 
@@ -168,7 +172,7 @@ def run_ui(airflow_port: int, mlflow_port: int) -> int:
         subprocess.Popen([_bin("airflow"), "standalone"], env=env, start_new_session=True,
                          stdout=open(log_dir / "airflow-standalone.log", "w"), stderr=subprocess.STDOUT),
         subprocess.Popen([_bin("mlflow"), "server", "--backend-store-uri", env["MLFLOW_TRACKING_URI"],
-                          "--default-artifact-root", artifacts, "--host", "127.0.0.1", "--port", str(mlflow_port)],
+                          "--default-artifact-root", artifacts, "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"],
                          env=env, start_new_session=True,
                          stdout=open(log_dir / "mlflow-ui.log", "w"), stderr=subprocess.STDOUT),
     ]
@@ -191,6 +195,8 @@ def run_ui(airflow_port: int, mlflow_port: int) -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
 
+    # Ctrl-C arrives as SIGINT (restored in case the parent ignored it), `kill` as SIGTERM.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
     try:
         while all(process.poll() is None for process in processes):

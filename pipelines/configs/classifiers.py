@@ -38,8 +38,8 @@ class CNNConfig(Config):
 class ClassifiersConfig(ExperimentConfig):
     """MLP vs CNN on handwritten digits.
 
-    Run: ``nnzoo run classifiers --profile quick`` (about 4 minutes on 2 CPU cores;
-    test accuracy about 0.98 for the CNN and 0.95 for the MLP on the held-out 1,000
+    Run: ``nnzoo run classifiers --profile quick`` (about 3 minutes on 2 CPU cores;
+    test accuracy about 0.985 for the CNN and 0.95 for the MLP on the held-out 1,000
     images of the bundled MNIST subset). ``--profile smoke`` takes seconds and is for
     tests; ``--profile full`` trains on tfds ``mnist`` and wants a GPU.
     """
@@ -58,9 +58,10 @@ FAMILY = register_family(
         profiles={
             "smoke": {
                 "data.max_examples": 600, "train.epochs": 2, "train.batch_size": 64,
-                "mlp.hidden_units": (32,), "cnn.filters": (4, 8), "cnn.dense_units": 16,
+                "train.learning_rate": 3e-3, "mlp.hidden_units": (32,), "cnn.filters": (4, 8),
+                "cnn.dense_units": 16, "cnn.batch_norm": False, "cnn.augment_shift": 0.0,
             },
-            "quick": {"train.epochs": 20, "train.batch_size": 64},
+            "quick": {"train.epochs": 20, "train.batch_size": 64, "cnn.convs_per_block": 2},
             "full": {"data.dataset": "mnist", "data.val_fraction": 0.1, "data.test_fraction": 0.15,
                      "train.epochs": 30, "train.batch_size": 128},
         },

@@ -1,0 +1,108 @@
+"""Cost of the project's trainer (MLflow per-epoch logging, NaN guard, resumable
+checkpoints) against a bare ``model.fit``, same model, same data, one process.
+
+    .venv/bin/python bench/tracking_overhead.py [--epochs 4] [--rounds 2] [--model cnn]
+
+Prints the median per-epoch seconds of each and their ratio (target: <= 1.05).
+The first epoch of every fit (graph tracing) is left out; the two variants alternate
+so that drift in machine load hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+class EpochTimer:
+    def __init__(self):
+        import keras
+
+        timer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                timer.start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                timer.times.append(time.perf_counter() - timer.start)
+
+        self.times: list[float] = []
+        self.start = 0.0
+        self.callback = Callback()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="cnn", choices=["cnn", "mlp"])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    scratch = tempfile.mkdtemp(prefix="nnzoo-bench-")
+    os.environ["NNZOO_HOME"] = scratch
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch}/mlflow.db"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    import keras
+
+    from models import build_model
+    from pipelines import tracking, train
+    from pipelines.config import apply_overrides, to_dict
+    from pipelines.data.prepared import prepare, tf_dataset
+    from pipelines.families import get_family
+
+    config = get_family("classifiers").config("quick")
+    config = apply_overrides(config, {"train.epochs": args.epochs, "train.early_stopping_patience": 0})
+    data = prepare(config.data)
+    train_data = tf_dataset(*data.split("train"), config.train.batch_size, shuffle=True, seed=0)
+    val_data = tf_dataset(*data.split("val"), 512, shuffle=False)
+    section = {k: tuple(v) if isinstance(v, list) else v for k, v in to_dict(getattr(config, args.model)).items()}
+
+    def fresh_model():
+        train.set_seed(0)
+        return build_model(args.model, input_shape=data.image_shape, num_classes=data.num_classes, **section)
+
+    def bare() -> list[float]:
+        timer = EpochTimer()
+        model = fresh_model()
+        model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(train_data, validation_data=val_data, epochs=args.epochs, callbacks=[timer.callback], verbose=0)
+        return timer.times[1:]
+
+    def tracked() -> list[float]:
+        timer = EpochTimer()
+        model = fresh_model()
+        with tracking.run("nnzoo-bench", f"{args.model}-tracked") as run:
+            run.log_params({"model": args.model})
+            train.fit(model, train_data, val_data, config.train,
+                      checkpoint_dir=Path(scratch) / "checkpoints" / run.run_id,
+                      callbacks=[timer.callback, tracking.keras_epoch_logger(run.run_id)], verbose=0)
+        return timer.times[1:]
+
+    tracking.ensure_experiment("nnzoo-bench")  # store creation is a one-off, not per epoch
+    bare_times: list[float] = []
+    tracked_times: list[float] = []
+    for round_index in range(args.rounds):
+        bare_times += bare()
+        tracked_times += tracked()
+        print(f"round {round_index + 1}/{args.rounds}: bare {statistics.median(bare_times):.3f} s/epoch, "
+              f"tracked {statistics.median(tracked_times):.3f} s/epoch", flush=True)
+    ratio = statistics.median(tracked_times) / statistics.median(bare_times)
+    print(f"model={args.model} epochs={args.epochs} rounds={args.rounds} train_size={len(data.split('train')[1])}")
+    print(f"bare model.fit   : {statistics.median(bare_times):.3f} s/epoch (median of {len(bare_times)})")
+    print(f"nnzoo trainer    : {statistics.median(tracked_times):.3f} s/epoch (median of {len(tracked_times)})")
+    print(f"ratio tracked/bare: {ratio:.3f} (target <= 1.05)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
