@@ -99,8 +99,8 @@ def run_zoo(profile: str, families: list[str] | None = None) -> int:
             assert process.stdout is not None
             for line in process.stdout:
                 log.write(line)
-                if "[nnzoo]" in line or "Epoch " in line or "ERROR" in line:
-                    print("   ", line.rstrip()[-160:], flush=True)
+                if "[nnzoo]" in line or "ERROR" in line or "Traceback" in line:
+                    print("   ", line.rstrip()[-200:], flush=True)
             code = process.wait()
         state = "ok" if code == 0 else f"FAILED (exit {code})"
         print(f"[nnzoo] {dag_id}: {state} in {time.perf_counter() - begin:.0f}s", flush=True)

@@ -239,8 +239,14 @@ def _active(run_id: str) -> Iterator[None]:
     try:
         yield
     finally:
-        # end_run would mark the run FINISHED; the owner of the run decides that.
-        mlflow.tracking.fluent._active_run_stack.get().pop()  # type: ignore[attr-defined]
+        # end_run would mark the run FINISHED; the owner of the run decides that, so
+        # leave the fluent stack without touching the run's status.
+        stack = getattr(mlflow.tracking.fluent, "_active_run_stack", None)
+        if stack is not None and hasattr(stack, "get") and stack.get():
+            stack.get().pop()
+        else:
+            mlflow.end_run()
+            client().update_run(run_id, status="RUNNING")
 
 
 def keras_epoch_logger(run_id: str, prefix: str = "", start_step: int = 0) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,25 @@ class NaNGuard(keras.callbacks.TerminateOnNaN):
         if loss is not None and not math.isfinite(float(loss)) and self.bad is None:
             self.bad = (self._epoch + 1, batch + 1, float(loss))
         super().on_batch_end(batch, logs)
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """One line per epoch on stdout: ``[nnzoo] cnn epoch 3/20 loss=0.1 ... (4.2s)``."""
+
+    def __init__(self, label: str, epochs: int) -> None:
+        super().__init__()
+        self.label = label
+        self.epochs = epochs
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        values = " ".join(f"{key}={float(value):.4f}" for key, value in (logs or {}).items()
+                          if key != "learning_rate")
+        seconds = time.perf_counter() - self._started
+        print(f"[nnzoo] {self.label} epoch {epoch + 1}/{self.epochs} {values} ({seconds:.1f}s)", flush=True)
 
 
 def set_seed(seed: int) -> None:
@@ -77,13 +97,15 @@ def fit(
     metrics: Sequence[Any] = ("accuracy",),
     checkpoint_dir: str | os.PathLike | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
-    verbose: int | str = "auto",
+    progress_label: str | None = None,
+    verbose: int | str = 0,
 ) -> keras.callbacks.History:
     """Compile and fit ``model`` with ``train_config`` (:class:`pipelines.config.TrainConfig`).
 
     With ``checkpoint_dir`` a killed fit resumes from its last completed epoch
     (``keras.callbacks.BackupAndRestore``). Raises :class:`TrainingDivergedError` if the
     loss is not finite; the best weights by validation loss are restored at the end.
+    ``progress_label`` prints one line per epoch under that name.
     """
     model.compile(
         optimizer=make_optimizer(train_config.optimizer, train_config.learning_rate),
@@ -93,6 +115,8 @@ def fit(
     )
     guard = NaNGuard()
     all_callbacks: list[keras.callbacks.Callback] = [guard, *callbacks]
+    if progress_label:
+        all_callbacks.append(EpochProgress(progress_label, train_config.epochs))
     if train_config.early_stopping_patience and val_data is not None:
         all_callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=train_config.early_stopping_patience, restore_best_weights=True))

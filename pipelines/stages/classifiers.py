@@ -72,7 +72,7 @@ def train(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
             typed.train,
             checkpoint_dir=settings.work_dir() / "checkpoints" / run.run_id,
             callbacks=[tracking.keras_epoch_logger(run.run_id)],
-            verbose=2,
+            progress_label=model_name,
         )
         seconds = time.perf_counter() - started
         epochs = len(history.history["loss"])
