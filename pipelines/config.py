@@ -268,6 +268,8 @@ class TrainConfig(Config):
     batch_size: int = knob(64, "Examples per gradient step.", minimum=1, maximum=4096)
     learning_rate: float = knob(1e-3, "Optimizer step size.", exclusive_minimum=0.0, maximum=1e6)
     optimizer: str = knob("adam", "Optimizer.", choices=("adam", "sgd", "rmsprop"))
+    lr_schedule: str = knob("constant", "Learning-rate schedule: constant, or cosine decay to 0 over all epochs.",
+                            choices=("constant", "cosine"))
     early_stopping_patience: int = knob(
         5, "Epochs without val-loss improvement before stopping; 0 disables.", minimum=0, maximum=1000
     )

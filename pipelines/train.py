@@ -69,11 +69,30 @@ def configure_precision(mixed_precision: bool) -> None:
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
 
 
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+def make_optimizer(
+    name: str, learning_rate: float, schedule: str = "constant", total_steps: int | None = None
+) -> keras.optimizers.Optimizer:
+    """The named optimizer; ``schedule="cosine"`` decays the rate to 0 over ``total_steps``."""
     optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
     if name not in optimizers:
         raise ValueError(f"optimizer={name!r}: expected one of {', '.join(optimizers)}")
-    return optimizers[name](learning_rate=learning_rate)
+    if schedule == "cosine":
+        if not total_steps or total_steps < 1:
+            raise ValueError(f"total_steps={total_steps}: cosine decay needs the number of training steps")
+        rate: Any = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
+    elif schedule == "constant":
+        rate = learning_rate
+    else:
+        raise ValueError(f"lr_schedule={schedule!r}: expected constant or cosine")
+    return optimizers[name](learning_rate=rate)
+
+
+def _steps_per_epoch(data: Any) -> int | None:
+    try:
+        steps = int(data.cardinality())
+    except (AttributeError, TypeError):
+        return None
+    return steps if steps > 0 else None
 
 
 def device_description() -> str:
@@ -107,8 +126,10 @@ def fit(
     loss is not finite; the best weights by validation loss are restored at the end.
     ``progress_label`` prints one line per epoch under that name.
     """
+    steps = _steps_per_epoch(train_data)
     model.compile(
-        optimizer=make_optimizer(train_config.optimizer, train_config.learning_rate),
+        optimizer=make_optimizer(train_config.optimizer, train_config.learning_rate, train_config.lr_schedule,
+                                 None if steps is None else steps * train_config.epochs),
         loss=loss,
         metrics=list(metrics),
         jit_compile=train_config.jit_compile,

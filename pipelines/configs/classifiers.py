@@ -31,7 +31,7 @@ class CNNConfig(Config):
     dense_units: int = knob(128, "Width of the dense layer before the softmax; 0: none.", minimum=0, maximum=65536)
     activation: str = knob("relu", "Activation.", choices=("relu", "sigmoid", "tanh", "gelu", "elu"))
     dropout_rate: float = knob(0.4, "Dropout before the output layer.", minimum=0.0, maximum=0.9)
-    augment_shift: float = knob(0.1, "Random translation during training, as a fraction of the side.", minimum=0.0, maximum=0.3)
+    augment_shift: float = knob(0.06, "Random translation during training, as a fraction of the side.", minimum=0.0, maximum=0.3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +61,11 @@ FAMILY = register_family(
                 "train.learning_rate": 3e-3, "mlp.hidden_units": (32,), "cnn.filters": (4, 8),
                 "cnn.dense_units": 16, "cnn.batch_norm": False, "cnn.augment_shift": 0.0,
             },
-            "quick": {"train.epochs": 20, "train.batch_size": 64, "cnn.convs_per_block": 2},
+            "quick": {"train.epochs": 20, "train.batch_size": 64, "train.lr_schedule": "cosine",
+                      "train.early_stopping_patience": 8, "cnn.convs_per_block": 2},
             "full": {"data.dataset": "mnist", "data.val_fraction": 0.1, "data.test_fraction": 0.15,
-                     "train.epochs": 30, "train.batch_size": 128},
+                     "train.epochs": 30, "train.batch_size": 128, "train.lr_schedule": "cosine",
+                     "cnn.convs_per_block": 2},
         },
         stages=("prepare_data", "train", "evaluate", "register"),
         form_params=("data.dataset", "train.epochs", "train.batch_size", "train.learning_rate", "train.seed"),
