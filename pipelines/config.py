@@ -146,7 +146,9 @@ def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
             try:
                 kwargs[name] = from_dict(kind, value)
             except ConfigError as error:
-                raise ConfigError(f"{name}.{error}") from None
+                # Field errors start with the field name ("epochs=0: ..."); prefix the section.
+                text = str(error)
+                raise ConfigError(f"{name}.{text}" if not text.startswith("unknown") else f"{name}: {text}") from None
         elif typing.get_origin(kind) is tuple and isinstance(value, list):
             kwargs[name] = tuple(value)
         else:
@@ -235,7 +237,8 @@ def apply_overrides(config: C, overrides: Mapping[str, Any]) -> C:
         path = resolve_key(type(config), key)
         if isinstance(value, str):
             hint, _ = leaf_fields(type(config))[path]
-            if _base_type(hint)[0] is not str:
+            kind, optional = _base_type(hint)
+            if kind is not str or optional:
                 value = parse_value(type(config), path, value)
         node = data
         *parents, leaf = path.split(".")

@@ -40,10 +40,13 @@ def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
         "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(settings.REPO_ROOT), env.get("PYTHONPATH", "")])),
     }
     for key, value in defaults.items():
         env.setdefault(key, value)
+    # Task processes import `pipelines` from this checkout, whatever PYTHONPATH held.
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(settings.REPO_ROOT) not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([str(settings.REPO_ROOT), *paths])
     # `airflow standalone` starts its components as `airflow ...` from PATH.
     bin_dir = str(Path(sys.executable).parent)
     if bin_dir not in env.get("PATH", "").split(os.pathsep):
@@ -116,10 +119,12 @@ def run_zoo(profile: str, families: list[str] | None = None) -> int:
 def summary_rows(since_ms: int, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One row per training run started since ``since_ms``, from the MLflow store."""
     env = env or airflow_env()
-    os.environ.setdefault("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    from mlflow import MlflowClient
+
     from pipelines import tracking
 
-    mlflow_client = tracking.client()
+    uri = env["MLFLOW_TRACKING_URI"]
+    mlflow_client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiments = [e for e in mlflow_client.search_experiments() if e.name.startswith("nnzoo-")]
     rows = []
     if not experiments:

@@ -41,20 +41,41 @@ _configured_uri: str | None = None
 
 
 def configure() -> str:
-    """Point MLflow at the configured store and create it if needed; returns the URI."""
+    """Point MLflow at the configured store and create it if needed; returns the URI.
+
+    A fresh SQLite store is created under an exclusive file lock: several processes
+    (parallel Airflow tasks) opening it at once would otherwise race on creating its
+    tables ("table experiments already exists").
+    """
     global _configured_uri
     uri = settings.mlflow_tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     if _configured_uri != uri:
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
+        if uri.startswith("sqlite:///"):
+            _initialise_sqlite_store(uri)
         _configured_uri = uri
+    # The fluent API (model logging and loading) reads these process-wide settings.
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     return uri
 
 
+def _initialise_sqlite_store(uri: str) -> None:
+    import fcntl
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            # The first client on a new file runs the schema migrations.
+            MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def client() -> MlflowClient:
-    return MlflowClient(configure())
+    uri = configure()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def ensure_experiment(name: str) -> str:
@@ -302,10 +323,11 @@ def promote(
     except MlflowException:
         champion = None
     champion_value = None
-    if champion is not None and champion.version != str(version):
+    champion_version = None if champion is None else str(champion.version)
+    if champion is not None and champion_version != str(version):
         champion_value = champion.tags.get(f"nnzoo.{metric}")
         champion_value = float(champion_value) if champion_value is not None else None
-    if champion is not None and champion.version == str(version):
+    if champion is not None and champion_version == str(version):
         promoted, reason = True, "already champion"
     elif champion_value is None:
         promoted, reason = True, "no champion with this metric yet"
@@ -320,7 +342,7 @@ def promote(
         mlflow_client.set_registered_model_alias(name, CHAMPION, str(version))
     decision = {
         "name": name, "version": str(version), "metric": metric, "value": value,
-        "champion_version": None if champion is None else champion.version, "champion_value": champion_value,
+        "champion_version": champion_version, "champion_value": champion_value,
         "promoted": promoted, "reason": reason,
     }
     tags = {"nnzoo.promotion.decision": "champion" if promoted else "challenger",
@@ -330,4 +352,5 @@ def promote(
     run_id = mlflow_client.get_model_version(name, str(version)).run_id
     if run_id:
         set_tags(run_id, tags)
+    decision["version"] = str(version)
     return decision

@@ -61,7 +61,7 @@ FAMILY = register_family(
                 "train.learning_rate": 3e-3, "mlp.hidden_units": (32,), "cnn.filters": (4, 8),
                 "cnn.dense_units": 16, "cnn.batch_norm": False, "cnn.augment_shift": 0.0,
             },
-            "quick": {"train.epochs": 20, "train.batch_size": 64, "train.lr_schedule": "cosine",
+            "quick": {"train.epochs": 30, "train.batch_size": 64, "train.lr_schedule": "cosine",
                       "train.early_stopping_patience": 8, "cnn.convs_per_block": 2},
             "full": {"data.dataset": "mnist", "data.val_fraction": 0.1, "data.test_fraction": 0.15,
                      "train.epochs": 30, "train.batch_size": 128, "train.lr_schedule": "cosine",

@@ -123,6 +123,11 @@ def _is_complete(target: Path, fingerprint: str) -> bool:
     if not target.exists() or not (target.parent / "meta.json").exists():
         return False
     try:
+        if json.loads((target.parent / "meta.json").read_text()).get("fingerprint") != fingerprint:
+            return False
+    except (OSError, ValueError, AttributeError):
+        return False
+    try:
         with np.load(target) as stored:
             return fingerprint_arrays({key: stored[key] for key in stored.files}) == fingerprint
     except (OSError, ValueError, zipfile.BadZipFile):
@@ -135,7 +140,12 @@ def load_prepared(uri: str) -> PreparedData:
     meta_path = path.parent / "meta.json"
     if not path.exists() or not meta_path.exists():
         raise DatasetUnavailableError(f"prepared dataset not found at {path}; run the prepare_data stage first")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+        meta["fingerprint"], meta["dataset"], meta["class_names"]  # noqa: B018 - required keys
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DatasetUnavailableError(f"prepared dataset metadata {meta_path} is unreadable ({error}); "
+                                      "prepare it again") from error
     try:
         with np.load(path) as stored:
             arrays = {key: stored[key] for key in stored.files}

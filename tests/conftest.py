@@ -1,0 +1,79 @@
+"""Shared fixtures: isolated nnzoo/MLflow stores, subprocess environments, helpers.
+
+Every test that touches MLflow or data gets its own ``NNZOO_HOME`` and SQLite MLflow
+store under pytest's tmp dir; nothing is written to the repository's ``var/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+# Set before anything imports TensorFlow or Airflow (test modules are imported after this file).
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+for _name in ("NNZOO_DATA_DIR", "NNZOO_WORK_DIR", "NNZOO_ARTIFACT_ROOT", "NNZOO_TRAINING_QUEUE",
+              "NNZOO_TRAINING_POOL"):
+    os.environ.pop(_name, None)
+# Safety net: a test that forgets its own store still never writes to <repo>/var or ~/airflow.
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="nnzoo-tests-"))
+os.environ["NNZOO_HOME"] = str(_SESSION_TMP / "home")
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_TMP / 'home' / 'mlflow.db'}"
+os.environ["AIRFLOW_HOME"] = str(_SESSION_TMP / "airflow")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Store:
+    """An isolated nnzoo home with its SQLite MLflow store."""
+
+    home: Path
+    uri: str
+
+    def activate(self, monkeypatch: pytest.MonkeyPatch) -> Store:
+        monkeypatch.setenv("NNZOO_HOME", str(self.home))
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", self.uri)
+        return self
+
+    def client(self):
+        """A client on this store only. The registry URI is explicit: MlflowClient would
+        otherwise use the process-wide registry URI, which an earlier test may have set."""
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a subprocess that writes into this store."""
+        return {**os.environ, "NNZOO_HOME": str(self.home), "MLFLOW_TRACKING_URI": self.uri,
+                "AIRFLOW_HOME": str(self.home / "airflow"), "TF_CPP_MIN_LOG_LEVEL": "2",
+                "PYTHONPATH": str(REPO_ROOT), **extra}
+
+
+def new_store(root: Path) -> Store:
+    root.mkdir(parents=True, exist_ok=True)
+    return Store(home=root / "home", uri=f"sqlite:///{root / 'mlflow.db'}")
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """A fresh store, active for this test (NNZOO_HOME and MLFLOW_TRACKING_URI set)."""
+    return new_store(tmp_path / "store").activate(monkeypatch)
+
+
+def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter of this venv, from the repository root."""
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env or {**os.environ},
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,132 @@
+"""DAG files: cheap to parse (no TensorFlow/Keras/MLflow at import), load in Airflow's
+DagBag without errors, and have the declared structure, pools, queues and params."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import PROFILES
+from pipelines.localrun import TRAINING_POOL, family_dag_ids
+from tests.conftest import REPO_ROOT, run_python
+
+DAGS = REPO_ROOT / "dags"
+DAG_FILES = sorted(DAGS.glob("*.py"))
+HEAVY = ("tensorflow", "keras", "mlflow")
+
+IMPORT_ONE = """
+import importlib.util, json, sys, time
+start = time.perf_counter()
+spec = importlib.util.spec_from_file_location("dag_under_test", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+seconds = time.perf_counter() - start
+heavy = sorted({name.split(".")[0] for name in sys.modules} & {"tensorflow", "keras", "mlflow"})
+print(json.dumps({"seconds": seconds, "heavy": heavy}))
+"""
+
+LOAD_BAG = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+from airflow.serialization.serialized_objects import DagSerialization
+bag = DagBag(dag_folder=sys.argv[1])
+out = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {}}
+for dag_id, dag in bag.dags.items():
+    restored = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    out["dags"][dag_id] = {
+        "tasks": {t.task_id: {"upstream": sorted(t.upstream_task_ids), "pool": t.pool, "queue": t.queue,
+                              "retries": t.retries, "trigger_dag_id": getattr(t, "trigger_dag_id", None)}
+                  for t in dag.tasks},
+        "params": {k: restored.params.get_param(k).schema for k in restored.params},
+        "defaults": dict(restored.params.dump()),
+        "timetable": type(dag.timetable).__name__,
+        "heavy": sorted({name.split(".")[0] for name in sys.modules} & {"tensorflow", "keras", "mlflow"}),
+    }
+print(json.dumps(out, default=str))
+"""
+
+
+def _bag(tmp_path: Path, **env: str) -> dict:
+    full_env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "PYTHONPATH": str(REPO_ROOT), **env}
+    result = run_python(LOAD_BAG.replace("sys.argv[1]", repr(str(DAGS))), env=full_env, timeout=180)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory):
+    return _bag(tmp_path_factory.mktemp("dagbag"))
+
+
+def test_every_dag_file_is_found():
+    assert {path.stem for path in DAG_FILES} >= {"zoo_classifiers", "zoo_all"}
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda path: path.name)
+def test_dag_file_imports_fast_without_heavy_libraries(path, tmp_path):
+    code = IMPORT_ONE.replace("sys.argv[1]", repr(str(path)))
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "PYTHONPATH": str(REPO_ROOT)}
+    result = run_python(code, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-4000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["heavy"] == [], f"{path.name} imports {outcome['heavy']} at parse time"
+    assert outcome["seconds"] < 5, f"{path.name} took {outcome['seconds']:.1f}s to import"
+
+
+def test_dagbag_loads_without_import_errors(bag):
+    assert bag["import_errors"] == {}
+    assert {"zoo_classifiers", "zoo_all"} <= set(bag["dags"])
+    assert bag["dags"]["zoo_classifiers"]["heavy"] == []
+
+
+def test_zoo_classifiers_task_graph(bag):
+    tasks = bag["dags"]["zoo_classifiers"]["tasks"]
+    assert {task: info["upstream"] for task, info in tasks.items()} == {
+        "prepare_data": [],
+        "train_mlp": ["prepare_data"],
+        "train_cnn": ["prepare_data"],
+        "evaluate": ["prepare_data", "train_cnn", "train_mlp"],
+        "register": ["evaluate"],
+    }
+
+
+def test_training_tasks_use_the_training_pool_and_default_queue(bag):
+    tasks = bag["dags"]["zoo_classifiers"]["tasks"]
+    for task in ("train_mlp", "train_cnn"):
+        assert tasks[task]["pool"] == TRAINING_POOL == "nnzoo_training"
+        assert tasks[task]["queue"] == "default"
+        assert tasks[task]["retries"] >= 1
+    for task in ("prepare_data", "evaluate", "register"):
+        assert tasks[task]["pool"] != TRAINING_POOL
+
+
+def test_training_queue_comes_from_the_environment(tmp_path):
+    tasks = _bag(tmp_path, NNZOO_TRAINING_QUEUE="gpu")["dags"]["zoo_classifiers"]["tasks"]
+    assert tasks["train_mlp"]["queue"] == tasks["train_cnn"]["queue"] == "gpu"
+    assert tasks["prepare_data"]["queue"] == tasks["evaluate"]["queue"] == "default"
+
+
+def test_zoo_classifiers_params_render_with_the_profile_enum(bag):
+    dag = bag["dags"]["zoo_classifiers"]
+    assert dag["params"]["profile"]["enum"] == list(PROFILES)
+    assert dag["defaults"]["profile"] == "quick"
+    assert {"epochs", "batch_size", "learning_rate", "dataset", "seed"} <= set(dag["params"])
+    assert dag["params"]["epochs"]["minimum"] == 1
+    assert all(dag["defaults"][name] is None for name in dag["params"] if name != "profile")
+
+
+def test_zoo_all_triggers_every_family_dag_in_order(bag):
+    dag = bag["dags"]["zoo_all"]
+    triggers = {info["trigger_dag_id"]: task for task, info in dag["tasks"].items()}
+    assert sorted(triggers) == family_dag_ids() == ["zoo_classifiers"]
+    assert set(triggers) <= set(bag["dags"])
+    assert dag["params"]["profile"]["enum"] == list(PROFILES)
+
+
+def test_dags_are_manual_only(bag):
+    for dag_id in ("zoo_classifiers", "zoo_all"):
+        assert bag["dags"][dag_id]["timetable"] == "NullTimetable", dag_id

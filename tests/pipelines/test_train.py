@@ -1,0 +1,126 @@
+"""The generic trainer: NaN guard and failure bookkeeping, optimizers, device string."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from pipelines import tracking, train
+from pipelines.config import to_dict
+from pipelines.families import get_family
+from pipelines.stages import classifiers
+
+# An absurd step size on a deep-ish ReLU MLP: the loss is NaN within the first epoch
+# (checked for seeds 0..4; a shallow net with SGD saturates at a finite loss instead).
+DIVERGING = {"optimizer": "sgd", "learning_rate": 1e6, "mlp.hidden_units": "256,256,256"}
+
+
+def test_diverging_training_fails_the_run_and_registers_nothing(store):
+    config = to_dict(get_family("classifiers").config("smoke", DIVERGING))
+    data = classifiers.prepare_data(config, {})
+    with pytest.raises(train.TrainingDivergedError, match=r"loss became nan at epoch 1.*learning_rate=1000000"):
+        classifiers.train(config, {**data, "model": "mlp", "run_key": "dag/nan"})
+
+    client = store.client()
+    experiment = client.get_experiment_by_name("nnzoo-classifiers")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FAILED"
+    reason = run.data.tags[tracking.TAG_FAILURE]
+    assert reason.startswith("TrainingDivergedError: loss became nan")
+    assert classifiers.TAG_MODEL_URI not in run.data.tags
+    assert "failure/traceback.txt" in tracking.list_artifacts(run.info.run_id, "failure")
+    assert client.search_logged_models([experiment.experiment_id]) == []
+    assert client.search_registered_models() == []
+    assert client.search_model_versions("name = 'nnzoo-classifiers-mlp'") == []
+    # An orchestrator retry must train again, not reuse the failed run.
+    assert tracking.find_run(experiment.experiment_id, "dag/nan/mlp").info.status == "FAILED"
+
+
+def _tiny_data(poison: bool = False):
+    from pipelines.data.prepared import tf_dataset
+
+    rng = np.random.default_rng(0)
+    images = rng.random((32, 4, 4, 1), dtype=np.float32)
+    if poison:
+        images[0, 0, 0, 0] = np.nan
+    return tf_dataset(images, rng.integers(0, 3, 32), batch_size=8, shuffle=False)
+
+
+def test_fit_raises_on_non_finite_loss_without_mlflow():
+    data = _tiny_data(poison=True)
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3, "softmax")])
+    config = get_family("classifiers").config("smoke", {"epochs": 2, "early_stopping_patience": 0}).train
+    with pytest.raises(train.TrainingDivergedError, match="loss became nan at epoch 1, batch 1"):
+        train.fit(model, data, None, config, verbose=0)
+
+
+def test_fit_trains_the_configured_epochs_with_a_checkpoint_dir(tmp_path):
+    data = _tiny_data()
+    train.set_seed(0)
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3, "softmax")])
+    config = get_family("classifiers").config("smoke", {"epochs": 3, "early_stopping_patience": 0}).train
+    history = train.fit(model, data, data, config, checkpoint_dir=tmp_path / "ckpt",
+                        verbose=0)
+    assert len(history.history["loss"]) == 3
+    assert set(history.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(np.isfinite(history.history["loss"]))
+    assert not (tmp_path / "ckpt").exists()  # BackupAndRestore cleans up after a completed fit
+
+
+@pytest.mark.parametrize("name, cls", [("adam", "Adam"), ("sgd", "SGD"), ("rmsprop", "RMSprop")])
+def test_make_optimizer(name, cls):
+    optimizer = train.make_optimizer(name, 0.01)
+    assert type(optimizer).__name__ == cls
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)
+
+
+def test_make_optimizer_rejects_unknown_names():
+    with pytest.raises(ValueError, match="optimizer='lbfgs'"):
+        train.make_optimizer("lbfgs", 0.01)
+
+
+def test_device_description_names_cpu_or_gpu():
+    assert train.device_description().startswith(("CPU (", "GPU x "))
+
+
+def test_set_seed_makes_initial_weights_repeat():
+    from models import build_model
+
+    train.set_seed(5)
+    first = build_model("mlp", input_shape=(4, 4, 1), num_classes=3, hidden_units=(4,)).get_weights()
+    train.set_seed(5)
+    second = build_model("mlp", input_shape=(4, 4, 1), num_classes=3, hidden_units=(4,)).get_weights()
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_cosine_schedule_decays_to_zero_over_the_total_steps():
+    optimizer = train.make_optimizer("sgd", 0.1, "cosine", total_steps=100)
+    optimizer.build([keras.Variable(1.0)])
+    rates = []
+    for step in (0, 50, 100):
+        optimizer.iterations.assign(step)
+        rates.append(float(optimizer.learning_rate))
+    assert rates == pytest.approx([0.1, 0.05, 0.0], abs=1e-6)
+    assert float(train.make_optimizer("sgd", 0.1).learning_rate) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("schedule, steps, message", [
+    ("cosine", None, "total_steps=None"), ("cosine", 0, "total_steps=0"), ("linear", 10, "lr_schedule='linear'"),
+])
+def test_bad_schedules_are_rejected(schedule, steps, message):
+    with pytest.raises(ValueError, match=message):
+        train.make_optimizer("adam", 0.1, schedule, total_steps=steps)
+
+
+def test_fit_with_cosine_schedule_ends_at_rate_zero_and_prints_one_line_per_epoch(capsys):
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3, "softmax")])
+    config = get_family("classifiers").config(
+        "smoke", {"epochs": 3, "early_stopping_patience": 0, "lr_schedule": "cosine"}).train
+    train.fit(model, _tiny_data(), None, config, progress_label="tiny")
+    assert int(model.optimizer.iterations) == 3 * 4  # 32 examples in batches of 8
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-7)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[nnzoo] tiny epoch")]
+    assert [line.split()[3] for line in lines] == ["1/3", "2/3", "3/3"]
+    assert all("loss=" in line for line in lines)

@@ -1,0 +1,90 @@
+"""The ``nnzoo`` console script, run as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipelines import cli
+from tests.conftest import REPO_ROOT, VENV_BIN, new_store
+
+NNZOO = str(VENV_BIN / "nnzoo")
+
+
+def nnzoo(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([NNZOO, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def env(tmp_path):
+    return new_store(tmp_path / "store").env()
+
+
+@pytest.mark.slow
+def test_run_smoke_prints_a_json_summary_of_runs_that_exist_in_mlflow(tmp_path):
+    store = new_store(tmp_path / "store")
+    result = nnzoo("run", "classifiers", "--profile", "smoke", env=store.env())
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(summary) == {"family", "profile", "runs", "metrics"}
+    assert (summary["family"], summary["profile"]) == ("classifiers", "smoke")
+    assert set(summary["runs"]) == set(summary["metrics"]) == {"mlp", "cnn"}
+    client = store.client()
+    for model, run_id in summary["runs"].items():
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["nnzoo.model"] == model
+        assert run.data.metrics["test_accuracy"] == summary["metrics"][model]["test_accuracy"]
+        assert 0.0 <= summary["metrics"][model]["test_accuracy"] <= 1.0
+        assert client.get_model_version_by_alias(f"nnzoo-classifiers-{model}", "champion").run_id == run_id
+    assert (store.home / "data" / "mnist_subset").is_dir()
+
+
+@pytest.mark.parametrize("args, named", [
+    (["run", "classifiers", "--profile", "bogus"], "'bogus'"),
+    (["run", "classifiers", "--profile", "smoke", "--param", "epochs=0"], "train.epochs=0"),
+    (["run", "classifiers", "--profile", "smoke", "--param", "nope=1"], "'nope'"),
+    (["run", "classifiers", "--profile", "smoke", "--param", "epochs=abc"], "train.epochs='abc'"),
+    (["run", "classifiers", "--profile", "smoke", "--param", "epochs"], "'epochs'"),
+    (["run", "nosuchfamily", "--profile", "smoke"], "'nosuchfamily'"),
+    (["run", "all", "--profile", "bogus"], "'bogus'"),
+])
+def test_bad_values_exit_2_with_one_line_naming_the_value(args, named, env):
+    result = nnzoo(*args, env=env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("nnzoo: error: ")
+    assert named in lines[0]
+    assert result.stdout == ""
+
+
+def test_list_shows_the_families_and_profiles(env):
+    result = nnzoo("list", env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "classifiers" in result.stdout
+    assert "prepare_data -> train -> evaluate -> register" in result.stdout
+    assert "smoke, quick, full" in result.stdout
+
+
+def test_list_verbose_shows_the_datasets(env):
+    result = nnzoo("list", "-v", env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for name in ("mnist_subset", "digits", "mnist", "fashion_mnist"):
+        assert f"  {name} " in result.stdout
+
+
+def test_module_entry_point_matches_the_console_script(env):
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "list"], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "classifiers" in result.stdout
+
+
+def test_validation_happens_before_any_work_is_done(tmp_path, monkeypatch, capsys):
+    store = new_store(tmp_path / "store").activate(monkeypatch)
+    assert cli.main(["run", "classifiers", "--profile", "smoke", "--param", "batch_size=0"]) == 2
+    assert "train.batch_size=0" in capsys.readouterr().err
+    assert not store.home.exists()

@@ -1,0 +1,97 @@
+"""The classifiers DAG end to end through Airflow's own CLI (`airflow dags test`) on
+an embedded SQLite Airflow, writing into a temporary MLflow store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from pipelines import localrun
+from tests.conftest import REPO_ROOT, VENV_BIN, new_store
+
+pytestmark = pytest.mark.slow
+
+AIRFLOW = str(VENV_BIN / "airflow")
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    """(store, env): a migrated Airflow home and an MLflow store, both temporary."""
+    store = new_store(tmp_path_factory.mktemp("e2e"))
+    env = localrun.airflow_env(store.env())
+    assert env["NNZOO_HOME"] == str(store.home)
+    assert env["AIRFLOW_HOME"] == str(store.home / "airflow")
+    assert env["MLFLOW_TRACKING_URI"] == store.uri
+    localrun.init_airflow(env)
+    return store, env
+
+
+def dags_test(env, conf: dict, timeout: float = 400) -> subprocess.CompletedProcess:
+    return subprocess.run([AIRFLOW, "dags", "test", "zoo_classifiers", "-c", json.dumps(conf)], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _runs(store):
+    client = store.client()
+    experiments = [e.experiment_id for e in client.search_experiments() if e.name.startswith("nnzoo-")]
+    return client.search_runs(experiments) if experiments else []
+
+
+def test_init_airflow_creates_the_training_pool(embedded):
+    _store, env = embedded
+    result = subprocess.run([AIRFLOW, "pools", "get", localrun.TRAINING_POOL, "-o", "json"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(json.loads(result.stdout)[0]["slots"]) == 1
+    localrun.init_airflow(env)  # idempotent
+
+
+@pytest.mark.parametrize("conf, param", [
+    ({"profile": "smoke", "epochs": 0}, "epochs"),
+    ({"profile": "smoke", "batch_size": "x"}, "batch_size"),
+    ({"profile": "tiny"}, "profile"),
+])
+def test_invalid_params_fail_before_any_run_starts(embedded, conf, param):
+    store, env = embedded
+    before = {run.info.run_id for run in _runs(store)}
+    result = dags_test(env, conf, timeout=180)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"Invalid input for param {param}" in output
+    assert {run.info.run_id for run in _runs(store)} == before
+
+
+@pytest.fixture(scope="module")
+def smoke_dag_run(embedded):
+    _store, env = embedded
+    return dags_test(env, {"profile": "smoke"})
+
+
+def test_smoke_dag_run_trains_evaluates_and_registers(embedded, smoke_dag_run):
+    store, _env = embedded
+    result = smoke_dag_run
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    client = store.client()
+    all_runs = _runs(store)
+    runs = {run.data.tags["nnzoo.model"]: run for run in all_runs}
+    assert len(all_runs) == 2 and set(runs) == {"mlp", "cnn"}
+    for model, run in runs.items():
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["nnzoo.run_key"].startswith("zoo_classifiers/")
+        assert run.data.tags["nnzoo.run_key"].endswith(f"/{model}")
+        assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
+        assert run.data.params["profile"] == "smoke"
+        champion = client.get_model_version_by_alias(f"nnzoo-classifiers-{model}", "champion")
+        assert champion.run_id == run.info.run_id
+    assert (store.home / "data" / "mnist_subset").is_dir()
+
+
+def test_summary_rows_read_the_store_of_the_given_env(embedded, smoke_dag_run):
+    store, env = embedded
+    assert smoke_dag_run.returncode == 0
+    rows = localrun.summary_rows(0, env)
+    assert {row["model"] for row in rows} >= {"mlp", "cnn"}
+    assert {run.info.run_id for run in _runs(store)} >= {row["run_id"] for row in rows}
+    assert all(row["status"] == "FINISHED" and "test_accuracy" in row["metrics"] for row in rows)
