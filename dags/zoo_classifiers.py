@@ -1,20 +1,25 @@
 """Classifiers: an MLP and a CNN on handwritten digits, tracked in MLflow.
 
-prepare_data -> train_mlp, train_cnn (in parallel) -> evaluate -> register.
+`prepare_data` → `train_mlp` ‖ `train_cnn` → `evaluate` → `register`
+
+* **Trigger form**: profile and the main knobs; empty fields take the profile's defaults.
+* **Retraining**: set `NNZOO_SCHEDULE_CLASSIFIERS` (cron) for a schedule; new dataset
+  content announced by any DAG's `prepare_data` retrains it through `nnzoo_retrain`.
+* **Training tasks** run on queue `NNZOO_TRAINING_QUEUE` in pool `NNZOO_TRAINING_POOL`;
+  a retry resumes the same MLflow run from its last completed epoch.
 """
 
 from __future__ import annotations
 
-import os
+from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
+from pipelines import orchestration
 from pipelines.params import form_specs
 
 FAMILY = "classifiers"
-TRAINING_QUEUE = os.environ.get("NNZOO_TRAINING_QUEUE", "default")
-TRAINING_POOL = os.environ.get("NNZOO_TRAINING_POOL", "nnzoo_training")
 
 
 def _config() -> dict:
@@ -29,52 +34,60 @@ def _run_key() -> str:
 
 
 @dag(
-    dag_id="zoo_classifiers",
+    dag_id=f"zoo_{FAMILY}",
     description="MLP vs CNN digit classifiers: train, evaluate, register, promote",
-    schedule=None,
+    schedule=orchestration.schedule(FAMILY),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    tags=["nnzoo", "classifiers"],
+    tags=["nnzoo", FAMILY],
     params={name: Param(**spec) for name, spec in form_specs(FAMILY).items()},
     doc_md=__doc__,
 )
 def zoo_classifiers():
-    @task
-    def prepare_data() -> dict:
+    @task(outlets=[AssetAlias(orchestration.DATASETS_ALIAS)])
+    def prepare_data(*, outlet_events=None) -> dict:
         """### Prepare data
         Loads the dataset, makes the deterministic train/val/test split and stores it
-        under the data dir. Returns its URI and content fingerprint."""
+        under the data dir. Returns its URI and content fingerprint; new content is
+        announced on the dataset's Asset."""
         from pipelines.stages import classifiers
 
-        return classifiers.prepare_data(_config(), {})
+        data = classifiers.prepare_data(_config(), {})
+        if data["changed"]:
+            outlet_events[AssetAlias(orchestration.DATASETS_ALIAS)].add(
+                Asset(**orchestration.dataset_asset(data["dataset"])),
+                extra={key: data[key] for key in ("dataset", "fingerprint", "profile", "data_uri")})
+        return data
 
     def train_task(model: str):
-        @task(task_id=f"train_{model}", queue=TRAINING_QUEUE, pool=TRAINING_POOL, retries=1)
+        @task(task_id=f"train_{model}", queue=orchestration.training_queue(), pool=orchestration.training_pool(),
+              retries=orchestration.training_retries(), retry_delay=timedelta(seconds=20))
         def train(data: dict) -> dict:
             """### Train
             Trains the model with per-epoch metrics in MLflow. Returns the MLflow run id
-            and model URI (never the model itself)."""
+            and model URI (never the model itself). A retry resumes from the last
+            completed epoch in the same MLflow run."""
             from pipelines.stages import classifiers
 
             return classifiers.train(_config(), {**data, "model": model, "run_key": _run_key()})
 
         return train
 
-    @task
+    @task(retries=1)
     def evaluate(data: dict, mlp: dict, cnn: dict) -> dict:
         """### Evaluate
         Test accuracy, confusion matrix and misclassified examples for each model."""
         from pipelines.stages import classifiers
 
-        return {"runs": {"mlp": mlp, "cnn": cnn},
-                **classifiers.evaluate(_config(), {**data, "runs": {"mlp": mlp, "cnn": cnn}})}
+        runs = {"mlp": mlp, "cnn": cnn}
+        return {"runs": runs, **classifiers.evaluate(_config(), {**data, "runs": runs})}
 
-    @task
+    @task(retries=1)
     def register(evaluation: dict) -> dict:
         """### Register
-        Registers each model once per DAG run; `champion` moves only if the test
-        accuracy is not worse than the current champion's."""
+        Registers each model once per DAG run as `challenger`; it becomes `champion`
+        only if its test accuracy is not worse than the champion's beyond the tolerance."""
         from pipelines.stages import classifiers
 
         return classifiers.register(_config(), evaluation)

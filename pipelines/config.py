@@ -279,6 +279,8 @@ class TrainConfig(Config):
     seed: int = knob(0, "Seed for weights, shuffling and dropout.", minimum=0, maximum=2**31 - 1)
     mixed_precision: bool = knob(False, "Compute in float16 (GPU) with float32 weights.")
     jit_compile: bool = knob(False, "Compile train and predict steps with XLA.")
+    distribute: str = knob("none", "Multi-GPU in one worker: none, or mirrored (tf.distribute.MirroredStrategy).",
+                           choices=("none", "mirrored"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,6 +288,7 @@ class ExperimentConfig(Config):
     """Base of every family's top-level config."""
 
     profile: str = knob("quick", "Size profile: smoke (tests), quick (CPU), full (tfds, GPU).", choices=PROFILES)
+    cache: bool = knob(False, "Reuse a finished run with the same config, model and data instead of training again.")
     promotion_tolerance: float = knob(
         0.0, "A new model becomes champion unless its metric is worse than the champion's by more than this.",
         minimum=0.0, maximum=1.0,

@@ -28,7 +28,8 @@ def form_specs(family_name: str) -> dict[str, dict[str, Any]]:
         },
     }
     leaves = leaf_fields(family.config_cls)
-    for path in family.form_params:
+    # Every family's form offers step caching, after its own fields.
+    for path in (*family.form_params, *[p for p in ("cache",) if p not in family.form_params]):
         hint, field = leaves[path]
         kind, _ = _base_type(hint)
         meta = field.metadata

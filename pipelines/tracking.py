@@ -118,6 +118,19 @@ class RunHandle:
         set_tags(self.run_id, tags)
 
 
+def find_runs_by_tag(experiment_id: str, tag: str, value: str, status: str | None = None) -> list[Any]:
+    """Runs carrying ``tag = value`` (optionally only with ``status``), newest first."""
+    query = f"tags.`{tag}` = '{value}'"
+    if status:
+        query += f" and attributes.status = '{status}'"
+    return client().search_runs([experiment_id], filter_string=query, order_by=["attributes.start_time DESC"])
+
+
+def max_logged_step(run_id: str, key: str) -> int:
+    """The highest step of metric ``key`` on the run (0 if never logged)."""
+    return max((m.step for m in client().get_metric_history(run_id, key)), default=0)
+
+
 def find_run(experiment_id: str, run_key: str) -> Any | None:
     """The newest run carrying ``nnzoo.run_key = run_key``, or None."""
     runs = client().search_runs(
@@ -145,7 +158,12 @@ def run(
     mlflow_client = client()
     experiment_id = ensure_experiment(experiment)
     if resume_run_id:
+        previous = mlflow_client.get_run(resume_run_id)
         mlflow_client.update_run(resume_run_id, status="RUNNING")
+        if TAG_FAILURE in previous.data.tags:
+            # Keep the earlier failure visible, but it no longer describes the run.
+            mlflow_client.set_tag(resume_run_id, "nnzoo.previous_failure", previous.data.tags[TAG_FAILURE])
+            mlflow_client.delete_tag(resume_run_id, TAG_FAILURE)
         handle = RunHandle(resume_run_id, experiment_id, resumed=True)
     else:
         all_tags = {key: str(value) for key, value in (tags or {}).items()}
@@ -178,13 +196,19 @@ def _param_value(value: Any) -> str:
     return text[:6000]
 
 
-def log_params(run_id: str, params: Mapping[str, Any]) -> None:
-    """Log params in batches; re-logging an identical value (a retry) is harmless."""
+def log_params(run_id: str, params: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """Log params in batches. Params already on the run are kept (MLflow params are
+    immutable): a resumed run on another worker may report a different ``device``.
+    Returns those conflicts ``{key: (logged, new)}`` and records them in a tag."""
     existing = client().get_run(run_id).data.params
-    items = [Param(key, _param_value(value)) for key, value in params.items()
-             if existing.get(key) != _param_value(value)]
+    conflicts = {key: (existing[key], _param_value(value)) for key, value in params.items()
+                 if key in existing and existing[key] != _param_value(value)}
+    items = [Param(key, _param_value(value)) for key, value in params.items() if key not in existing]
     for start in range(0, len(items), 100):
         client().log_batch(run_id, params=items[start : start + 100])
+    if conflicts:
+        client().set_tag(run_id, "nnzoo.param_conflicts", json.dumps(conflicts)[:4000])
+    return conflicts
 
 
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -270,16 +294,22 @@ def _active(run_id: str) -> Iterator[None]:
             client().update_run(run_id, status="RUNNING")
 
 
-def keras_epoch_logger(run_id: str, prefix: str = "", start_step: int = 0) -> Any:
+def keras_epoch_logger(run_id: str, prefix: str = "", start_step: int = 0, skip_through: int = 0) -> Any:
     """A Keras callback that logs every epoch's metrics (``loss``, ``val_loss`` ...)
-    to ``run_id`` with the epoch number as step, in one batch call per epoch."""
+    to ``run_id`` with the epoch number as step, in one batch call per epoch.
+
+    Steps up to ``skip_through`` are not logged again: a resumed training that repeats
+    an epoch whose metrics reached MLflow before the kill leaves no duplicate."""
     import keras
 
     class EpochLogger(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+            step = start_step + epoch + 1
+            if step <= skip_through:
+                return
             metrics = {f"{prefix}{key}": float(value) for key, value in (logs or {}).items()
                        if isinstance(value, (int, float)) or hasattr(value, "__float__")}
-            log_metrics(run_id, metrics, step=start_step + epoch + 1)
+            log_metrics(run_id, metrics, step=step)
 
     return EpochLogger()
 
@@ -303,7 +333,9 @@ def register_model_version(model_uri: str, name: str, run_id: str, tags: Mapping
     for version in mlflow_client.search_model_versions(f"name = '{name}'"):
         if version.run_id == run_id:
             return version
-    version = mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags={
+    # A logged model's URI (models:/m-<id>) needs its model_id: a tracking server refuses it without.
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    version = mlflow_client.create_model_version(name, model_uri, run_id=run_id, model_id=model_id, tags={
         key: str(value) for key, value in (tags or {}).items()})
     return version
 

@@ -59,6 +59,37 @@ class EpochProgress(keras.callbacks.Callback):
         print(f"[nnzoo] {self.label} epoch {epoch + 1}/{self.epochs} {values} ({seconds:.1f}s)", flush=True)
 
 
+def configure_devices() -> list[str]:
+    """Turn on GPU memory growth, so a task takes the memory it needs instead of all
+    of it and tasks sharing a GPU host do not starve each other. Returns GPU names.
+
+    Must run before TensorFlow touches a GPU; later calls are harmless no-ops.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass  # already initialised in this process: the setting cannot change any more
+    return [gpu.name for gpu in gpus]
+
+
+def distribution_scope(distribute: str):
+    """Context in which to build and compile the model: ``mirrored`` replicates it on
+    every visible GPU of this worker (``tf.distribute.MirroredStrategy``)."""
+    import contextlib
+
+    if distribute == "none":
+        return contextlib.nullcontext()
+    if distribute == "mirrored":
+        import tensorflow as tf
+
+        return tf.distribute.MirroredStrategy().scope()
+    raise ValueError(f"distribute={distribute!r}: expected none or mirrored")
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and the backend so a run repeats."""
     keras.utils.set_random_seed(seed)

@@ -119,6 +119,39 @@ def prepare(data_config: Any, root: Path | None = None) -> PreparedData:
     return PreparedData(target.as_uri(), data_config.dataset, fingerprint, tuple(class_names), arrays)
 
 
+def latest_path(dataset: str, root: Path | None = None) -> Path:
+    """``<data dir>/<dataset>/latest.json``: the current fingerprint of each split of
+    the dataset. Its location is the URI of the dataset's Airflow Asset."""
+    return (root or settings.data_dir()) / dataset / "latest.json"
+
+
+def record_latest(data_config: Any, fingerprint: str, root: Path | None = None) -> bool:
+    """Record ``fingerprint`` as the current content of this split of the dataset.
+
+    Returns True when it is new (first materialisation, or the data changed): that is
+    when the dataset's Asset gets an event and retraining DAGs run.
+    """
+    import fcntl
+
+    path = latest_path(data_config.dataset, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    split = (f"val={data_config.val_fraction},test={data_config.test_fraction},"
+             f"seed={data_config.split_seed},max={data_config.max_examples}")
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            current = json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:
+            current = {}
+        if current.get(split) == fingerprint:
+            return False
+        current[split] = fingerprint
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(current, indent=2, sort_keys=True))
+        os.replace(temporary, path)
+    return True
+
+
 def _is_complete(target: Path, fingerprint: str) -> bool:
     if not target.exists() or not (target.parent / "meta.json").exists():
         return False

@@ -5,16 +5,25 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pipelines import settings, tracking
+from pipelines import tracking
 from pipelines.config import to_dict
 from pipelines.stages import register_runner
-from pipelines.stages.common import load_config, register_and_promote, run_key, run_params
+from pipelines.stages.common import (
+    TAG_CACHE_KEY,
+    TAG_MODEL_URI,
+    TAG_RESUMED,
+    checkpoint_dir,
+    load_config,
+    plan_training,
+    register_and_promote,
+    run_params,
+)
 from pipelines.stages.common import prepare_data as _prepare_common
 
 FAMILY = "classifiers"
 MODELS = ("mlp", "cnn")
 METRIC = "test_accuracy"
-TAG_MODEL_URI = "nnzoo.model_uri"
+TAG_EVALUATED_ON = "nnzoo.evaluated_on"
 
 
 def prepare_data(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
@@ -31,9 +40,10 @@ def train(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     """Train ``inputs["model"]`` (``mlp`` or ``cnn``) on ``inputs["data_uri"]``.
 
     Logs params, per-epoch curves, the training-curve plot, the CNN's first-layer
-    filters and the model with its signature. Returns ``run_id`` and ``model_uri``.
-    A retry of the same orchestrated task returns the finished run instead of training
-    again.
+    filters and the model with its signature. Returns ``run_id``, ``model_uri`` and
+    ``cached``. A retry of the same orchestrated task reuses its finished run or resumes
+    its unfinished one from the last completed epoch; with ``cache`` an identical
+    earlier run is reused (see :func:`pipelines.stages.common.plan_training`).
     """
     from models import build_model
     from pipelines import plots
@@ -44,36 +54,35 @@ def train(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     model_name = inputs.get("model")
     if model_name not in MODELS:
         raise ValueError(f"model={model_name!r}: expected one of {', '.join(MODELS)}")
-    key = run_key(inputs, model_name)
-    experiment_id = tracking.ensure_experiment(fam.experiment_name)
-    if key:
-        earlier = tracking.find_run(experiment_id, key)
-        if earlier is not None and earlier.info.status == "FINISHED" and TAG_MODEL_URI in earlier.data.tags:
-            print(f"[nnzoo] {model_name}: run {earlier.info.run_id} already finished for {key}; reusing it")
-            return {"model": model_name, "run_id": earlier.info.run_id,
-                    "model_uri": earlier.data.tags[TAG_MODEL_URI]}
-
     data = load_prepared(inputs["data_uri"])
+    plan = plan_training(fam, typed, model_name, inputs, data.fingerprint)
+    if plan.reuse is not None:
+        return plan.reuse
     tags = {tracking.TAG_FAMILY: FAMILY, tracking.TAG_MODEL: model_name, tracking.TAG_PROFILE: typed.profile,
-            tracking.TAG_STAGE: "train"}
-    with tracking.run(fam.experiment_name, f"{model_name}-{typed.profile}", tags=tags, run_key=key) as run:
+            tracking.TAG_STAGE: "train", TAG_CACHE_KEY: plan.cache_key}
+    with tracking.run(fam.experiment_name, f"{model_name}-{typed.profile}", tags=tags, run_key=plan.run_key,
+                      resume_run_id=plan.resume_run_id) as run:
+        if run.resumed:
+            run.set_tags({TAG_RESUMED: f"after {plan.logged_epochs} logged epoch(s)"})
+        trainer.configure_devices()
         trainer.configure_precision(typed.train.mixed_precision)
         trainer.set_seed(typed.train.seed)
-        model = build_model(model_name, input_shape=data.image_shape, num_classes=data.num_classes,
-                            **_builder_kwargs(typed, model_name))
-        run.log_params(run_params(typed, data, model=model_name, parameters=model.count_params()))
         train_x, train_y = data.split("train")
         val_x, val_y = data.split("val")
-        started = time.perf_counter()
-        history = trainer.fit(
-            model,
-            tf_dataset(train_x, train_y, typed.train.batch_size, shuffle=True, seed=typed.train.seed),
-            tf_dataset(val_x, val_y, 512, shuffle=False) if len(val_y) else None,
-            typed.train,
-            checkpoint_dir=settings.work_dir() / "checkpoints" / run.run_id,
-            callbacks=[tracking.keras_epoch_logger(run.run_id)],
-            progress_label=model_name,
-        )
+        with trainer.distribution_scope(typed.train.distribute):
+            model = build_model(model_name, input_shape=data.image_shape, num_classes=data.num_classes,
+                                **_builder_kwargs(typed, model_name))
+            run.log_params(run_params(typed, data, model=model_name, parameters=model.count_params()))
+            started = time.perf_counter()
+            history = trainer.fit(
+                model,
+                tf_dataset(train_x, train_y, typed.train.batch_size, shuffle=True, seed=typed.train.seed),
+                tf_dataset(val_x, val_y, 512, shuffle=False) if len(val_y) else None,
+                typed.train,
+                checkpoint_dir=checkpoint_dir(run.run_id),
+                callbacks=[tracking.keras_epoch_logger(run.run_id, skip_through=plan.logged_epochs)],
+                progress_label=model_name,
+            )
         seconds = time.perf_counter() - started
         epochs = len(history.history["loss"])
         run.log_metrics({"train_seconds": seconds, "epochs_trained": epochs,
@@ -89,7 +98,7 @@ def train(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         tracking.log_bytes(run.run_id, "\n".join(summary).encode(), "model_summary.txt")
         model_uri = tracking.log_keras_model(run.run_id, model, normalize_images(train_x[:4]))
         run.set_tags({TAG_MODEL_URI: model_uri})
-    return {"model": model_name, "run_id": run.run_id, "model_uri": model_uri}
+    return {"model": model_name, "run_id": run.run_id, "model_uri": model_uri, "cached": False}
 
 
 def evaluate(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
@@ -110,6 +119,14 @@ def evaluate(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     images = normalize_images(test_x)
     metrics: dict[str, dict[str, float]] = {}
     for model_name, trained in sorted(inputs["runs"].items()):
+        earlier = tracking.get_run(trained["run_id"])
+        if earlier.data.tags.get(TAG_EVALUATED_ON) == data.fingerprint and METRIC in earlier.data.metrics:
+            # A retry, or a cached run: its test metrics for this data are already logged.
+            metrics[model_name] = {key: earlier.data.metrics[key] for key in (METRIC, "test_loss")
+                                   if key in earlier.data.metrics}
+            print(f"[nnzoo] {model_name}: already evaluated on {data.fingerprint}: "
+                  f"{METRIC}={metrics[model_name][METRIC]:.4f}")
+            continue
         with tracking.run(fam.experiment_name, model_name, resume_run_id=trained["run_id"]) as run:
             model = tracking.load_keras_model(trained["model_uri"])
             probabilities = model.predict(images, batch_size=512, verbose=0)
@@ -133,6 +150,7 @@ def evaluate(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
                 tracking.log_figure(run.run_id, plots.image_grid(
                     test_x[wrong], titles, f"{model_name}: misclassified (true→predicted)"),
                     "plots/misclassified.png")
+            run.set_tags({TAG_EVALUATED_ON: data.fingerprint})
             metrics[model_name] = values
             print(f"[nnzoo] {model_name}: {METRIC}={values[METRIC]:.4f} test_loss={values['test_loss']:.4f}")
     return {"metrics": metrics}

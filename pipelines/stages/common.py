@@ -3,6 +3,7 @@ identity, standard run params, and registration with promotion."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import subprocess
 from typing import Any
@@ -21,10 +22,12 @@ def load_config(family: str, config: dict[str, Any]) -> tuple[Family, Experiment
 def prepare_data(family: str, config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     """Materialise the family's dataset split and return its reference.
 
+    ``changed`` is True when this content of the dataset is new to the data dir (the
+    DAG then emits an event on the dataset's Asset, which schedules retraining).
     Also creates the family's MLflow experiment, so parallel training tasks that
     follow never race to create the store or the experiment.
     """
-    from pipelines.data.prepared import prepare
+    from pipelines.data.prepared import prepare, record_latest
 
     fam, typed = load_config(family, config)
     prepared = prepare(typed.data)
@@ -34,6 +37,8 @@ def prepare_data(family: str, config: dict[str, Any], inputs: dict[str, Any]) ->
         "dataset": prepared.name,
         "fingerprint": prepared.fingerprint,
         "sizes": {split: int(len(prepared.arrays[f"{split}_y"])) for split in ("train", "val", "test")},
+        "profile": typed.profile,
+        "changed": record_latest(typed.data, prepared.fingerprint),
     }
 
 
@@ -74,6 +79,83 @@ def run_key(inputs: dict[str, Any], name: str) -> str | None:
     """Identity of a task's run across retries (``<dag run>/<name>``), if orchestrated."""
     base = inputs.get("run_key")
     return f"{base}/{name}" if base else None
+
+
+TAG_MODEL_URI = "nnzoo.model_uri"
+TAG_CACHE_KEY = "nnzoo.cache_key"
+TAG_CACHE_HIT = "nnzoo.cache.last_hit"
+TAG_RESUMED = "nnzoo.resumed"
+# Values that change what is done with a result, not the result itself.
+_NOT_IN_CACHE_KEY = ("cache", "promotion_tolerance")
+
+
+def cache_key(config: ExperimentConfig, model: str, fingerprint: str) -> str:
+    """Hash of what determines a training's result: config, model, data, code release."""
+    import hashlib
+    import json
+
+    from pipelines import __version__
+
+    params = {k: v for k, v in flatten(to_dict(config)).items() if k not in _NOT_IN_CACHE_KEY}
+    payload = json.dumps({"config": params, "model": model, "data": fingerprint, "nnzoo": __version__},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingPlan:
+    """What a training stage does: reuse a finished run, resume one, or start afresh."""
+
+    experiment_id: str
+    run_key: str | None
+    cache_key: str
+    reuse: dict[str, Any] | None = None
+    resume_run_id: str | None = None
+    logged_epochs: int = 0
+
+
+def plan_training(
+    family: Family, config: ExperimentConfig, model: str, inputs: dict[str, Any], fingerprint: str
+) -> TrainingPlan:
+    """Decide between reuse, resume and a new run, so that retries and repeats never
+    duplicate a run or a registered version:
+
+    * the same orchestrated task (same ``run_key``) already FINISHED -> reuse it;
+    * it started but did not finish (killed worker, failure) -> resume that run from its
+      checkpoint, continuing its metric history;
+    * ``config.cache`` and a FINISHED run with the same cache key -> reuse it.
+    """
+    key = run_key(inputs, model)
+    ckey = cache_key(config, model, fingerprint)
+    experiment_id = tracking.ensure_experiment(family.experiment_name)
+    plan = TrainingPlan(experiment_id, key, ckey)
+    if key:
+        earlier = tracking.find_run(experiment_id, key)
+        if earlier is not None:
+            if earlier.info.status == "FINISHED" and TAG_MODEL_URI in earlier.data.tags:
+                print(f"[nnzoo] {model}: run {earlier.info.run_id} already finished for {key}; reusing it")
+                return dataclasses.replace(plan, reuse=_outputs(model, earlier, cached=False))
+            logged = tracking.max_logged_step(earlier.info.run_id, "loss")
+            print(f"[nnzoo] {model}: resuming run {earlier.info.run_id} ({earlier.info.status}, "
+                  f"{logged} epoch(s) logged) from its checkpoint")
+            return dataclasses.replace(plan, resume_run_id=earlier.info.run_id, logged_epochs=logged)
+    if config.cache:
+        for earlier in tracking.find_runs_by_tag(experiment_id, TAG_CACHE_KEY, ckey, status="FINISHED"):
+            if TAG_MODEL_URI in earlier.data.tags:
+                print(f"[nnzoo] {model}: cache hit, reusing finished run {earlier.info.run_id} "
+                      f"(same config, model and data {fingerprint}); nothing is trained")
+                tracking.set_tags(earlier.info.run_id, {TAG_CACHE_HIT: key or "cli"})
+                return dataclasses.replace(plan, reuse=_outputs(model, earlier, cached=True))
+    return plan
+
+
+def _outputs(model: str, run: Any, *, cached: bool) -> dict[str, Any]:
+    return {"model": model, "run_id": run.info.run_id, "model_uri": run.data.tags[TAG_MODEL_URI], "cached": cached}
+
+
+def checkpoint_dir(run_id: str):
+    """Run-scoped folder for resumable checkpoints (shared storage in distributed mode)."""
+    return settings.work_dir() / "checkpoints" / run_id
 
 
 def register_and_promote(

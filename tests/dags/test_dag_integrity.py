@@ -38,11 +38,14 @@ for dag_id, dag in bag.dags.items():
     restored = DagSerialization.from_dict(DagSerialization.to_dict(dag))
     out["dags"][dag_id] = {
         "tasks": {t.task_id: {"upstream": sorted(t.upstream_task_ids), "pool": t.pool, "queue": t.queue,
-                              "retries": t.retries, "trigger_dag_id": getattr(t, "trigger_dag_id", None)}
+                              "retries": t.retries, "trigger_dag_id": getattr(t, "trigger_dag_id", None),
+                              "outlets": [type(o).__name__ + ":" + o.name for o in t.outlets]}
                   for t in dag.tasks},
         "params": {k: restored.params.get_param(k).schema for k in restored.params},
         "defaults": dict(restored.params.dump()),
         "timetable": type(dag.timetable).__name__,
+        "schedule_assets": sorted(a.name for a in getattr(getattr(dag.timetable, "asset_condition", None),
+                                                          "objects", [])),
         "heavy": sorted({name.split(".")[0] for name in sys.modules} & {"tensorflow", "keras", "mlflow"}),
     }
 print(json.dumps(out, default=str))
@@ -130,3 +133,24 @@ def test_zoo_all_triggers_every_family_dag_in_order(bag):
 def test_dags_are_manual_only(bag):
     for dag_id in ("zoo_classifiers", "zoo_all"):
         assert bag["dags"][dag_id]["timetable"] == "NullTimetable", dag_id
+
+
+def test_retraining_schedule_comes_from_the_environment(tmp_path):
+    dag = _bag(tmp_path, NNZOO_SCHEDULE_CLASSIFIERS="0 3 * * 0")["dags"]["zoo_classifiers"]
+    assert dag["timetable"] != "NullTimetable"
+    assert "Cron" in dag["timetable"]
+
+
+def test_prepare_data_announces_datasets_through_the_alias(bag):
+    from pipelines.orchestration import DATASETS_ALIAS
+
+    assert bag["dags"]["zoo_classifiers"]["tasks"]["prepare_data"]["outlets"] == [f"AssetAlias:{DATASETS_ALIAS}"]
+
+
+def test_retrain_dag_is_scheduled_on_every_dataset_asset(bag):
+    from pipelines.orchestration import all_datasets
+
+    dag = bag["dags"]["nnzoo_retrain"]
+    assert dag["timetable"] == "AssetTriggeredTimetable"
+    assert dag["schedule_assets"] == sorted(f"nnzoo-dataset-{name}" for name in all_datasets())
+    assert set(dag["tasks"]) == {"plan", "retrain"}

@@ -54,7 +54,7 @@ def test_classifiers_runner_is_registered():
 
 def test_prepare_data_returns_a_reference_not_arrays(smoke):
     data = smoke["data"]
-    assert set(data) == {"data_uri", "dataset", "fingerprint", "sizes"}
+    assert set(data) == {"data_uri", "dataset", "fingerprint", "sizes", "profile", "changed"}
     assert data["data_uri"].startswith((smoke["store"].home / "data" / "mnist_subset").as_uri())
     assert sum(data["sizes"].values()) == smoke["config"]["data"]["max_examples"]
 

@@ -1,0 +1,84 @@
+"""What DAG files need to know about the deployment, without importing Airflow,
+TensorFlow or MLflow: queues, pools, retries, schedules, dataset assets and the
+retraining plan. Everything comes from the environment, so a deployment changes it
+without code changes.
+
+| variable | default | meaning |
+|---|---|---|
+| ``NNZOO_TRAINING_QUEUE`` | ``default`` | Celery queue of training tasks (``gpu`` on GPU workers) |
+| ``NNZOO_TRAINING_POOL`` | ``nnzoo_training`` | pool of training tasks; its slots = GPUs (1 on a CPU laptop) |
+| ``NNZOO_TRAINING_RETRIES`` | ``2`` | retries of a training task; a retry resumes from the last epoch |
+| ``NNZOO_SCHEDULE_<FAMILY>`` | unset | cron string (or ``@daily`` ...) that retrains the family; unset: manual only |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pipelines import settings
+from pipelines.config import leaf_fields
+from pipelines.families import all_families, get_family
+
+DATASETS_ALIAS = "nnzoo-datasets"
+"""Asset alias through which ``prepare_data`` tasks announce new dataset content."""
+
+
+def training_queue() -> str:
+    return os.environ.get("NNZOO_TRAINING_QUEUE", "default")
+
+
+def training_pool() -> str:
+    return os.environ.get("NNZOO_TRAINING_POOL", "nnzoo_training")
+
+
+def training_retries() -> int:
+    value = os.environ.get("NNZOO_TRAINING_RETRIES", "2")
+    if not value.isdigit():
+        raise ValueError(f"NNZOO_TRAINING_RETRIES={value!r}: expected a whole number >= 0")
+    return int(value)
+
+
+def schedule(family: str) -> str | None:
+    """The family's retraining schedule (``NNZOO_SCHEDULE_CLASSIFIERS=0 3 * * 0``), or None."""
+    return os.environ.get(f"NNZOO_SCHEDULE_{family.upper()}") or None
+
+
+def family_datasets(family: str) -> tuple[str, ...]:
+    """Datasets a family can train on (the choices of its ``data.dataset``)."""
+    _, field = leaf_fields(get_family(family).config_cls)["data.dataset"]
+    return tuple(field.metadata.get("choices") or (field.default,))
+
+
+def all_datasets() -> list[str]:
+    return sorted({name for family in all_families() for name in family_datasets(family)})
+
+
+def dataset_asset(dataset: str) -> dict[str, str]:
+    """``Asset(**dataset_asset(name))``: named after the dataset, its URI is the file
+    that holds the dataset's current fingerprints in the data dir."""
+    return {"name": f"nnzoo-dataset-{dataset}", "uri": (settings.data_dir() / dataset / "latest.json").as_uri()}
+
+
+def plan_retraining(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Which family DAGs to trigger for these dataset events.
+
+    Each event's ``extra`` holds the ``dataset`` and ``profile`` that a ``prepare_data``
+    materialised; ``source_dag_id`` is the DAG that did it. Every family whose config
+    for that profile trains on that dataset is retrained, except the source DAG, which
+    has just trained on exactly this data.
+    """
+    wanted: dict[str, dict[str, Any]] = {}
+    for event in events:
+        extra = event.get("extra") or {}
+        dataset, profile = extra.get("dataset"), extra.get("profile", "quick")
+        if not dataset:
+            continue
+        for family in all_families().values():
+            if family.dag_id == event.get("source_dag_id"):
+                continue
+            data = getattr(family.config(profile), "data", None)
+            if data is not None and getattr(data, "dataset", None) == dataset:
+                wanted[family.dag_id] = {"trigger_dag_id": family.dag_id, "conf": {"profile": profile}}
+    return [wanted[dag_id] for dag_id in sorted(wanted)]

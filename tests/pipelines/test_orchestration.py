@@ -1,0 +1,74 @@
+"""Deployment settings read by DAG files, dataset assets and the retraining plan."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines import orchestration
+from pipelines.config import apply_overrides
+from pipelines.data.prepared import latest_path, record_latest
+from pipelines.families import get_family
+
+
+def test_queue_pool_and_retries_come_from_the_environment(monkeypatch):
+    monkeypatch.delenv("NNZOO_TRAINING_QUEUE", raising=False)
+    assert orchestration.training_queue() == "default"
+    monkeypatch.setenv("NNZOO_TRAINING_QUEUE", "gpu")
+    monkeypatch.setenv("NNZOO_TRAINING_POOL", "gpus")
+    monkeypatch.setenv("NNZOO_TRAINING_RETRIES", "5")
+    assert (orchestration.training_queue(), orchestration.training_pool(), orchestration.training_retries()) == (
+        "gpu", "gpus", 5)
+
+
+def test_bad_retries_setting_names_the_variable(monkeypatch):
+    monkeypatch.setenv("NNZOO_TRAINING_RETRIES", "many")
+    with pytest.raises(ValueError, match="NNZOO_TRAINING_RETRIES='many'"):
+        orchestration.training_retries()
+
+
+def test_schedule_is_off_unless_configured(monkeypatch):
+    monkeypatch.delenv("NNZOO_SCHEDULE_CLASSIFIERS", raising=False)
+    assert orchestration.schedule("classifiers") is None
+    monkeypatch.setenv("NNZOO_SCHEDULE_CLASSIFIERS", "0 3 * * 0")
+    assert orchestration.schedule("classifiers") == "0 3 * * 0"
+
+
+def test_every_dataset_of_every_family_has_an_asset_in_the_data_dir(store):
+    datasets = orchestration.all_datasets()
+    assert {"mnist_subset", "mnist"} <= set(datasets)
+    asset = orchestration.dataset_asset("mnist_subset")
+    assert asset["name"] == "nnzoo-dataset-mnist_subset"
+    assert asset["uri"] == latest_path("mnist_subset").as_uri()
+    assert str(store.home) in asset["uri"]
+
+
+def test_record_latest_reports_new_content_once(store):
+    data = get_family("classifiers").config("smoke").data
+    assert record_latest(data, "aaaa") is True
+    assert record_latest(data, "aaaa") is False
+    assert record_latest(data, "bbbb") is True  # the dataset changed
+    other_split = apply_overrides(data, {"max_examples": 300})
+    assert record_latest(other_split, "bbbb") is True  # a different split of it is its own entry
+    assert record_latest(data, "bbbb") is False
+
+
+def test_retraining_plan_triggers_families_using_the_dataset_but_not_the_source():
+    event = {"extra": {"dataset": "mnist_subset", "profile": "quick"}, "source_dag_id": "somewhere_else"}
+    assert orchestration.plan_retraining([event]) == [
+        {"trigger_dag_id": "zoo_classifiers", "conf": {"profile": "quick"}}]
+    from_itself = {**event, "source_dag_id": "zoo_classifiers"}
+    assert orchestration.plan_retraining([from_itself]) == []
+
+
+def test_retraining_plan_ignores_datasets_no_family_uses_with_that_profile():
+    # quick trains on mnist_subset; an mnist event under quick concerns nobody
+    event = {"extra": {"dataset": "mnist", "profile": "quick"}, "source_dag_id": "x"}
+    assert orchestration.plan_retraining([event]) == []
+    full = {"extra": {"dataset": "mnist", "profile": "full"}, "source_dag_id": "x"}
+    assert [t["trigger_dag_id"] for t in orchestration.plan_retraining([full])] == ["zoo_classifiers"]
+    assert orchestration.plan_retraining([{"extra": {}}, {"extra": None}]) == []
+
+
+def test_duplicate_events_trigger_each_family_once():
+    event = {"extra": {"dataset": "mnist_subset", "profile": "quick"}, "source_dag_id": "x"}
+    assert len(orchestration.plan_retraining([event, event])) == 1
