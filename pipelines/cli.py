@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from pipelines.config import PROFILES, ConfigError, to_dict
+from pipelines.errors import NnzooError
 from pipelines.families import all_families, get_family
 
 EXIT_USAGE = 2
@@ -118,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"nnzoo: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except NnzooError as error:
+        print(f"nnzoo: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -48,6 +48,22 @@ def mlflow_artifact_root() -> str | None:
     return None
 
 
+def ensure_writable_dir(path: Path, what: str, variable: str) -> Path:
+    """Create ``path`` if needed and prove it is writable, or say which setting to change."""
+    from pipelines.errors import StoreUnavailableError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".nnzoo-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise StoreUnavailableError(
+            f"{what} {path} is not writable ({error.strerror or error}); set {variable} to a writable folder"
+        ) from error
+    return path
+
+
 def mlflow_artifact_root_for(experiment: str) -> str | None:
     """Artifact location of a new experiment, or None to let the server decide."""
     root = mlflow_artifact_root()

@@ -50,6 +50,7 @@ def configure() -> str:
     global _configured_uri
     uri = settings.mlflow_tracking_uri()
     if _configured_uri != uri:
+        _check_store(uri)
         if uri.startswith("sqlite:///"):
             _initialise_sqlite_store(uri)
         _configured_uri = uri
@@ -57,6 +58,33 @@ def configure() -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+def _check_store(uri: str) -> None:
+    """Fail in seconds, naming the setting, instead of after minutes of HTTP retries
+    or halfway through a run when the first artifact is written."""
+    from pipelines.errors import StoreUnavailableError
+
+    if uri.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10).close()
+        except urllib.error.HTTPError:
+            pass  # it answers (a proxy or auth may refuse /health): reachable
+        except (urllib.error.URLError, OSError) as error:
+            raise StoreUnavailableError(
+                f"MLflow tracking server {uri} is not reachable ({getattr(error, 'reason', error)}); "
+                "start it or fix MLFLOW_TRACKING_URI"
+            ) from error
+    elif uri.startswith("sqlite:///"):
+        settings.ensure_writable_dir(Path(uri.removeprefix("sqlite:///")).parent, "MLflow store folder",
+                                     "MLFLOW_TRACKING_URI or NNZOO_HOME")
+    root = settings.mlflow_artifact_root()
+    if root and root.startswith("file://"):
+        settings.ensure_writable_dir(Path(root.removeprefix("file://")), "MLflow artifact folder",
+                                     "NNZOO_ARTIFACT_ROOT or NNZOO_HOME")
 
 
 def _initialise_sqlite_store(uri: str) -> None:

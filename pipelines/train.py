@@ -17,8 +17,10 @@ from typing import Any
 
 import keras
 
+from pipelines.errors import NnzooError
 
-class TrainingDivergedError(RuntimeError):
+
+class TrainingDivergedError(NnzooError, RuntimeError):
     """The loss became NaN or infinite; the run is failed and nothing is registered."""
 
 

@@ -101,7 +101,7 @@ def prepare(data_config: Any, root: Path | None = None) -> PreparedData:
     folder = (root or settings.data_dir()) / data_config.dataset / fingerprint
     target = folder / "data.npz"
     if not _is_complete(target, fingerprint):
-        folder.mkdir(parents=True, exist_ok=True)
+        settings.ensure_writable_dir(folder, "data folder", "NNZOO_DATA_DIR or NNZOO_HOME")
         # Write to a temporary file and rename, so a killed task never leaves half a file.
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz.tmp", delete=False) as handle:
             np.savez_compressed(handle, **arrays)

@@ -9,8 +9,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pipelines.errors import NnzooError
 
-class DatasetUnavailableError(RuntimeError):
+
+class DatasetUnavailableError(NnzooError, RuntimeError):
     """The dataset cannot be loaded here (not downloaded, no network, corrupt file)."""
 
 
