@@ -9,6 +9,7 @@ locations elsewhere with the variables below.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -54,9 +55,9 @@ def ensure_writable_dir(path: Path, what: str, variable: str) -> Path:
 
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".nnzoo-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        handle, probe = tempfile.mkstemp(prefix=".nnzoo-write-test-", dir=path)
+        os.close(handle)
+        os.unlink(probe)
     except OSError as error:
         raise StoreUnavailableError(
             f"{what} {path} is not writable ({error.strerror or error}); set {variable} to a writable folder"
