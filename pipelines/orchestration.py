@@ -42,7 +42,19 @@ def training_retries() -> int:
 
 def schedule(family: str) -> str | None:
     """The family's retraining schedule (``NNZOO_SCHEDULE_CLASSIFIERS=0 3 * * 0``), or None."""
-    return os.environ.get(f"NNZOO_SCHEDULE_{family.upper()}") or None
+    variable = f"NNZOO_SCHEDULE_{family.upper()}"
+    value = (os.environ.get(variable) or "").strip()
+    if not value:
+        return None
+    if not value.startswith("@"):
+        from croniter import croniter  # an Airflow dependency, light to import
+
+        try:
+            croniter(value)
+        except (ValueError, KeyError) as error:
+            raise ValueError(f"{variable}={value!r}: not a cron expression ({error}); "
+                             "e.g. '0 3 * * 0' or '@daily'") from None
+    return value
 
 
 def family_datasets(family: str) -> tuple[str, ...]:

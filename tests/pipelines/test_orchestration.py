@@ -33,6 +33,14 @@ def test_schedule_is_off_unless_configured(monkeypatch):
     assert orchestration.schedule("classifiers") == "0 3 * * 0"
 
 
+def test_bad_schedule_names_the_variable(monkeypatch):
+    monkeypatch.setenv("NNZOO_SCHEDULE_CLASSIFIERS", "every tuesday")
+    with pytest.raises(ValueError, match="NNZOO_SCHEDULE_CLASSIFIERS='every tuesday': not a cron expression"):
+        orchestration.schedule("classifiers")
+    monkeypatch.setenv("NNZOO_SCHEDULE_CLASSIFIERS", "@daily")
+    assert orchestration.schedule("classifiers") == "@daily"
+
+
 def test_every_dataset_of_every_family_has_an_asset_in_the_data_dir(store):
     datasets = orchestration.all_datasets()
     assert {"mnist_subset", "mnist"} <= set(datasets)
