@@ -73,8 +73,11 @@ def main() -> int:
     def bare() -> list[float]:
         timer = EpochTimer()
         model = fresh_model()
+        # Same compile options as the trainer (jit_compile explicit: Keras' "auto" may
+        # pick XLA, which would compare compilers instead of tracking overhead).
         model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                      jit_compile=config.train.jit_compile)
         model.fit(train_data, validation_data=val_data, epochs=args.epochs, callbacks=[timer.callback], verbose=0)
         return timer.times[1:]
 

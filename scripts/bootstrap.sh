@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 VENV=.venv
 STAMP="$VENV/.nnzoo-installed"
-EXTRAS="${NNZOO_EXTRAS:-cpu,dev}"
+EXTRAS="${NNZOO_EXTRAS:-cpu,dev,distributed}"
 
 python_bin="${PYTHON:-}"
 if [ -z "$python_bin" ]; then

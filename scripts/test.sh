@@ -8,6 +8,9 @@ export TF_CPP_MIN_LOG_LEVEL=2 PYTHONDONTWRITEBYTECODE=1
 .venv/bin/ruff check . || exit 1
 .venv/bin/ruff check --select AIR3 dags/ || exit 1
 
+# Chromium + chromedriver for tests/service/test_browser.py (Debian packages; no-op when present).
+bash scripts/system_deps.sh || exit 1
+
 .venv/bin/python -m pytest "$@"
 code=$?
 if [ "$code" -eq 5 ]; then
