@@ -13,7 +13,6 @@ import dataclasses
 import io
 import json
 import math
-import os
 import tempfile
 import time
 import traceback
@@ -272,10 +271,6 @@ def log_bytes(run_id: str, data: bytes, artifact_file: str) -> None:
 
 def log_dict(run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
     client().log_dict(run_id, dict(data), artifact_file)
-
-
-def log_artifacts(run_id: str, local_dir: str | os.PathLike, artifact_path: str | None = None) -> None:
-    client().log_artifacts(run_id, str(local_dir), artifact_path)
 
 
 def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
