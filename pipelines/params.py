@@ -42,6 +42,8 @@ def form_specs(family_name: str) -> dict[str, dict[str, Any]]:
         }
         if meta.get("choices"):
             spec["enum"] = [None, *meta["choices"]]
+            # The form's dropdown would show the empty choice as the word "null".
+            spec["values_display"] = {"null": "(profile default)"}
         for key, schema_key in (("minimum", "minimum"), ("maximum", "maximum"),
                                 ("exclusive_minimum", "exclusiveMinimum")):
             if meta.get(key) is not None:

@@ -75,3 +75,10 @@ def test_config_from_params_defaults_to_quick_and_validates():
         config_from_params("classifiers", {"profile": "bogus"})
     with pytest.raises(ConfigError, match=r"train.epochs=0"):
         config_from_params("classifiers", {"profile": "smoke", "epochs": 0})
+
+
+def test_enum_fields_label_the_empty_choice_as_the_profile_default():
+    spec = form_specs("classifiers")["dataset"]
+    assert spec["enum"][0] is None
+    assert spec["values_display"] == {"null": "(profile default)"}
+    assert "values_display" not in form_specs("classifiers")["epochs"]
