@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -154,6 +155,7 @@ def main() -> int:
         print(f"  {name:<34} {seconds * 1000:8.2f} ms")
     total = sum(added.values())
     print(f"added/bare epoch: {total:.4f} s / {bare_epoch:.3f} s -> ratio {1 + total / bare_epoch:.3f} (target <= 1.05)")
+    shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

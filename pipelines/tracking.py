@@ -160,10 +160,7 @@ def max_logged_step(run_id: str, key: str) -> int:
 
 def find_run(experiment_id: str, run_key: str) -> Any | None:
     """The newest run carrying ``nnzoo.run_key = run_key``, or None."""
-    runs = client().search_runs(
-        [experiment_id], filter_string=f"tags.`{TAG_RUN_KEY}` = '{run_key}'", order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
+    runs = find_runs_by_tag(experiment_id, TAG_RUN_KEY, run_key)
     return runs[0] if runs else None
 
 
