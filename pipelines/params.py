@@ -8,6 +8,7 @@ A field left empty (null) means "the profile's default".
 
 from __future__ import annotations
 
+import collections
 import typing
 from typing import Any
 
@@ -28,27 +29,38 @@ def form_specs(family_name: str) -> dict[str, dict[str, Any]]:
         },
     }
     leaves = leaf_fields(family.config_cls)
+    leaf_counts = collections.Counter(path.rsplit(".", 1)[-1] for path in leaves)
     # Every family's form offers step caching, after its own fields.
     for path in (*family.form_params, *[p for p in ("cache",) if p not in family.form_params]):
         hint, field = leaves[path]
         kind, _ = _base_type(hint)
         meta = field.metadata
-        json_type = _JSON_TYPES.get(kind, "string")
+        leaf = path.rsplit(".", 1)[-1]
+        # A field is named by its leaf ("epochs") unless another section has one too.
+        name = leaf if leaf_counts[leaf] == 1 else path
         spec: dict[str, Any] = {
             "default": None,
-            "type": ["null", json_type],
-            "title": path.rsplit(".", 1)[-1].replace("_", " ").capitalize(),
+            "title": (leaf if name == leaf else path).replace("_", " ").replace(".", ": ").capitalize(),
             "description": f"{meta.get('help', '')} Empty: the profile's default ({path}).",
         }
+        if typing.get_origin(kind) is tuple:
+            # A list travels as text ("500,500"): the form's array widget yields strings.
+            item = typing.get_args(kind)[0]
+            number = r"\d+" if item is int else r"\d*\.?\d+(e-?\d+)?"
+            spec["type"] = ["null", "string"]
+            spec["pattern"] = rf"^\s*{number}(\s*,\s*{number})*\s*$"
+            spec["description"] += " Comma-separated, e.g. " + ",".join(str(v) for v in field.default) + "."
+        else:
+            spec["type"] = ["null", _JSON_TYPES.get(kind, "string")]
         if meta.get("choices"):
             spec["enum"] = [None, *meta["choices"]]
             # The form's dropdown would show the empty choice as the word "null".
             spec["values_display"] = {"null": "(profile default)"}
         for key, schema_key in (("minimum", "minimum"), ("maximum", "maximum"),
                                 ("exclusive_minimum", "exclusiveMinimum")):
-            if meta.get(key) is not None:
+            if meta.get(key) is not None and "pattern" not in spec:
                 spec[schema_key] = meta[key]
-        specs[path.rsplit(".", 1)[-1]] = spec
+        specs[name] = spec
     return specs
 
 

@@ -87,3 +87,77 @@ def conv_filters(kernel: np.ndarray, title: str) -> plt.Figure:
     tiles = kernel.mean(axis=2) if kernel.shape[2] != 3 else kernel
     tiles = np.moveaxis(tiles, -1, 0)
     return image_grid(tiles, title=title, columns=8, cmap="gray", normalize_each=True)
+
+
+def image_rows(rows: Mapping[str, np.ndarray], title: str, column_titles: Sequence[str] | None = None) -> plt.Figure:
+    """Aligned rows of images ``{row label: [N, H, W(, 1)]}``, e.g. originals over reconstructions."""
+    labels = list(rows)
+    columns = max(len(images) for images in rows.values())
+    figure, axes = plt.subplots(len(labels), columns, figsize=(1.2 * columns + 1.2, 1.3 * len(labels) + 0.5),
+                                squeeze=False)
+    for row, label in enumerate(labels):
+        images = np.asarray(rows[label])
+        if images.ndim == 4 and images.shape[-1] == 1:
+            images = images[..., 0]
+        for column in range(columns):
+            axis = axes[row, column]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            for spine in axis.spines.values():
+                spine.set_visible(False)
+            if column < len(images):
+                axis.imshow(images[column], cmap="gray", vmin=0.0, vmax=1.0)
+            if column == 0:
+                axis.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+            if row == 0 and column_titles is not None and column < len(column_titles):
+                axis.set_title(column_titles[column], fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def code_map(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str,
+             xlabel: str = "component 1", ylabel: str = "component 2") -> plt.Figure:
+    """2-D scatter of codes, one colour per class, with each class's name at its centre."""
+    figure, axis = plt.subplots(figsize=(6.4, 5.6))
+    colours = plt.get_cmap("tab10")
+    for index, name in enumerate(class_names):
+        chosen = labels == index
+        if not chosen.any():
+            continue
+        axis.scatter(points[chosen, 0], points[chosen, 1], s=6, alpha=0.6, color=colours(index % 10), label=name)
+        centre = np.median(points[chosen], axis=0)
+        axis.text(centre[0], centre[1], name, fontsize=12, weight="bold", ha="center", va="center",
+                  bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.legend(markerscale=3, fontsize=7, loc="best", ncol=2)
+    axis.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def accuracy_vs_labels(results: Sequence[Mapping[str, float | str]], title: str) -> plt.Figure:
+    """Test accuracy against the share of labels used, one line per init: every seed as
+    a dot, the mean as a line with a min-max band. ``results``: dicts with
+    ``fraction``, ``init`` and ``test_accuracy``."""
+    figure, axis = plt.subplots(figsize=(6.4, 4.4))
+    inits = sorted({str(row["init"]) for row in results})
+    for index, init in enumerate(inits):
+        colour = plt.get_cmap("tab10")(index)
+        rows = [row for row in results if row["init"] == init]
+        fractions = sorted({float(row["fraction"]) for row in rows})
+        values = [[float(row["test_accuracy"]) for row in rows if float(row["fraction"]) == f] for f in fractions]
+        axis.scatter([f for f, v in zip(fractions, values, strict=True) for _ in v], [x for v in values for x in v],
+                     color=colour, s=14, alpha=0.6)
+        axis.plot(fractions, [np.mean(v) for v in values], marker="o", color=colour,
+                  label=f"{init} init (mean of {max(len(v) for v in values)} seeds)")
+        axis.fill_between(fractions, [min(v) for v in values], [max(v) for v in values], color=colour, alpha=0.15)
+    axis.set_xscale("log")
+    axis.set_xlabel("share of training labels used")
+    axis.set_ylabel("test accuracy")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend()
+    axis.set_title(title)
+    figure.tight_layout()
+    return figure

@@ -190,13 +190,7 @@ def run(
             mlflow_client.delete_tag(resume_run_id, TAG_FAILURE)
         handle = RunHandle(resume_run_id, experiment_id, resumed=True)
     else:
-        all_tags = {key: str(value) for key, value in (tags or {}).items()}
-        if run_key:
-            all_tags[TAG_RUN_KEY] = run_key
-        if parent_run_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
-        created = mlflow_client.create_run(experiment_id, run_name=run_name, tags=all_tags)
-        handle = RunHandle(created.info.run_id, experiment_id)
+        handle = RunHandle(_create_run(experiment_id, run_name, tags, run_key, parent_run_id), experiment_id)
     try:
         yield handle
     except BaseException as error:
@@ -209,6 +203,45 @@ def run(
         raise
     else:
         mlflow_client.set_terminated(handle.run_id, status="FINISHED")
+
+
+def _create_run(experiment_id: str, run_name: str, tags: Mapping[str, Any] | None, run_key: str | None,
+                parent_run_id: str | None) -> str:
+    all_tags = {key: str(value) for key, value in (tags or {}).items()}
+    if run_key:
+        all_tags[TAG_RUN_KEY] = run_key
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    return client().create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
+
+
+def start_run(experiment: str, run_name: str, *, tags: Mapping[str, Any] | None = None,
+              run_key: str | None = None) -> str:
+    """A run that stays RUNNING across tasks: a pipeline's parent run, under which each
+    task nests its own runs (``run(..., parent_run_id=...)``). With ``run_key`` a retry
+    gets the run created the first time. End it with :func:`end_run`."""
+    experiment_id = ensure_experiment(experiment)
+    if run_key:
+        earlier = find_run(experiment_id, run_key)
+        if earlier is not None:
+            return earlier.info.run_id
+    return _create_run(experiment_id, run_name, tags, run_key, None)
+
+
+def end_run(run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
+    """End a run started by :func:`start_run`; a FAILED or KILLED one records ``reason``."""
+    if status not in ("FINISHED", "FAILED", "KILLED"):
+        raise ValueError(f"status={status!r}: expected FINISHED, FAILED or KILLED")
+    mlflow_client = client()
+    if reason:
+        mlflow_client.set_tag(run_id, TAG_FAILURE, reason[:4000])
+    mlflow_client.set_terminated(run_id, status=status)
+
+
+def child_runs(experiment_id: str, parent_run_id: str) -> list[Any]:
+    """Runs nested under ``parent_run_id``."""
+    return client().search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                                max_results=1000)
 
 
 def get_run(run_id: str) -> Any:

@@ -151,21 +151,26 @@ def fit(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     progress_label: str | None = None,
     verbose: int | str = 0,
+    steps_per_epoch: int | None = None,
+    steps_per_execution: int = 1,
 ) -> keras.callbacks.History:
     """Compile and fit ``model`` with ``train_config`` (:class:`pipelines.config.TrainConfig`).
 
     With ``checkpoint_dir`` a killed fit resumes from its last completed epoch
     (``keras.callbacks.BackupAndRestore``). Raises :class:`TrainingDivergedError` if the
     loss is not finite; the best weights by validation loss are restored at the end.
-    ``progress_label`` prints one line per epoch under that name.
+    ``progress_label`` prints one line per epoch under that name. ``steps_per_epoch``
+    is required for endless (repeated) data; ``steps_per_execution`` runs that many
+    steps per call into the compiled graph, which pays off for many tiny steps.
     """
-    steps = _steps_per_epoch(train_data)
+    steps = steps_per_epoch or _steps_per_epoch(train_data)
     model.compile(
         optimizer=make_optimizer(train_config.optimizer, train_config.learning_rate, train_config.lr_schedule,
                                  None if steps is None else steps * train_config.epochs),
         loss=loss,
         metrics=list(metrics),
         jit_compile=train_config.jit_compile,
+        steps_per_execution=steps_per_execution,
     )
     guard = NaNGuard()
     all_callbacks: list[keras.callbacks.Callback] = [guard, *callbacks]
@@ -178,7 +183,8 @@ def fit(
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         all_callbacks.append(keras.callbacks.BackupAndRestore(str(checkpoint_dir)))
     history = model.fit(
-        train_data, validation_data=val_data, epochs=train_config.epochs, callbacks=all_callbacks, verbose=verbose
+        train_data, validation_data=val_data, epochs=train_config.epochs, callbacks=all_callbacks, verbose=verbose,
+        steps_per_epoch=steps_per_epoch,
     )
     losses = history.history.get("loss", [])
     bad_epochs = [i + 1 for i, value in enumerate(losses) if not math.isfinite(value)]

@@ -10,6 +10,7 @@ from pipelines.config import to_dict
 from pipelines.stages import register_runner
 from pipelines.stages.common import (
     TAG_CACHE_KEY,
+    TAG_EVALUATED_ON,
     TAG_MODEL_URI,
     TAG_RESUMED,
     checkpoint_dir,
@@ -23,7 +24,6 @@ from pipelines.stages.common import prepare_data as _prepare_common
 FAMILY = "classifiers"
 MODELS = ("mlp", "cnn")
 METRIC = "test_accuracy"
-TAG_EVALUATED_ON = "nnzoo.evaluated_on"
 
 
 def prepare_data(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:

@@ -85,6 +85,7 @@ TAG_MODEL_URI = "nnzoo.model_uri"
 TAG_CACHE_KEY = "nnzoo.cache_key"
 TAG_CACHE_HIT = "nnzoo.cache.last_hit"
 TAG_RESUMED = "nnzoo.resumed"
+TAG_EVALUATED_ON = "nnzoo.evaluated_on"
 # Values that change what is done with a result, not the result itself.
 _NOT_IN_CACHE_KEY = ("cache", "promotion_tolerance")
 
