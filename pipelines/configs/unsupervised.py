@@ -1,0 +1,119 @@
+"""Unsupervised family: autoencoder, RBM and DBN pretraining with fine-tuning (C4, C5, C6)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
+from pipelines.configs.classifiers import IMAGE_DATASETS
+from pipelines.families import Family, register_family
+
+MAX_RBM_LAYERS = 4
+"""The DAG has this many ``pretrain_rbm_layer_N`` tasks; a run uses the first ``len(rbm.layers)``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UnsupervisedData(DataConfig):
+    dataset: str = knob("mnist_subset", "Image dataset (labels are used only by fine-tuning and plots).",
+                        choices=IMAGE_DATASETS)
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoencoderConfig(Config):
+    kind: str = knob("dense", "dense: fully connected; conv: stride-2 convolutions and transposed convolutions.",
+                     choices=("dense", "conv"))
+    bottleneck: int = knob(10, "Size of the code the image is squeezed through.", minimum=1, maximum=4096)
+    hidden_units: tuple[int, ...] = knob((512, 128), "Dense encoder layers (mirrored in the decoder).",
+                                         minimum=1, maximum=65536)
+    filters: tuple[int, ...] = knob((32, 64), "Conv encoder filters, one stride-2 layer each (kind=conv).",
+                                    minimum=1, maximum=4096)
+    activation: str = knob("relu", "Hidden activation.", choices=("relu", "sigmoid", "tanh", "gelu", "elu"))
+
+
+@dataclasses.dataclass(frozen=True)
+class RBMConfig(Config):
+    layers: tuple[int, ...] = knob((500, 500), f"Hidden units of each RBM of the DBN, bottom first "
+                                   f"(at most {MAX_RBM_LAYERS} layers).", minimum=1, maximum=65536)
+    k: int = knob(1, "Gibbs steps in the negative phase (CD-k).", minimum=1, maximum=1000)
+    persistent: bool = knob(False, "Persistent chains across batches (PCD) instead of restarting at the data.")
+    visible: str = knob("probabilities", "First-layer input: grey levels as probabilities, or binarised at 0.5.",
+                        choices=("probabilities", "binary"))
+    epochs: int = knob(20, "Epochs per RBM layer.", minimum=1, maximum=1000)
+    batch_size: int = knob(64, "Examples per CD update.", minimum=1, maximum=4096)
+    learning_rate: float = knob(0.05, "SGD step size of the CD updates.", exclusive_minimum=0.0, maximum=10.0)
+    gibbs_steps: int = knob(1000, "Length of the Gibbs chains drawn as samples from the first RBM.",
+                            minimum=1, maximum=100000)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.layers) > MAX_RBM_LAYERS:
+            raise ConfigError(f"layers={self.layers!r}: at most {MAX_RBM_LAYERS} RBM layers")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig(Config):
+    label_fractions: tuple[float, ...] = knob(
+        (0.01, 0.1, 1.0), "Shares of the training labels each fine-tuning gets (stratified subsets).",
+        exclusive_minimum=0.0, maximum=1.0)
+    seeds: int = knob(3, "Repeats per (fraction, init), each with its own label subset and weights.",
+                      minimum=1, maximum=50)
+    steps: int = knob(1500, "Gradient steps per fine-tuning, whatever the number of labels.",
+                      minimum=1, maximum=10_000_000)
+    batch_size: int = knob(64, "Examples per step (fewer when there are fewer labels).", minimum=1, maximum=4096)
+    learning_rate: float = knob(1e-3, "Adam step size.", exclusive_minimum=0.0, maximum=1.0)
+    dropout_rate: float = knob(0.0, "Dropout after each hidden layer.", minimum=0.0, maximum=0.9)
+
+
+@dataclasses.dataclass(frozen=True)
+class RBMFeaturesConfig(Config):
+    """scikit-learn's "RBM features for digit classification" example, on its protocol."""
+
+    enabled: bool = knob(True, "Run the RBM + logistic regression check on nudged sklearn digits.")
+    hidden_units: int = knob(100, "RBM hidden units.", minimum=1, maximum=4096)
+    epochs: int = knob(10, "RBM epochs.", minimum=1, maximum=1000)
+    learning_rate: float = knob(0.06, "RBM SGD step size.", exclusive_minimum=0.0, maximum=10.0)
+    batch_size: int = knob(10, "RBM batch size.", minimum=1, maximum=4096)
+    logistic_c: float = knob(6000.0, "Inverse regularisation of the logistic regression.",
+                             exclusive_minimum=0.0, maximum=1e9)
+
+
+@dataclasses.dataclass(frozen=True)
+class UnsupervisedConfig(ExperimentConfig):
+    """Autoencoder vs PCA; RBMs pretrained greedily into a DBN, fine-tuned with few labels.
+
+    Run: ``nnzoo run unsupervised --profile quick`` (bundled MNIST subset, a few
+    minutes on 2 CPU cores). ``train`` configures the autoencoder's training; its device
+    switches (mixed precision, XLA, distribution) apply to every training here.
+    """
+
+    data: UnsupervisedData = UnsupervisedData()
+    autoencoder: AutoencoderConfig = AutoencoderConfig()
+    train: TrainConfig = TrainConfig()
+    rbm: RBMConfig = RBMConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    rbm_features: RBMFeaturesConfig = RBMFeaturesConfig()
+
+
+FAMILY = register_family(
+    Family(
+        name="unsupervised",
+        description="Autoencoder vs PCA, RBM (CD-k/PCD), DBN greedy pretraining vs random init with few labels",
+        config_cls=UnsupervisedConfig,
+        profiles={
+            "smoke": {
+                "data.max_examples": 600, "autoencoder.hidden_units": (32,), "train.epochs": 2,
+                "rbm.layers": (32, 16), "rbm.epochs": 2, "rbm.gibbs_steps": 10,
+                "finetune.label_fractions": (0.1, 1.0), "finetune.seeds": 2, "finetune.steps": 20,
+                "rbm_features.hidden_units": 16, "rbm_features.epochs": 1,
+            },
+            "quick": {"train.epochs": 40, "train.lr_schedule": "cosine", "train.early_stopping_patience": 8},
+            "full": {"data.dataset": "mnist", "data.val_fraction": 0.1, "data.test_fraction": 0.15,
+                     "train.epochs": 50, "train.batch_size": 128, "train.lr_schedule": "cosine",
+                     "rbm.layers": (500, 500, 2000), "rbm.epochs": 50, "finetune.steps": 6000},
+        },
+        stages=("prepare_data", "train_autoencoder", "evaluate_autoencoder", "pretrain_rbm_layer",
+                "evaluate_rbm_features", "plan_finetuning", "finetune", "compare", "register", "finish"),
+        form_params=("data.dataset", "autoencoder.bottleneck", "rbm.layers", "rbm.epochs",
+                     "finetune.label_fractions", "finetune.seeds", "finetune.steps", "train.seed"),
+    )
+)
