@@ -116,6 +116,13 @@ def run_zoo(profile: str, families: list[str] | None = None) -> int:
     return 0
 
 
+def _headline(metric: str) -> bool:
+    """Metrics worth a column in the summary: test scores, a PCA baseline, the
+    DBN-minus-random gains and the RBM-features accuracy of a pipeline's parent run."""
+    return (metric.startswith(("test_", "pca_test_")) and metric != "test_loss") or (
+        metric.startswith("finetune_gain_") and metric.endswith("_mean")) or metric == "rbm_logistic_accuracy"
+
+
 def summary_rows(since_ms: int, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One row per training run started since ``since_ms``, from the MLflow store."""
     env = env or airflow_env()
@@ -131,10 +138,11 @@ def summary_rows(since_ms: int, env: dict[str, str] | None = None) -> list[dict[
         return rows
     runs = mlflow_client.search_runs(
         [e.experiment_id for e in experiments],
-        filter_string=f"attributes.start_time >= {since_ms} and tags.`{tracking.TAG_STAGE}` = 'train'",
-        order_by=["attributes.start_time ASC"])
+        filter_string=f"attributes.start_time >= {since_ms}", order_by=["attributes.start_time ASC"])
     for run in runs:
-        metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
+        if run.data.tags.get(tracking.TAG_STAGE) not in ("train", "pipeline"):
+            continue  # nested steps (RBM layers, fine-tunings) are summed up by their pipeline run
+        metrics = {k: v for k, v in run.data.metrics.items() if _headline(k)}
         rows.append({
             "family": run.data.tags.get(tracking.TAG_FAMILY, "?"),
             "model": run.data.tags.get(tracking.TAG_MODEL, run.info.run_name),
@@ -147,11 +155,11 @@ def summary_rows(since_ms: int, env: dict[str, str] | None = None) -> list[dict[
 
 def print_summary(since_ms: int, env: dict[str, str]) -> None:
     rows = summary_rows(since_ms, env)
-    header = f"{'family':<14} {'model':<10} {'status':<9} {'test metric':<26} {'MLflow run id':<32}"
-    print("\n" + header + "\n" + "-" * len(header))
+    header = f"{'family':<14} {'model':<12} {'status':<9} {'MLflow run id':<32}  metrics"
+    print("\n" + header + "\n" + "-" * (len(header) + 30))
     for row in rows:
-        metric = ", ".join(f"{k}={v:.4f}" for k, v in sorted(row["metrics"].items()) if k != "test_loss") or "-"
-        print(f"{row['family']:<14} {row['model']:<10} {row['status']:<9} {metric:<26} {row['run_id']:<32}")
+        metric = ", ".join(f"{k}={v:.4f}" for k, v in sorted(row["metrics"].items())) or "-"
+        print(f"{row['family']:<14} {row['model']:<12} {row['status']:<9} {row['run_id']:<32}  {metric}")
     if not rows:
         print("(no training runs recorded)")
     store = env["MLFLOW_TRACKING_URI"]

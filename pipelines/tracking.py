@@ -313,9 +313,24 @@ def log_keras_model(run_id: str, model: Any, input_example: Any, name: str = "mo
     from mlflow.models import infer_signature
 
     signature = infer_signature(input_example, model.predict(input_example, verbose=0))
+    extra: dict[str, Any] = {}
+    if not type(model).__module__.startswith("keras"):
+        # MLflow infers requirements by loading the model in a fresh interpreter, which
+        # does not know nnzoo's own classes (e.g. the RBM); state them instead.
+        extra["pip_requirements"] = _framework_requirements()
     with _active(run_id):
-        info = mlflow.keras.log_model(model, name=name, signature=signature)
+        info = mlflow.keras.log_model(model, name=name, signature=signature, **extra)
     return info.model_uri
+
+
+def _framework_requirements() -> list[str]:
+    from importlib import metadata
+
+    found = []
+    for dist in ("keras", "tensorflow", "tensorflow-cpu"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found.append(f"{dist}=={metadata.version(dist)}")
+    return found
 
 
 def load_keras_model(model_uri: str) -> Any:

@@ -185,6 +185,8 @@ def fit(
     history = model.fit(
         train_data, validation_data=val_data, epochs=train_config.epochs, callbacks=all_callbacks, verbose=verbose,
         steps_per_epoch=steps_per_epoch,
+        # A tf.data pipeline shuffles itself; Keras would warn that it ignores shuffle=True.
+        shuffle=not hasattr(train_data, "cardinality"),
     )
     losses = history.history.get("loss", [])
     bad_epochs = [i + 1 for i, value in enumerate(losses) if not math.isfinite(value)]

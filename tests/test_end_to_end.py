@@ -1,5 +1,5 @@
-"""The classifiers DAG end to end through Airflow's own CLI (`airflow dags test`) on
-an embedded SQLite Airflow, writing into a temporary MLflow store."""
+"""The family DAGs end to end through Airflow's own CLI (`airflow dags test`) on an
+embedded SQLite Airflow, writing into a temporary MLflow store."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def embedded(tmp_path_factory):
     return store, env
 
 
-def dags_test(env, conf: dict, timeout: float = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([AIRFLOW, "dags", "test", "zoo_classifiers", "-c", json.dumps(conf)], cwd=REPO_ROOT,
+def dags_test(env, conf: dict, timeout: float = 400, dag_id: str = "zoo_classifiers") -> subprocess.CompletedProcess:
+    return subprocess.run([AIRFLOW, "dags", "test", dag_id, "-c", json.dumps(conf)], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -74,7 +74,7 @@ def test_smoke_dag_run_trains_evaluates_and_registers(embedded, smoke_dag_run):
     result = smoke_dag_run
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     client = store.client()
-    all_runs = _runs(store)
+    all_runs = [run for run in _runs(store) if run.data.tags["nnzoo.family"] == "classifiers"]
     runs = {run.data.tags["nnzoo.model"]: run for run in all_runs}
     assert len(all_runs) == 2 and set(runs) == {"mlp", "cnn"}
     for model, run in runs.items():
@@ -95,3 +95,37 @@ def test_summary_rows_read_the_store_of_the_given_env(embedded, smoke_dag_run):
     assert {row["model"] for row in rows} >= {"mlp", "cnn"}
     assert {run.info.run_id for run in _runs(store)} >= {row["run_id"] for row in rows}
     assert all(row["status"] == "FINISHED" and "test_accuracy" in row["metrics"] for row in rows)
+
+
+@pytest.fixture(scope="module")
+def unsupervised_dag_run(embedded):
+    _store, env = embedded
+    return dags_test(env, {"profile": "smoke"}, timeout=600, dag_id="zoo_unsupervised")
+
+
+def test_unsupervised_dag_nests_every_training_under_one_finished_parent(embedded, unsupervised_dag_run):
+    from pipelines.families import get_family
+
+    store, _env = embedded
+    result = unsupervised_dag_run
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    smoke = get_family("unsupervised").config("smoke")
+    runs = [run for run in _runs(store) if run.data.tags["nnzoo.family"] == "unsupervised"]
+    parents = [run for run in runs if run.data.tags["nnzoo.stage"] == "pipeline"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    children = [run for run in runs if run is not parent]
+    assert all(run.data.tags.get("mlflow.parentRunId") == parent.info.run_id for run in children)
+    assert all(run.info.status == "FINISHED" for run in children)
+    assert all(run.data.tags["nnzoo.run_key"].startswith("zoo_unsupervised/") for run in runs)
+    names = sorted(run.info.run_name for run in children)
+    finetunes = [name for name in names if name.startswith("finetune-")]
+    assert len(finetunes) == len(smoke.finetune.label_fractions) * 2 * smoke.finetune.seeds
+    layers = [f"rbm-layer-{n}" for n in range(1, len(smoke.rbm.layers) + 1)]
+    assert sorted(set(names) - set(finetunes)) == sorted(["autoencoder", "rbm-features-digits", *layers])
+    assert "plots/accuracy_vs_labels.png" in [a.path for a in store.client().list_artifacts(parent.info.run_id,
+                                                                                             "plots")]
+    client = store.client()
+    for model in ("autoencoder", "dbn", *layers):
+        champion = client.get_model_version_by_alias(f"nnzoo-unsupervised-{model}", "champion")
+        assert champion.run_id in {run.info.run_id for run in children}, model

@@ -39,6 +39,7 @@ for dag_id, dag in bag.dags.items():
     out["dags"][dag_id] = {
         "tasks": {t.task_id: {"upstream": sorted(t.upstream_task_ids), "pool": t.pool, "queue": t.queue,
                               "retries": t.retries, "trigger_dag_id": getattr(t, "trigger_dag_id", None),
+                              "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule), "mapped": "MappedOperator" in type(t).__name__,
                               "outlets": [type(o).__name__ + ":" + o.name for o in t.outlets]}
                   for t in dag.tasks},
         "params": {k: restored.params.get_param(k).schema for k in restored.params},
@@ -66,7 +67,7 @@ def bag(tmp_path_factory):
 
 
 def test_every_dag_file_is_found():
-    assert {path.stem for path in DAG_FILES} >= {"zoo_classifiers", "zoo_all"}
+    assert {path.stem for path in DAG_FILES} >= {"zoo_classifiers", "zoo_unsupervised", "zoo_all"}
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda path: path.name)
@@ -82,8 +83,9 @@ def test_dag_file_imports_fast_without_heavy_libraries(path, tmp_path):
 
 def test_dagbag_loads_without_import_errors(bag):
     assert bag["import_errors"] == {}
-    assert {"zoo_classifiers", "zoo_all"} <= set(bag["dags"])
+    assert {"zoo_classifiers", "zoo_unsupervised", "zoo_all"} <= set(bag["dags"])
     assert bag["dags"]["zoo_classifiers"]["heavy"] == []
+    assert bag["dags"]["zoo_unsupervised"]["heavy"] == []
 
 
 def test_zoo_classifiers_task_graph(bag):
@@ -125,13 +127,13 @@ def test_zoo_classifiers_params_render_with_the_profile_enum(bag):
 def test_zoo_all_triggers_every_family_dag_in_order(bag):
     dag = bag["dags"]["zoo_all"]
     triggers = {info["trigger_dag_id"]: task for task, info in dag["tasks"].items()}
-    assert sorted(triggers) == family_dag_ids() == ["zoo_classifiers"]
+    assert sorted(triggers) == family_dag_ids() == ["zoo_classifiers", "zoo_unsupervised"]
     assert set(triggers) <= set(bag["dags"])
     assert dag["params"]["profile"]["enum"] == list(PROFILES)
 
 
 def test_dags_are_manual_only(bag):
-    for dag_id in ("zoo_classifiers", "zoo_all"):
+    for dag_id in ("zoo_classifiers", "zoo_unsupervised", "zoo_all"):
         assert bag["dags"][dag_id]["timetable"] == "NullTimetable", dag_id
 
 
@@ -154,3 +156,52 @@ def test_retrain_dag_is_scheduled_on_every_dataset_asset(bag):
     assert dag["timetable"] == "AssetTriggeredTimetable"
     assert dag["schedule_assets"] == sorted(f"nnzoo-dataset-{name}" for name in all_datasets())
     assert set(dag["tasks"]) == {"plan", "retrain"}
+
+
+def test_zoo_unsupervised_task_graph(bag):
+    from pipelines.configs.unsupervised import MAX_RBM_LAYERS
+
+    tasks = bag["dags"]["zoo_unsupervised"]["tasks"]
+    layers = [f"pretrain_rbm_layer_{n}" for n in range(1, MAX_RBM_LAYERS + 1)]
+    assert {task: info["upstream"] for task, info in tasks.items()} == {
+        "prepare_data": [],
+        "train_autoencoder": ["prepare_data"],
+        "evaluate_autoencoder": ["prepare_data", "train_autoencoder"],
+        layers[0]: ["prepare_data"],
+        **{layer: ["prepare_data", below] for below, layer in zip(layers, layers[1:], strict=False)},
+        "evaluate_rbm_features": ["prepare_data"],
+        "plan_finetuning": sorted(["prepare_data", layers[-1]]),
+        "finetune": ["plan_finetuning"],
+        "compare": ["evaluate_autoencoder", "evaluate_rbm_features", "finetune", "prepare_data"],
+        "register": sorted(["compare", layers[-1]]),
+        "finish": ["prepare_data", "register"],
+    }
+    assert tasks["finetune"]["mapped"] and not tasks["compare"]["mapped"]
+    # The parent MLflow run is closed whatever happened upstream.
+    assert tasks["finish"]["trigger_rule"] == "all_done"
+
+
+def test_zoo_unsupervised_training_tasks_use_the_pool_queue_and_retries(bag, tmp_path):
+    from pipelines.configs.unsupervised import MAX_RBM_LAYERS
+
+    training = ["train_autoencoder", "evaluate_rbm_features", "finetune",
+                *[f"pretrain_rbm_layer_{n}" for n in range(1, MAX_RBM_LAYERS + 1)]]
+    tasks = bag["dags"]["zoo_unsupervised"]["tasks"]
+    for task in training:
+        assert tasks[task]["pool"] == TRAINING_POOL, task
+        assert tasks[task]["retries"] >= 1, task
+    for task in ("prepare_data", "plan_finetuning", "compare", "register", "finish"):
+        assert tasks[task]["pool"] != TRAINING_POOL, task
+    on_gpu = _bag(tmp_path, NNZOO_TRAINING_QUEUE="gpu")["dags"]["zoo_unsupervised"]["tasks"]
+    assert {task for task, info in on_gpu.items() if info["queue"] == "gpu"} == set(training)
+
+
+def test_zoo_unsupervised_form_offers_layers_and_label_fractions_as_text(bag):
+    dag = bag["dags"]["zoo_unsupervised"]
+    params = dag["params"]
+    assert {"layers", "label_fractions", "seeds", "bottleneck", "rbm.epochs", "dataset", "cache"} <= set(params)
+    for name in ("layers", "label_fractions"):
+        assert params[name]["type"] == ["null", "string"]
+        assert "pattern" in params[name]
+    assert params["bottleneck"]["minimum"] == 1
+    assert all(dag["defaults"][name] is None for name in params if name != "profile")
