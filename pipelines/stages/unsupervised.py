@@ -43,6 +43,8 @@ INITS = ("dbn", "random")
 EVAL_POINTS = 20
 """A fine-tuning's steps are cut into this many "epochs", each ending with validation."""
 TAG_PIPELINE = "nnzoo.pipeline_run"
+CODE_MAP_POINTS = 1000
+"""Test images drawn in the 2-D map of autoencoder codes (t-SNE cost grows quickly)."""
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -169,6 +171,7 @@ def evaluate_autoencoder(config: dict[str, Any], inputs: dict[str, Any]) -> dict
     components as the bottleneck (fitted on the same training split), in the
     autoencoder's run; reconstructions next to originals; a 2-D map of the codes."""
     from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
 
     from pipelines import plots
     from pipelines.data.prepared import load_prepared
@@ -209,16 +212,20 @@ def evaluate_autoencoder(config: dict[str, Any], inputs: dict[str, Any]) -> dict
              f"PCA\n{components} comp.": np.clip(pca_reconstructed[chosen], 0, 1).reshape(-1, *shape)},
             f"Test reconstructions: autoencoder MSE {metrics['test_mse']:.4f}, PCA {metrics['pca_test_mse']:.4f}"),
             "plots/reconstructions.png")
-        codes = np.asarray(model.get_layer("encoder").predict(images, batch_size=512, verbose=0))
-        if codes.shape[1] >= 2:
-            flat = PCA(n_components=2, random_state=0).fit_transform(codes)
-            axes = ("principal component 1 of the codes", "principal component 2 of the codes")
+        shown = np.random.default_rng(0).permutation(len(test_y))[:CODE_MAP_POINTS]
+        codes = np.asarray(model.get_layer("encoder").predict(images[shown], batch_size=512, verbose=0))
+        if codes.shape[1] > 2:
+            # t-SNE keeps neighbours together, so clusters of digits show; PCA smears them.
+            flat = TSNE(n_components=2, init="pca", perplexity=min(30.0, (len(codes) - 1) / 3), max_iter=500,
+                        random_state=0).fit_transform(codes)
+            axes, how = ("t-SNE 1", "t-SNE 2"), "t-SNE map"
+        elif codes.shape[1] == 2:
+            flat, axes, how = codes, ("code 1", "code 2"), "the codes themselves"
         else:
-            flat = np.column_stack([codes[:, 0], np.zeros(len(codes))])
-            axes = ("code", "")
+            flat, axes, how = np.column_stack([codes[:, 0], np.zeros(len(codes))]), ("code", ""), "the code"
         tracking.log_figure(run.run_id, plots.code_map(
-            flat, test_y, data.class_names, f"Autoencoder codes of the test images ({codes.shape[1]}-d, "
-            "projected to 2-d)", *axes), "plots/code_map.png")
+            flat, test_y[shown], data.class_names, f"Autoencoder codes of {len(shown)} test images "
+            f"({codes.shape[1]}-d; {how})", *axes), "plots/code_map.png")
         run.set_tags({TAG_EVALUATED_ON: data.fingerprint})
     print(f"[nnzoo] autoencoder: test MSE/pixel {metrics['test_mse']:.4f} vs PCA-{components} "
           f"{metrics['pca_test_mse']:.4f} (ratio {metrics['mse_ratio_vs_pca']:.3f})")
@@ -603,7 +610,8 @@ def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     tracking.log_bytes(parent, (f"# DBN vs random init, test accuracy by share of labels ({typed.profile})\n\n"
                                 + table + "\n").encode(), "comparison/finetune.md")
     tracking.log_figure(parent, plots.accuracy_vs_labels(
-        results, f"Fine-tuning from DBN pretraining vs random init ({typed.rbm.layers})"),
+        results, "Fine-tuning from DBN pretraining vs random init "
+        f"({'-'.join(str(units) for units in typed.rbm.layers)} sigmoid units)"),
         "plots/accuracy_vs_labels.png")
     print("[nnzoo] DBN vs random init, test accuracy:\n" + table)
     return {"rows": rows, "table": table}

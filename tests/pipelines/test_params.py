@@ -82,3 +82,78 @@ def test_enum_fields_label_the_empty_choice_as_the_profile_default():
     assert spec["enum"][0] is None
     assert spec["values_display"] == {"null": "(profile default)"}
     assert "values_display" not in form_specs("classifiers")["epochs"]
+
+
+# --- unsupervised: list-valued fields and an ambiguous leaf -------------------------------
+
+UNSUPERVISED = form_specs("unsupervised")
+
+
+@pytest.mark.parametrize("name", ["layers", "label_fractions"])
+def test_list_fields_travel_as_text_with_a_pattern(name):
+    spec = UNSUPERVISED[name]
+    assert spec["type"] == ["null", "string"]
+    assert spec["pattern"].startswith("^") and spec["pattern"].endswith("$")
+    assert "Comma-separated" in spec["description"]
+    # Range keywords would be applied to the text, not to its numbers: the config checks those.
+    assert not {"minimum", "maximum", "exclusiveMinimum"} & set(spec)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("layers", "500,500"), ("layers", " 64 , 32 "), ("layers", "10"), ("layers", None),
+    ("label_fractions", "0.01, 0.1,1.0"), ("label_fractions", "1"), ("label_fractions", ".5,1e-2"),
+])
+def test_list_fields_accept_comma_separated_numbers(name, value):
+    assert Param(**UNSUPERVISED[name]).resolve(value) == value
+
+
+@pytest.mark.parametrize("name, value", [
+    ("layers", "500,x"), ("layers", "500,,500"), ("layers", "500;500"), ("layers", "1.5"), ("layers", "-1"),
+    ("label_fractions", "0.1,abc"), ("label_fractions", "0.1 0.2"), ("label_fractions", "[0.1]"),
+])
+def test_list_fields_reject_other_text(name, value):
+    with pytest.raises(ParamValidationError):
+        Param(**UNSUPERVISED[name]).resolve(value)
+
+
+def test_an_ambiguous_leaf_is_named_by_its_dotted_path():
+    # train.epochs, rbm.epochs and rbm_features.epochs share the leaf "epochs".
+    assert "epochs" not in UNSUPERVISED
+    assert "rbm.epochs" in UNSUPERVISED
+    assert UNSUPERVISED["rbm.epochs"]["type"] == ["null", "integer"]
+    assert (UNSUPERVISED["rbm.epochs"]["minimum"], UNSUPERVISED["rbm.epochs"]["maximum"]) == (1, 1000)
+    assert UNSUPERVISED["rbm.epochs"]["title"] == "Rbm: epochs"
+    assert "(rbm.epochs)" in UNSUPERVISED["rbm.epochs"]["description"]
+    # Leaves that only one section has keep their short name.
+    assert {"layers", "label_fractions", "seeds", "steps", "bottleneck", "seed", "cache"} <= set(UNSUPERVISED)
+
+
+def test_unsupervised_config_from_params_parses_lists_and_dotted_names():
+    config = config_from_params("unsupervised", {"profile": "smoke", "layers": "64,32", "rbm.epochs": 3,
+                                                 "label_fractions": "0.01, 0.1,1.0", "seeds": None})
+    smoke = to_dict(get_family("unsupervised").config("smoke"))
+    assert config["rbm"]["layers"] == [64, 32]
+    assert config["rbm"]["epochs"] == 3
+    assert config["finetune"]["label_fractions"] == [0.01, 0.1, 1.0]
+    assert config["finetune"]["seeds"] == smoke["finetune"]["seeds"]
+    assert config["train"]["epochs"] == smoke["train"]["epochs"]  # only the RBM's epochs changed
+    assert config["rbm_features"]["epochs"] == smoke["rbm_features"]["epochs"]
+
+
+def test_unsupervised_config_from_params_refuses_more_layers_than_the_dag_has():
+    from pipelines.configs.unsupervised import MAX_RBM_LAYERS
+
+    with pytest.raises(ConfigError, match=rf"at most {MAX_RBM_LAYERS} RBM layers"):
+        config_from_params("unsupervised", {"profile": "smoke", "layers": "1,2,3,4,5"})
+    four = ",".join(["8"] * MAX_RBM_LAYERS)
+    assert config_from_params("unsupervised", {"profile": "smoke", "layers": four})["rbm"]["layers"] == [8] * 4
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"layers": "500,x"}, r"rbm.layers"), ({"layers": "0"}, r"rbm.layers"),
+    ({"label_fractions": "0,1"}, r"finetune.label_fractions"), ({"label_fractions": "0.5,1.5"}, r"label_fractions"),
+    ({"rbm.epochs": 0}, r"rbm.epochs"),
+])
+def test_unsupervised_config_from_params_validates_list_items(params, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_params("unsupervised", {"profile": "smoke", **params})
