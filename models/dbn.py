@@ -64,7 +64,7 @@ def build_dbn_classifier(
 
     With ``rbms`` (trained, one per layer, sizes matching) the dense layers start from
     their weights and hidden biases; without, from Keras' default (Glorot) init with
-    ``seed``.
+    ``seed`` (each layer its own stream, distinct across neighbouring seeds).
     """
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes}: a classifier needs >= 2 classes")
@@ -85,14 +85,14 @@ def build_dbn_classifier(
     for index, units in enumerate(layers, start=1):
         layer = keras.layers.Dense(
             int(units), activation="sigmoid", name=f"dense_{index}",
-            kernel_initializer=keras.initializers.GlorotUniform(seed=None if seed is None else seed + index))
+            kernel_initializer=keras.initializers.GlorotUniform(seed=None if seed is None else seed * 64 + index))
         x = layer(x)
         dense_layers.append(layer)
         if dropout_rate:
             x = keras.layers.Dropout(dropout_rate, name=f"dropout_{index}")(x)
     outputs = keras.layers.Dense(
         num_classes, activation="softmax", dtype="float32", name="probabilities",
-        kernel_initializer=keras.initializers.GlorotUniform(seed=None if seed is None else seed))(x)
+        kernel_initializer=keras.initializers.GlorotUniform(seed=None if seed is None else seed * 64))(x)
     model = keras.Model(inputs, outputs, name=name)
     for layer, rbm in zip(dense_layers, rbms or (), strict=False):
         layer.set_weights([keras.ops.convert_to_numpy(rbm.kernel), keras.ops.convert_to_numpy(rbm.hidden_bias)])

@@ -44,6 +44,6 @@ def get_builder(name: str) -> Callable[..., Any]:
     return _BUILDERS[name]
 
 
-def build_model(name: str, **kwargs: Any) -> Any:
+def build_model(name: str, /, **kwargs: Any) -> Any:
     """Build the registered model ``name`` with the builder's keyword arguments."""
     return get_builder(name)(**kwargs)
