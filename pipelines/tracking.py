@@ -224,6 +224,7 @@ def start_run(experiment: str, run_name: str, *, tags: Mapping[str, Any] | None 
     if run_key:
         earlier = find_run(experiment_id, run_key)
         if earlier is not None:
+            # Its status is left alone: the pipeline's last step sets it again.
             return earlier.info.run_id
     return _create_run(experiment_id, run_name, tags, run_key, None)
 
@@ -235,6 +236,12 @@ def end_run(run_id: str, status: str = "FINISHED", reason: str | None = None) ->
     mlflow_client = client()
     if reason:
         mlflow_client.set_tag(run_id, TAG_FAILURE, reason[:4000])
+    elif status == "FINISHED":
+        previous = mlflow_client.get_run(run_id).data.tags.get(TAG_FAILURE)
+        if previous is not None:
+            # A rerun succeeded: keep the earlier failure visible, but not as this run's.
+            mlflow_client.set_tag(run_id, "nnzoo.previous_failure", previous)
+            mlflow_client.delete_tag(run_id, TAG_FAILURE)
     mlflow_client.set_terminated(run_id, status=status)
 
 

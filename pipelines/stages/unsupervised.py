@@ -369,12 +369,16 @@ def evaluate_rbm_features(config: dict[str, Any], inputs: dict[str, Any]) -> dic
         metrics = {k: v for k, v in earlier.data.metrics.items() if k.endswith("_accuracy")}
         print(f"[nnzoo] rbm features: run {earlier.info.run_id} already finished; {metrics}")
         return {"metrics": metrics, "run_id": earlier.info.run_id}
+    # An unfinished earlier try (killed worker) is redone in the same run: it is short,
+    # and seeded, so the epochs it already logged come out the same and are skipped.
+    resume = earlier.info.run_id if earlier is not None else None
+    logged = tracking.max_logged_step(resume, "loss") if resume else 0
     digits = load_digits()
     features, labels = nudge_digits(digits.images, digits.target)
     features = minmax_scale(features, feature_range=(0, 1)).astype(np.float32)
     train_x, test_x, train_y, test_y = train_test_split(features, labels, test_size=0.2, random_state=0)
     with tracking.run(fam.experiment_name, "rbm-features-digits", tags=_tags(typed, "rbm_features", "evaluate"),
-                      run_key=key, parent_run_id=_nested(inputs)) as run:
+                      run_key=key, parent_run_id=_nested(inputs), resume_run_id=resume) as run:
         trainer.set_seed(0)
         rbm = RBM(64, settings.hidden_units, k=1, persistent=True, n_chains=settings.batch_size, seed=0,
                   name="rbm_digits")
@@ -388,7 +392,7 @@ def evaluate_rbm_features(config: dict[str, Any], inputs: dict[str, Any]) -> dic
             _trainer_config(typed, epochs=settings.epochs, batch_size=settings.batch_size,
                             learning_rate=settings.learning_rate, optimizer="sgd", lr_schedule="constant",
                             early_stopping_patience=0),
-            loss=None, metrics=(), callbacks=[tracking.keras_epoch_logger(run.run_id)],
+            loss=None, metrics=(), callbacks=[tracking.keras_epoch_logger(run.run_id, skip_through=logged)],
             progress_label="rbm features (digits)", steps_per_execution=50)
         rbm_seconds = time.perf_counter() - started
         train_h, test_h = np.asarray(rbm(train_x)), np.asarray(rbm(test_x))
@@ -419,9 +423,11 @@ def evaluate_rbm_features(config: dict[str, Any], inputs: dict[str, Any]) -> dic
 
 def nudge_digits(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn example's ``nudge_dataset``: the images plus copies shifted by one
-    pixel down, left, right and up (zeros come in); returns flat features, labels x5."""
+    pixel up, left, right and down (zeros come in), stacked in the example's order so
+    its ``train_test_split(random_state=0)`` draws the same split; returns flat
+    features and the labels x5."""
     shifted = [images]
-    for axis, step in ((1, 1), (2, -1), (2, 1), (1, -1)):
+    for axis, step in ((1, -1), (2, -1), (2, 1), (1, 1)):
         moved = np.roll(images, step, axis=axis)
         index = [slice(None)] * 3
         index[axis] = 0 if step == 1 else -1
@@ -628,8 +634,9 @@ def register(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         decisions["autoencoder"] = register_and_promote(
             fam, "autoencoder", autoencoder["run_id"], autoencoder["model_uri"], "test_mse",
             inputs["autoencoder_metrics"]["test_mse"], tolerance=typed.promotion_tolerance, higher_is_better=False)
-    largest = max(float(r["fraction"]) for r in inputs["results"])
-    candidates = [r for r in inputs["results"] if r["init"] == "dbn" and float(r["fraction"]) == largest
+    results = inputs.get("results") or []
+    largest = max((float(r["fraction"]) for r in results), default=None)
+    candidates = [r for r in results if r["init"] == "dbn" and float(r["fraction"]) == largest
                   and r.get("model_uri")]
     if candidates:
         best = max(candidates, key=lambda r: (r["test_accuracy"], -r["seed"]))
@@ -657,8 +664,15 @@ def finish(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         tracking.end_run(parent, "FINISHED")
         return {"parent_run_id": parent, "status": "FINISHED"}
     experiment_id = tracking.ensure_experiment(fam.experiment_name)
-    failed = [f"{run.info.run_name}: {run.data.tags.get(tracking.TAG_FAILURE, run.info.status)}"
-              for run in tracking.child_runs(experiment_id, parent) if run.info.status in ("FAILED", "KILLED")]
+    failed = []
+    for child in tracking.child_runs(experiment_id, parent):
+        if child.info.status in ("FAILED", "KILLED"):
+            failed.append(f"{child.info.run_name}: {child.data.tags.get(tracking.TAG_FAILURE, child.info.status)}")
+        elif child.info.status == "RUNNING":
+            # The pipeline is over (this runs after every other step), so a run still
+            # RUNNING belonged to a worker that died and whose retries are spent.
+            tracking.end_run(child.info.run_id, "KILLED", "worker died before the run ended")
+            failed.append(f"{child.info.run_name}: worker died before the run ended")
     reason = inputs.get("reason") or ("; ".join(failed) if failed else "an upstream step failed before any run")
     tracking.end_run(parent, "FAILED", f"pipeline did not complete: {reason}")
     print(f"[nnzoo] {FAMILY}: parent run {parent} FAILED: {reason}")

@@ -1,0 +1,698 @@
+"""The unsupervised family's stages: one smoke run in DAG order (with a DAG-style run
+key) into a temporary MLflow store, inspected from many angles; the pure helpers on
+synthetic inputs; and the failure paths that end the parent run FAILED."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines import tracking
+from pipelines.config import to_dict
+from pipelines.configs.unsupervised import MAX_RBM_LAYERS
+from pipelines.families import get_family
+from pipelines.stages import get_runner, unsupervised
+from pipelines.stages.common import TAG_CACHE_HIT, TAG_MODEL_URI
+from tests.conftest import new_store
+
+FAMILY = get_family("unsupervised")
+EXPERIMENT = FAMILY.experiment_name
+RUN_KEY = "zoo_unsupervised/test-run"
+SMOKE = to_dict(FAMILY.config("smoke"))
+LAYERS = SMOKE["rbm"]["layers"]
+FRACTIONS = SMOKE["finetune"]["label_fractions"]
+SEEDS = SMOKE["finetune"]["seeds"]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """Every stage once, chained as the DAG chains them (same inputs, same run key)."""
+    shared = new_store(tmp_path_factory.mktemp("unsupervised"))
+    config = SMOKE
+    with pytest.MonkeyPatch.context() as patch:
+        shared.activate(patch)
+        data = unsupervised.prepare_data(config, {"run_key": RUN_KEY})
+        keyed = {**data, "run_key": RUN_KEY}
+        autoencoder = unsupervised.train_autoencoder(config, keyed)
+        ae_metrics = unsupervised.evaluate_autoencoder(config, {**data, "autoencoder": autoencoder})["metrics"]
+        stack: list[dict] = []
+        stacks = []
+        for layer in range(1, MAX_RBM_LAYERS + 1):
+            stack = unsupervised.pretrain_rbm_layer(config, {**keyed, "layer": layer, "stack": stack})["stack"]
+            stacks.append(stack)
+        features = unsupervised.evaluate_rbm_features(config, keyed)
+        jobs = unsupervised.plan_finetuning(config, {"stack": stack})
+        results = [unsupervised.finetune(config, {**data, "stack": stack, **job, "run_key": RUN_KEY})
+                   for job in jobs]
+        comparison = unsupervised.compare(config, {**data, "results": results, "autoencoder_metrics": ae_metrics,
+                                                   "rbm_features_metrics": features.get("metrics", {})})
+        register_inputs = {"rows": comparison["rows"], "results": results, "autoencoder": autoencoder,
+                           "autoencoder_metrics": ae_metrics, "stack": stack}
+        registered = unsupervised.register(config, register_inputs)
+        finished = unsupervised.finish(config, {"parent_run_id": data["parent_run_id"],
+                                                "registered": registered["versions"]})
+    return {"store": shared, "config": config, "data": data, "parent": data["parent_run_id"],
+            "autoencoder": autoencoder, "ae_metrics": ae_metrics, "stacks": stacks, "stack": stack,
+            "features": features, "jobs": jobs, "results": results, "comparison": comparison,
+            "register_inputs": register_inputs, "versions": registered["versions"], "finished": finished}
+
+
+@pytest.fixture
+def client(smoke, monkeypatch):
+    smoke["store"].activate(monkeypatch)
+    return smoke["store"].client()
+
+
+def _experiment_id(client) -> str:
+    return client.get_experiment_by_name(EXPERIMENT).experiment_id
+
+
+def _pipeline_runs(client) -> list:
+    """Every run the smoke pipeline created: its run keys all start with RUN_KEY."""
+    return client.search_runs([_experiment_id(client)], f"tags.`{tracking.TAG_RUN_KEY}` LIKE '{RUN_KEY}/%'",
+                              max_results=1000)
+
+
+def _layer_run_id(smoke, layer: int) -> str:
+    return smoke["stack"][layer - 1]["run_id"]
+
+
+def _artifacts(client, run_id: str, folder: str | None = None) -> set[str]:
+    return {item.path for item in client.list_artifacts(run_id, folder)}
+
+
+def _assert_png(client, run_id: str, path: str) -> None:
+    with open(client.download_artifacts(run_id, path), "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n", path
+
+
+def _assert_logged_model_of(client, run_id: str, model_uri: str) -> None:
+    """The model is an MLflow logged model (models:/m-...) whose source is ``run_id``."""
+    assert model_uri.startswith("models:/m-"), model_uri
+    logged = client.get_logged_model(model_uri.removeprefix("models:/"))
+    assert logged.source_run_id == run_id
+    assert logged.name == "model"
+
+
+# --- the smoke run -----------------------------------------------------------------
+
+
+def test_unsupervised_runner_is_registered():
+    assert get_runner("unsupervised") is unsupervised.run
+
+
+def test_one_parent_run_finished_with_every_training_nested_under_it(client, smoke):
+    experiment_id = _experiment_id(client)
+    parents = client.search_runs([experiment_id], f"tags.`{tracking.TAG_STAGE}` = 'pipeline' and "
+                                 f"tags.`{unsupervised.TAG_PIPELINE}` = '{RUN_KEY}/pipeline'")
+    assert [run.info.run_id for run in parents] == [smoke["parent"]]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert smoke["finished"] == {"parent_run_id": smoke["parent"], "status": "FINISHED"}
+    assert tracking.TAG_FAILURE not in parent.data.tags
+    assert "mlflow.parentRunId" not in parent.data.tags
+    assert parent.data.tags[tracking.TAG_RUN_KEY] == f"{RUN_KEY}/pipeline"
+    assert parent.data.params["dataset.fingerprint"] == smoke["data"]["fingerprint"]
+
+    children = [run for run in _pipeline_runs(client) if run.info.run_id != smoke["parent"]]
+    assert {run.data.tags.get("mlflow.parentRunId") for run in children} == {smoke["parent"]}
+    names = sorted(run.info.run_name for run in children)
+    finetunes = sorted(f"finetune-{init}-{fraction:g}-seed{seed}" for fraction in FRACTIONS
+                       for init in unsupervised.INITS for seed in range(SEEDS))
+    assert len(finetunes) == len(FRACTIONS) * 2 * SEEDS
+    expected = sorted(["autoencoder", "rbm-features-digits", *[f"rbm-layer-{n}" for n in range(1, len(LAYERS) + 1)],
+                       *finetunes])
+    assert names == expected
+    # The parent's nested runs are exactly these (nothing nested without a run key).
+    nested = tracking.child_runs(experiment_id, smoke["parent"])
+    assert sorted(run.info.run_id for run in nested) == sorted(run.info.run_id for run in children)
+    for run in children:
+        assert run.info.status == "FINISHED", run.info.run_name
+        assert run.data.tags[tracking.TAG_FAMILY] == "unsupervised"
+        assert run.data.tags[tracking.TAG_PROFILE] == "smoke"
+
+
+def test_finetune_runs_carry_init_fraction_and_seed_tags(client, smoke):
+    finetunes = [run for run in _pipeline_runs(client) if run.data.tags.get(tracking.TAG_STAGE) == "finetune"]
+    combos = sorted((float(run.data.tags["nnzoo.label_fraction"]), run.data.tags["nnzoo.init"],
+                     int(run.data.tags["nnzoo.seed"])) for run in finetunes)
+    assert combos == sorted((float(f), init, seed) for f in FRACTIONS for init in unsupervised.INITS
+                            for seed in range(SEEDS))
+    assert len(smoke["jobs"]) == len(combos)
+    largest = max(FRACTIONS)
+    train_size = smoke["data"]["sizes"]["train"]
+    for run in finetunes:
+        fraction, init = float(run.data.tags["nnzoo.label_fraction"]), run.data.tags["nnzoo.init"]
+        metrics = run.data.metrics
+        assert 0.0 <= metrics["test_accuracy"] <= 1.0
+        assert math.isfinite(metrics["test_loss"]) and metrics["test_loss"] > 0
+        assert 1 <= metrics["labelled_examples"] <= train_size
+        if fraction == 1.0:
+            assert metrics["labelled_examples"] == train_size
+        # Only the DBN runs on the largest share keep their model (register picks from them).
+        keeps_model = init == "dbn" and fraction == largest
+        assert bool(run.data.tags[TAG_MODEL_URI]) is keeps_model, run.info.run_name
+        assert "plots/training_curves.png" in _artifacts(client, run.info.run_id, "plots")
+        assert [step for step, _ in tracking.metric_history(run.info.run_id, "loss")] == list(
+            range(1, int(run.data.params["epochs"]) + 1))
+
+
+def test_autoencoder_run_logs_its_error_the_pca_baseline_plots_and_model(client, smoke):
+    run_id = smoke["autoencoder"]["run_id"]
+    run = client.get_run(run_id)
+    metrics = run.data.metrics
+    for key in ("test_mse", "pca_test_mse"):
+        assert math.isfinite(metrics[key]) and metrics[key] > 0, key
+        assert metrics[key] == pytest.approx(smoke["ae_metrics"][key])
+    assert metrics["mse_ratio_vs_pca"] == pytest.approx(metrics["test_mse"] / metrics["pca_test_mse"])
+    assert run.data.params["pca.components"] == str(SMOKE["autoencoder"]["bottleneck"])
+    assert run.data.tags[unsupervised.TAG_EVALUATED_ON] == smoke["data"]["fingerprint"]
+    assert [step for step, _ in tracking.metric_history(run_id, "loss")] == list(
+        range(1, SMOKE["train"]["epochs"] + 1))
+    plots = _artifacts(client, run_id, "plots")
+    assert {"plots/reconstructions.png", "plots/code_map.png", "plots/training_curves.png"} <= plots
+    for path in ("plots/reconstructions.png", "plots/code_map.png"):
+        _assert_png(client, run_id, path)
+    assert run.data.tags[TAG_MODEL_URI] == smoke["autoencoder"]["model_uri"]
+    _assert_logged_model_of(client, run_id, smoke["autoencoder"]["model_uri"])
+
+
+def test_logged_autoencoder_and_pca_reproduce_the_logged_errors(client, smoke):
+    from sklearn.decomposition import PCA
+
+    from pipelines.data.prepared import load_prepared
+
+    data = load_prepared(smoke["data"]["data_uri"])
+    test_x, _ = data.split("test")
+    train_x, _ = data.split("train")
+    pixels = test_x.reshape(len(test_x), -1).astype(np.float32) / 255.0
+    model = tracking.load_keras_model(smoke["autoencoder"]["model_uri"])
+    reconstructed = np.asarray(model.predict(pixels.reshape(test_x.shape), verbose=0)).reshape(pixels.shape)
+    assert float(np.mean((reconstructed - pixels) ** 2)) == pytest.approx(smoke["ae_metrics"]["test_mse"], rel=1e-4)
+    train_pixels = train_x.reshape(len(train_x), -1).astype(np.float32) / 255.0
+    pca = PCA(n_components=SMOKE["autoencoder"]["bottleneck"], random_state=0).fit(train_pixels)
+    pca_pixels = np.clip(pca.inverse_transform(pca.transform(pixels)), 0, 1)
+    assert float(np.mean((pca_pixels - pixels) ** 2)) == pytest.approx(smoke["ae_metrics"]["pca_test_mse"],
+                                                                         rel=1e-4)
+
+
+@pytest.mark.parametrize("layer", range(1, len(LAYERS) + 1))
+def test_rbm_layer_runs_log_per_epoch_curves_filters_and_samples(client, smoke, layer):
+    run_id = _layer_run_id(smoke, layer)
+    run = client.get_run(run_id)
+    assert run.info.run_name == f"rbm-layer-{layer}"
+    assert run.data.tags[tracking.TAG_STAGE] == "pretrain"
+    assert run.data.tags[tracking.TAG_RUN_KEY] == f"{RUN_KEY}/rbm_layer_{layer}"
+    epochs = SMOKE["rbm"]["epochs"]
+    for key in ("loss", "pseudo_likelihood", "val_loss", "val_pseudo_likelihood"):
+        history = tracking.metric_history(run_id, key)
+        assert [step for step, _ in history] == list(range(1, epochs + 1)), key
+        assert all(math.isfinite(value) for _, value in history), key
+    assert all(value <= 0 for _, value in tracking.metric_history(run_id, "pseudo_likelihood"))
+    plots = _artifacts(client, run_id, "plots")
+    assert "plots/filters.png" in plots
+    assert ("plots/gibbs_samples.png" in plots) is (layer == 1)
+    _assert_png(client, run_id, "plots/filters.png")
+    if layer == 1:
+        _assert_png(client, run_id, "plots/gibbs_samples.png")
+    sizes = [784, *LAYERS]
+    params = run.data.params
+    assert (int(params["layer"]), int(params["n_visible"]), int(params["n_hidden"])) == (
+        layer, sizes[layer - 1], sizes[layer])
+
+
+@pytest.mark.parametrize("layer", range(1, len(LAYERS) + 1))
+def test_rbm_layer_models_load_back_as_rbms_of_the_right_shape(client, smoke, layer):
+    import models.rbm  # noqa: F401 - registers the RBM class for deserialisation
+    from models.rbm import RBM
+
+    ref = smoke["stack"][layer - 1]
+    assert ref["layer"] == layer
+    _assert_logged_model_of(client, ref["run_id"], ref["model_uri"])
+    rbm = tracking.load_keras_model(ref["model_uri"])
+    assert isinstance(rbm, RBM)
+    sizes = [784, *LAYERS]
+    assert (rbm.n_visible, rbm.n_hidden) == (sizes[layer - 1], sizes[layer])
+    hidden = np.asarray(rbm(np.full((3, rbm.n_visible), 0.5, dtype=np.float32)))
+    assert hidden.shape == (3, rbm.n_hidden)
+    assert ((hidden >= 0) & (hidden <= 1)).all()
+
+
+def test_the_stack_grows_one_layer_per_task_and_extra_layer_tasks_pass_it_on(smoke):
+    lengths = [len(stack) for stack in smoke["stacks"]]
+    assert lengths == [min(n, len(LAYERS)) for n in range(1, MAX_RBM_LAYERS + 1)]
+    assert smoke["stacks"][-1] == smoke["stacks"][len(LAYERS) - 1]
+    assert [ref["layer"] for ref in smoke["stack"]] == list(range(1, len(LAYERS) + 1))
+
+
+def test_parent_carries_the_comparison_table_plot_and_metrics(client, smoke):
+    parent = smoke["parent"]
+    assert {"comparison/finetune.json", "comparison/finetune.md"} <= _artifacts(client, parent, "comparison")
+    assert "plots/accuracy_vs_labels.png" in _artifacts(client, parent, "plots")
+    _assert_png(client, parent, "plots/accuracy_vs_labels.png")
+    table = Path(client.download_artifacts(parent, "comparison/finetune.md")).read_text()
+    assert table.startswith("# DBN vs random init")
+    assert "| labels | init | seeds | mean | std | min | max |" in table
+    assert table == f"# DBN vs random init, test accuracy by share of labels (smoke)\n\n{smoke['comparison']['table']}\n"
+    metrics = client.get_run(parent).data.metrics
+    for fraction in FRACTIONS:
+        for name in ("dbn", "random", "gain"):
+            assert f"finetune_{name}_{fraction:g}_mean" in metrics
+            assert f"finetune_{name}_{fraction:g}_std" in metrics
+    for key in ("test_mse", "pca_test_mse"):
+        assert metrics[f"autoencoder_{key}"] == pytest.approx(smoke["ae_metrics"][key])
+    for key in ("rbm_logistic_accuracy", "raw_logistic_accuracy"):
+        assert metrics[key] == pytest.approx(smoke["features"]["metrics"][key])
+
+
+def test_comparison_rows_are_recomputed_from_the_finetune_runs(client, smoke):
+    parent = smoke["parent"]
+    logged = json.loads(Path(client.download_artifacts(parent, "comparison/finetune.json")).read_text())
+    finetunes = [run for run in _pipeline_runs(client) if run.data.tags.get(tracking.TAG_STAGE) == "finetune"]
+    accuracy = {(float(run.data.tags["nnzoo.label_fraction"]), run.data.tags["nnzoo.init"],
+                 int(run.data.tags["nnzoo.seed"])): run.data.metrics["test_accuracy"] for run in finetunes}
+    assert sorted(r["run_id"] for r in logged["results"]) == sorted(run.info.run_id for run in finetunes)
+    rows = {(row["fraction"], row["init"]): row for row in logged["rows"]}
+    assert len(rows) == len(FRACTIONS) * 3
+    parent_metrics = client.get_run(parent).data.metrics
+    for fraction in FRACTIONS:
+        by_init = {init: [accuracy[(fraction, init, seed)] for seed in range(SEEDS)] for init in unsupervised.INITS}
+        for init, values in by_init.items():
+            row = rows[(fraction, init)]
+            assert row["seeds"] == SEEDS
+            assert row["mean"] == pytest.approx(statistics.fmean(values), abs=1e-12)
+            assert row["std"] == pytest.approx(statistics.stdev(values), abs=1e-12)
+            assert (row["min"], row["max"]) == (pytest.approx(min(values)), pytest.approx(max(values)))
+            assert parent_metrics[f"finetune_{init}_{fraction:g}_mean"] == pytest.approx(row["mean"])
+            assert parent_metrics[f"finetune_{init}_{fraction:g}_std"] == pytest.approx(row["std"])
+        gains = [a - b for a, b in zip(by_init["dbn"], by_init["random"], strict=True)]
+        paired = rows[(fraction, "dbn - random (paired)")]
+        assert paired["mean"] == pytest.approx(statistics.fmean(gains), abs=1e-12)
+        assert paired["dbn_wins"] == sum(g > 0 for g in gains)
+        assert parent_metrics[f"finetune_gain_{fraction:g}_mean"] == pytest.approx(paired["mean"])
+
+
+def test_rbm_features_run_logs_both_accuracies(client, smoke):
+    run_id = smoke["features"]["run_id"]
+    run = client.get_run(run_id)
+    assert run.info.run_name == "rbm-features-digits"
+    assert run.data.tags["mlflow.parentRunId"] == smoke["parent"]
+    assert run.data.tags[tracking.TAG_RUN_KEY] == f"{RUN_KEY}/rbm_features"
+    metrics = run.data.metrics
+    for key in ("rbm_logistic_accuracy", "raw_logistic_accuracy"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["raw_logistic_accuracy"] > 0.5  # logistic regression on raw digit pixels is far above chance
+    # 1797 digits x 5 (nudged), 20 % held out
+    assert (int(run.data.params["train_size"]), int(run.data.params["test_size"])) == (7188, 1797)
+    assert "plots/filters.png" in _artifacts(client, run_id, "plots")
+    assert "evaluation/rbm_logistic_report.txt" in _artifacts(client, run_id, "evaluation")
+
+
+def test_each_model_is_registered_once_and_the_autoencoder_prefers_lower_error(client, smoke):
+    expected_runs = {
+        "autoencoder": smoke["autoencoder"]["run_id"],
+        **{f"rbm-layer-{n}": _layer_run_id(smoke, n) for n in range(1, len(LAYERS) + 1)},
+    }
+    largest = max(FRACTIONS)
+    candidates = [r for r in smoke["results"] if r["init"] == "dbn" and r["fraction"] == largest]
+    expected_runs["dbn"] = max(candidates, key=lambda r: (r["test_accuracy"], -r["seed"]))["run_id"]
+    assert set(smoke["versions"]) == set(expected_runs)
+    for model, run_id in expected_runs.items():
+        name = f"nnzoo-unsupervised-{model}"
+        versions = client.search_model_versions(f"name = '{name}'")
+        assert len(versions) == 1, name
+        assert versions[0].run_id == run_id, name
+        champion = client.get_model_version_by_alias(name, tracking.CHAMPION)
+        assert str(champion.version) == str(smoke["versions"][model]["version"])
+    autoencoder = client.get_model_version_by_alias("nnzoo-unsupervised-autoencoder", tracking.CHAMPION)
+    assert float(autoencoder.tags["nnzoo.test_mse"]) == pytest.approx(smoke["ae_metrics"]["test_mse"])
+    assert "nnzoo.test_accuracy" not in autoencoder.tags
+    dbn = client.get_model_version_by_alias("nnzoo-unsupervised-dbn", tracking.CHAMPION)
+    assert float(dbn.tags["nnzoo.test_accuracy"]) == pytest.approx(client.get_run(
+        expected_runs["dbn"]).data.metrics["test_accuracy"])
+    for layer in range(1, len(LAYERS) + 1):
+        version = client.get_model_version_by_alias(f"nnzoo-unsupervised-rbm-layer-{layer}", tracking.CHAMPION)
+        metric = client.get_run(_layer_run_id(smoke, layer)).data.metrics["val_pseudo_likelihood"]
+        assert float(version.tags["nnzoo.val_pseudo_likelihood"]) == pytest.approx(metric)
+
+
+def test_registering_again_adds_no_version_and_promotes_by_each_metric_direction(client, smoke, monkeypatch):
+    calls = {}
+    promote = tracking.promote
+
+    def spy(name, version, metric, value, **kwargs):
+        calls[name] = (metric, kwargs["higher_is_better"])
+        return promote(name, version, metric, value, **kwargs)
+
+    monkeypatch.setattr(tracking, "promote", spy)
+    again = unsupervised.register(smoke["config"], smoke["register_inputs"])
+    for model, decision in smoke["versions"].items():
+        assert again["versions"][model]["version"] == decision["version"], model
+        assert len(client.search_model_versions(f"name = 'nnzoo-unsupervised-{model}'")) == 1, model
+        assert again["versions"][model]["reason"] == "already champion"
+    assert calls["nnzoo-unsupervised-autoencoder"] == ("test_mse", False)
+    assert calls["nnzoo-unsupervised-dbn"] == ("test_accuracy", True)
+    for layer in range(1, len(LAYERS) + 1):
+        assert calls[f"nnzoo-unsupervised-rbm-layer-{layer}"] == ("val_pseudo_likelihood", True)
+
+
+def test_retried_stages_reuse_their_finished_runs(client, smoke):
+    before = sorted(run.info.run_id for run in _pipeline_runs(client))
+    config, data = smoke["config"], smoke["data"]
+    keyed = {**data, "run_key": RUN_KEY}
+
+    layer_1 = unsupervised.pretrain_rbm_layer(config, {**keyed, "layer": 1, "stack": []})
+    assert layer_1["stack"] == smoke["stack"][:1]
+    layer_2 = unsupervised.pretrain_rbm_layer(config, {**keyed, "layer": 2, "stack": layer_1["stack"]})
+    assert layer_2["stack"] == smoke["stack"][:2]
+    autoencoder = unsupervised.train_autoencoder(config, keyed)
+    assert autoencoder == smoke["autoencoder"]
+    evaluation = unsupervised.evaluate_autoencoder(config, {**data, "autoencoder": autoencoder})
+    assert evaluation["metrics"] == pytest.approx(smoke["ae_metrics"])
+    assert len(tracking.metric_history(autoencoder["run_id"], "test_mse")) == 1  # not evaluated twice
+    job = smoke["jobs"][0]
+    result = unsupervised.finetune(config, {**data, "stack": smoke["stack"], **job, "run_key": RUN_KEY})
+    assert result == next(r for r in smoke["results"] if (r["fraction"], r["init"], r["seed"]) == (
+        job["fraction"], job["init"], job["seed"]))
+    features = unsupervised.evaluate_rbm_features(config, keyed)
+    assert features["run_id"] == smoke["features"]["run_id"]
+    assert unsupervised.prepare_data(config, {"run_key": RUN_KEY})["parent_run_id"] == smoke["parent"]
+
+    assert sorted(run.info.run_id for run in _pipeline_runs(client)) == before
+    assert client.get_run(smoke["parent"]).info.status == "FINISHED"
+    for ref in smoke["stack"]:
+        assert client.get_run(ref["run_id"]).info.status == "FINISHED"
+
+
+# --- pure helpers and argument checks (no training) --------------------------------
+
+
+def _labels() -> np.ndarray:
+    sizes = [50, 61, 7, 120, 33, 1, 80, 44, 99, 10]  # uneven classes, one of them with a single example
+    labels = np.repeat(np.arange(10), sizes)
+    return np.random.default_rng(5).permutation(labels)
+
+
+@pytest.mark.parametrize("fraction", [0.001, 0.1, 0.5, 1.0])
+def test_label_subset_is_stratified_with_at_least_one_per_class(fraction):
+    labels = _labels()
+    chosen = unsupervised.label_subset(labels, fraction, seed=0)
+    assert chosen.dtype.kind == "i"
+    assert np.array_equal(chosen, np.unique(chosen))  # sorted, no repeats
+    assert chosen.min() >= 0 and chosen.max() < len(labels)
+    for label in range(10):
+        available = int((labels == label).sum())
+        picked = int((labels[chosen] == label).sum())
+        assert picked == max(1, round(fraction * available)), (label, picked)
+    if fraction == 1.0:
+        assert np.array_equal(chosen, np.arange(len(labels)))
+
+
+def test_label_subset_is_deterministic_per_seed_and_differs_across_seeds():
+    labels = _labels()
+    first = unsupervised.label_subset(labels, 0.1, seed=0)
+    assert np.array_equal(first, unsupervised.label_subset(labels, 0.1, seed=0))
+    others = [unsupervised.label_subset(labels, 0.1, seed=seed) for seed in (1, 2)]
+    for other in others:
+        assert len(other) == len(first)
+        assert not np.array_equal(other, first)
+    assert not np.array_equal(*others)
+
+
+def test_nudge_digits_adds_four_one_pixel_shifts_with_zeros_coming_in():
+    rng = np.random.default_rng(0)
+    images = rng.integers(1, 17, size=(7, 8, 8)).astype(np.float64)  # no zeros, so the fill shows
+    labels = np.arange(7)
+    original = images.copy()
+    features, nudged_labels = unsupervised.nudge_digits(images, labels)
+    assert features.shape == (35, 64)
+    assert np.array_equal(nudged_labels, np.tile(labels, 5))
+
+    def rolled(step: int, axis: int) -> np.ndarray:
+        moved = np.roll(images, step, axis=axis)
+        edge = [slice(None)] * 3
+        edge[axis] = 0 if step == 1 else -1
+        moved[tuple(edge)] = 0
+        return moved
+
+    copies = features.reshape(5, 7, 8, 8)
+    assert np.array_equal(copies[0], images)
+    # One copy per direction (down, left, right, up), each a whole block of the 7 images;
+    # their order is checked against scikit-learn's below.
+    shifts = [rolled(1, 1), rolled(-1, 2), rolled(1, 2), rolled(-1, 1)]
+    matches = [[index for index, shifted in enumerate(shifts) if np.array_equal(copy, shifted)] for copy in copies[1:]]
+    assert sorted(sum(matches, [])) == [0, 1, 2, 3], matches
+    down = np.zeros_like(images)
+    down[:, 1:, :] = images[:, :-1, :]
+    assert np.array_equal(shifts[0], down)  # np.roll with the wrapped row zeroed is a plain shift
+    assert (copies[1:] == 0).sum() == 4 * 7 * 8  # one zero row or column per shifted image
+    assert np.array_equal(images, original)  # the input is left untouched
+
+
+def _sklearn_nudge(images: np.ndarray) -> np.ndarray:
+    """scikit-learn's plot_rbm_logistic_classification ``nudge_dataset``, verbatim in effect."""
+    from scipy.ndimage import convolve
+
+    direction_vectors = [
+        [[0, 1, 0], [0, 0, 0], [0, 0, 0]],
+        [[0, 0, 0], [1, 0, 0], [0, 0, 0]],
+        [[0, 0, 0], [0, 0, 1], [0, 0, 0]],
+        [[0, 0, 0], [0, 0, 0], [0, 1, 0]],
+    ]
+    flat = images.reshape(len(images), -1)
+
+    def shift(x, w):
+        return convolve(x.reshape((8, 8)), mode="constant", weights=w).ravel()
+
+    return np.concatenate([flat] + [np.apply_along_axis(shift, 1, flat, vector) for vector in direction_vectors])
+
+
+def test_nudge_digits_makes_the_same_examples_as_scikit_learn():
+    images = np.random.default_rng(1).integers(0, 17, size=(6, 8, 8)).astype(np.float64)
+    ours, _ = unsupervised.nudge_digits(images, np.zeros(6, dtype=int))
+    theirs = _sklearn_nudge(images)
+    assert np.array_equal(np.unique(ours, axis=0), np.unique(theirs, axis=0))
+
+
+def test_nudge_digits_orders_the_copies_as_scikit_learn_does():
+    images = np.random.default_rng(1).integers(0, 17, size=(6, 8, 8)).astype(np.float64)
+    ours, _ = unsupervised.nudge_digits(images, np.zeros(6, dtype=int))
+    assert np.array_equal(ours, _sklearn_nudge(images))
+
+
+def _result(fraction, init, seed, accuracy, labelled=10):
+    return {"fraction": fraction, "init": init, "seed": seed, "test_accuracy": accuracy,
+            "labelled_examples": labelled, "run_id": f"{init}-{fraction}-{seed}", "model_uri": ""}
+
+
+def test_summarize_gives_mean_sample_std_range_and_a_paired_difference():
+    dbn_01, random_01 = [0.5, 0.6, 0.75], [0.4, 0.65, 0.5]
+    results = [_result(0.1, "dbn", s, a, 12) for s, a in enumerate(dbn_01)]
+    results += [_result(0.1, "random", s, a, 12) for s, a in enumerate(random_01)]
+    results += [_result(1.0, "dbn", 0, 0.9, 120), _result(1.0, "dbn", 1, 0.8, 120), _result(1.0, "random", 1, 0.85, 120)]
+    rows = unsupervised.summarize(list(reversed(results)))  # the order of the results does not matter
+
+    assert [(row["fraction"], row["init"]) for row in rows] == [
+        (0.1, "dbn"), (0.1, "random"), (0.1, "dbn - random (paired)"),
+        (1.0, "dbn"), (1.0, "random"), (1.0, "dbn - random (paired)")]
+    for row, values in ((rows[0], dbn_01), (rows[1], random_01), (rows[3], [0.9, 0.8])):
+        assert row["seeds"] == len(values)
+        assert row["mean"] == pytest.approx(statistics.fmean(values))
+        assert row["std"] == pytest.approx(statistics.stdev(values))  # ddof=1
+        assert (row["min"], row["max"]) == (min(values), max(values))
+    assert rows[0]["labelled_examples"] == 12 and rows[3]["labelled_examples"] == 120
+    assert rows[4] == {"fraction": 1.0, "init": "random", "seeds": 1, "labelled_examples": 120, "mean": 0.85,
+                       "std": 0.0, "min": 0.85, "max": 0.85}
+
+    gains = [a - b for a, b in zip(dbn_01, random_01, strict=True)]  # +0.1, -0.05, +0.25
+    paired = rows[2]
+    assert paired["seeds"] == 3
+    assert paired["mean"] == pytest.approx(statistics.fmean(gains))
+    assert paired["std"] == pytest.approx(statistics.stdev(gains))
+    assert (paired["min"], paired["max"]) == (pytest.approx(min(gains)), pytest.approx(max(gains)))
+    assert paired["dbn_wins"] == 2
+    assert "labelled_examples" not in paired
+    # Only seeds run with both inits are paired: seed 1 at 100 %.
+    assert rows[5]["seeds"] == 1
+    assert rows[5]["mean"] == pytest.approx(0.8 - 0.85)
+    assert rows[5]["std"] == 0.0 and rows[5]["dbn_wins"] == 0
+
+    table = unsupervised.format_table(rows)
+    assert "| 10% (12) | dbn | 3 | 0.6167 |" in table
+    assert "DBN better in 2/3" in table
+    assert "-0.0500" in table
+
+
+def test_summarize_without_a_random_init_has_no_paired_row():
+    rows = unsupervised.summarize([_result(0.5, "dbn", 0, 0.7), _result(0.5, "dbn", 1, 0.9)])
+    assert [row["init"] for row in rows] == ["dbn"]
+    assert rows[0]["std"] == pytest.approx(statistics.stdev([0.7, 0.9]))
+
+
+def _stack(layers: int) -> list[dict]:
+    return [{"layer": n, "run_id": f"run-{n}", "model_uri": f"models:/m-{n}"} for n in range(1, layers + 1)]
+
+
+def test_plan_finetuning_yields_every_fraction_init_and_seed():
+    config = to_dict(FAMILY.config("smoke", {"finetune.label_fractions": "1.0,0.05,0.5", "finetune.seeds": 3}))
+    jobs = unsupervised.plan_finetuning(config, {"stack": _stack(len(LAYERS))})
+    assert len(jobs) == 3 * 2 * 3
+    assert jobs == [{"fraction": f, "init": init, "seed": seed} for f in (0.05, 0.5, 1.0)
+                    for init in ("dbn", "random") for seed in range(3)]
+    assert len(unsupervised.plan_finetuning(SMOKE, {"stack": _stack(len(LAYERS))})) == len(FRACTIONS) * 2 * SEEDS
+
+
+@pytest.mark.parametrize("layers", [0, 1, 3])
+def test_plan_finetuning_needs_exactly_the_configured_layers(layers):
+    with pytest.raises(ValueError, match=rf"needs all {len(LAYERS)} pretrained RBM layers; got {layers}"):
+        unsupervised.plan_finetuning(SMOKE, {"stack": _stack(layers)})
+
+
+def test_a_layer_beyond_the_configured_ones_passes_the_stack_on_without_a_run(store):
+    stack = _stack(len(LAYERS))
+    for layer in range(len(LAYERS) + 1, MAX_RBM_LAYERS + 1):
+        # No data, no parent: nothing is read or opened for a layer that is not in this run.
+        assert unsupervised.pretrain_rbm_layer(SMOKE, {"layer": layer, "stack": stack}) == {"stack": stack}
+    experiment = store.client().get_experiment_by_name(EXPERIMENT)
+    assert experiment is None or not store.client().search_runs([experiment.experiment_id])
+
+
+@pytest.mark.parametrize("layer, below", [(1, 1), (2, 0), (2, 2)])
+def test_pretrain_rbm_layer_refuses_a_stack_of_the_wrong_length(store, layer, below):
+    with pytest.raises(ValueError, match=rf"rbm layer {layer} needs the {layer - 1} layer\(s\) below it; got {below}"):
+        unsupervised.pretrain_rbm_layer(SMOKE, {"layer": layer, "stack": _stack(below), "data_uri": "file:///none"})
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"init": "bogus"}, r"init='bogus': expected one of dbn, random"),
+    ({"fraction": 0}, r"fraction=0.0: expected a share in \(0, 1\]"),
+    ({"fraction": 1.5}, r"fraction=1.5: expected a share in \(0, 1\]"),
+    ({"fraction": -0.1}, r"fraction=-0.1"),
+])
+def test_finetune_refuses_bad_jobs_before_touching_data(store, changes, message):
+    job = {"fraction": 0.1, "init": "dbn", "seed": 0, "stack": _stack(len(LAYERS)), "data_uri": "file:///none",
+           "parent_run_id": "none", **changes}
+    with pytest.raises(ValueError, match=message):
+        unsupervised.finetune(SMOKE, job)
+
+
+def test_compare_refuses_an_empty_result_list():
+    with pytest.raises(ValueError, match="no fine-tuning results"):
+        unsupervised.compare(SMOKE, {"parent_run_id": "p", "results": []})
+
+
+def test_stages_that_nest_runs_need_the_parent_run():
+    with pytest.raises(ValueError, match="run prepare_data first"):
+        unsupervised.finish(SMOKE, {"registered": {"autoencoder": {}}})
+
+
+# --- failure paths -----------------------------------------------------------------
+
+
+def _parent(key: str) -> str:
+    return tracking.start_run(EXPERIMENT, "unsupervised-smoke", run_key=key,
+                              tags={tracking.TAG_STAGE: "pipeline", unsupervised.TAG_PIPELINE: key})
+
+
+def test_finish_without_registered_fails_the_parent_naming_the_failed_child(store):
+    parent = _parent("zoo_unsupervised/failing/pipeline")
+    with tracking.run(EXPERIMENT, "rbm-layer-1", parent_run_id=parent):
+        pass  # finished children are not blamed
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with tracking.run(EXPERIMENT, "finetune-dbn-0.1-seed0", parent_run_id=parent):
+            raise RuntimeError("out of memory")
+
+    outcome = unsupervised.finish(SMOKE, {"parent_run_id": parent, "registered": None})
+
+    reason = "finetune-dbn-0.1-seed0: RuntimeError: out of memory"
+    assert outcome == {"parent_run_id": parent, "status": "FAILED", "reason": reason}
+    run = store.client().get_run(parent)
+    assert run.info.status == "FAILED"
+    assert run.data.tags[tracking.TAG_FAILURE] == f"pipeline did not complete: {reason}"
+
+
+def test_finish_names_every_failed_child_or_says_none_ran(store):
+    parent = _parent("zoo_unsupervised/two-failures/pipeline")
+    for name in ("autoencoder", "rbm-layer-2"):
+        with pytest.raises(ValueError):
+            with tracking.run(EXPERIMENT, name, parent_run_id=parent):
+                raise ValueError(f"{name} broke")
+    outcome = unsupervised.finish(SMOKE, {"parent_run_id": parent})
+    assert sorted(outcome["reason"].split("; ")) == ["autoencoder: ValueError: autoencoder broke",
+                                                    "rbm-layer-2: ValueError: rbm-layer-2 broke"]
+
+    lonely = _parent("zoo_unsupervised/no-children/pipeline")
+    outcome = unsupervised.finish(SMOKE, {"parent_run_id": lonely, "registered": {}})
+    assert outcome["status"] == "FAILED"
+    assert outcome["reason"] == "an upstream step failed before any run"
+    assert store.client().get_run(lonely).info.status == "FAILED"
+
+    explicit = _parent("zoo_unsupervised/explicit/pipeline")
+    outcome = unsupervised.finish(SMOKE, {"parent_run_id": explicit, "reason": "KeyError: 'stack'"})
+    assert store.client().get_run(explicit).data.tags[tracking.TAG_FAILURE] == (
+        "pipeline did not complete: KeyError: 'stack'")
+
+
+def test_finish_names_a_child_left_running_by_a_killed_worker(store):
+    parent = _parent("zoo_unsupervised/killed/pipeline")
+    experiment_id = tracking.ensure_experiment(EXPERIMENT)
+    # What a SIGKILLed task leaves behind: a nested run that nobody ended.
+    child = tracking._create_run(experiment_id, "rbm-layer-1", {}, "zoo_unsupervised/killed/rbm_layer_1", parent)
+
+    outcome = unsupervised.finish(SMOKE, {"parent_run_id": parent})
+
+    assert "rbm-layer-1" in outcome["reason"]
+    assert store.client().get_run(child).info.status in ("FAILED", "KILLED")
+
+
+def test_runner_ends_the_parent_failed_and_reraises_when_a_stage_fails(client, smoke, monkeypatch):
+    """The in-process runner; with ``cache`` on, it reuses the smoke run's trainings, so
+    it only retrains the (uncached) RBM-features check before compare fails."""
+    experiment_id = _experiment_id(client)
+    trained = [run.info.run_id for run in client.search_runs(
+        [experiment_id], f"tags.`{tracking.TAG_STAGE}` != 'pipeline'", max_results=1000)]
+
+    def broken_compare(config, inputs):
+        raise RuntimeError("compare exploded")
+
+    monkeypatch.setattr(unsupervised, "compare", broken_compare)
+    config = to_dict(FAMILY.config("smoke", {"cache": "true"}))
+    with pytest.raises(RuntimeError, match="compare exploded"):
+        get_runner("unsupervised")(config)
+
+    parents = client.search_runs([experiment_id], f"tags.`{tracking.TAG_STAGE}` = 'pipeline' and "
+                                 f"tags.`{unsupervised.TAG_PIPELINE}` = 'cli'")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags[tracking.TAG_FAILURE] == "pipeline did not complete: RuntimeError: compare exploded"
+    # Nothing was trained again: every training was a cache hit on the smoke run's.
+    new = [run for run in client.search_runs([experiment_id], f"tags.`{tracking.TAG_STAGE}` != 'pipeline'",
+                                             max_results=1000) if run.info.run_id not in trained]
+    assert [run.info.run_name for run in new] == ["rbm-features-digits"]
+    assert new[0].data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert client.get_run(smoke["autoencoder"]["run_id"]).data.tags[TAG_CACHE_HIT] == "cli"
+    for ref in smoke["stack"]:
+        assert client.get_run(ref["run_id"]).data.tags[TAG_CACHE_HIT] == "cli"
+    # The smoke run's parent and registrations are untouched.
+    assert client.get_run(smoke["parent"]).info.status == "FINISHED"
+    for model in smoke["versions"]:
+        assert len(client.search_model_versions(f"name = 'nnzoo-unsupervised-{model}'")) == 1
+
+
+def test_a_parent_finished_by_a_rerun_no_longer_carries_the_old_failure(store):
+    key = "zoo_unsupervised/cleared/pipeline"
+    parent = _parent(key)
+    assert unsupervised.finish(SMOKE, {"parent_run_id": parent})["status"] == "FAILED"
+    # The DAG run is cleared and runs again: prepare_data gets the same parent, and this time it succeeds.
+    assert _parent(key) == parent
+    assert unsupervised.finish(SMOKE, {"parent_run_id": parent, "registered": {"autoencoder": {"version": "1"}}})[
+        "status"] == "FINISHED"
+    run = store.client().get_run(parent)
+    assert run.info.status == "FINISHED"
+    assert tracking.TAG_FAILURE not in run.data.tags
