@@ -82,8 +82,10 @@ class UnsupervisedConfig(ExperimentConfig):
     """Autoencoder vs PCA; RBMs pretrained greedily into a DBN, fine-tuned with few labels.
 
     Run: ``nnzoo run unsupervised --profile quick`` (bundled MNIST subset, a few
-    minutes on 2 CPU cores). ``train`` configures the autoencoder's training; its device
-    switches (mixed precision, XLA, distribution) apply to every training here.
+    minutes on 2 CPU cores). ``train`` configures the autoencoder's training; its seed
+    and XLA switch apply to every training here, mixed precision and multi-GPU
+    distribution to the autoencoder and the fine-tunings (RBM layers train in float32
+    on one device: their CD updates are a few matrix products per step).
     """
 
     data: UnsupervisedData = UnsupervisedData()

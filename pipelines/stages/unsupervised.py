@@ -273,6 +273,7 @@ def pretrain_rbm_layer(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
         if run.resumed:
             run.set_tags({TAG_RESUMED: f"after {plan.logged_epochs} logged epoch(s)"})
         trainer.configure_devices()
+        trainer.configure_precision(False)  # CD statistics in float32 (see UnsupervisedConfig)
         trainer.set_seed(typed.train.seed + layer)
         batch = typed.rbm.batch_size
         rbm = RBM(n_visible, n_hidden, k=typed.rbm.k, persistent=typed.rbm.persistent, n_chains=batch,
@@ -379,6 +380,7 @@ def evaluate_rbm_features(config: dict[str, Any], inputs: dict[str, Any]) -> dic
     train_x, test_x, train_y, test_y = train_test_split(features, labels, test_size=0.2, random_state=0)
     with tracking.run(fam.experiment_name, "rbm-features-digits", tags=_tags(typed, "rbm_features", "evaluate"),
                       run_key=key, parent_run_id=_nested(inputs), resume_run_id=resume) as run:
+        trainer.configure_precision(False)
         trainer.set_seed(0)
         rbm = RBM(64, settings.hidden_units, k=1, persistent=True, n_chains=settings.batch_size, seed=0,
                   name="rbm_digits")
@@ -505,22 +507,24 @@ def finetune(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         trainer.configure_precision(typed.train.mixed_precision)
         trainer.set_seed(typed.train.seed * 1000 + seed)
         rbms = _load_stack(inputs["stack"]) if init == "dbn" else None
-        model = build_dbn_classifier(data.image_shape, data.num_classes, typed.rbm.layers, rbms=rbms,
-                                     dropout_rate=settings.dropout_rate, seed=typed.train.seed * 1000 + seed)
-        run.log_params(run_params(typed, data, model="dbn", init=init, label_fraction=fraction, seed=seed,
-                                  labelled_examples=len(chosen), batch=batch, epochs=epochs,
-                                  steps_per_epoch=steps_per_epoch, parameters=model.count_params()))
         train_data = tf.data.Dataset.from_tensor_slices((train_x[chosen], train_y[chosen])).cache().shuffle(
             len(chosen), seed=seed, reshuffle_each_iteration=True).repeat().batch(batch).map(
             lambda x, y: (normalize_images(x), y)).prefetch(tf.data.AUTOTUNE)
         val_data = (tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(512).map(
             lambda x, y: (normalize_images(x), y)) if len(val_y) else None)
-        history = trainer.fit(
-            model, train_data, val_data,
-            _trainer_config(typed, epochs=epochs, batch_size=batch, learning_rate=settings.learning_rate,
-                            optimizer="adam", lr_schedule="constant", early_stopping_patience=0),
-            checkpoint_dir=checkpoint_dir(run.run_id), steps_per_epoch=steps_per_epoch,
-            callbacks=[tracking.keras_epoch_logger(run.run_id, skip_through=plan.logged_epochs)])
+        # One scope for building and fitting: a second MirroredStrategy would be a different one.
+        with trainer.distribution_scope(typed.train.distribute):
+            model = build_dbn_classifier(data.image_shape, data.num_classes, typed.rbm.layers, rbms=rbms,
+                                         dropout_rate=settings.dropout_rate, seed=typed.train.seed * 1000 + seed)
+            run.log_params(run_params(typed, data, model="dbn", init=init, label_fraction=fraction, seed=seed,
+                                      labelled_examples=len(chosen), batch=batch, epochs=epochs,
+                                      steps_per_epoch=steps_per_epoch, parameters=model.count_params()))
+            history = trainer.fit(
+                model, train_data, val_data,
+                _trainer_config(typed, epochs=epochs, batch_size=batch, learning_rate=settings.learning_rate,
+                                optimizer="adam", lr_schedule="constant", early_stopping_patience=0),
+                checkpoint_dir=checkpoint_dir(run.run_id), steps_per_epoch=steps_per_epoch,
+                callbacks=[tracking.keras_epoch_logger(run.run_id, skip_through=plan.logged_epochs)])
         probabilities = model.predict(normalize_images(test_x), batch_size=512, verbose=0)
         picked = probabilities[np.arange(len(test_y)), test_y]
         metrics = {"test_accuracy": float((probabilities.argmax(axis=1) == test_y).mean()),

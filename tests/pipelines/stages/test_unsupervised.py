@@ -696,3 +696,27 @@ def test_a_parent_finished_by_a_rerun_no_longer_carries_the_old_failure(store):
     run = store.client().get_run(parent)
     assert run.info.status == "FINISHED"
     assert tracking.TAG_FAILURE not in run.data.tags
+
+
+def test_finetune_runs_with_mixed_precision_and_a_mirrored_strategy(client, smoke):
+    """The device switches of ``train`` reach the fine-tuning: built and fitted in one
+    strategy scope (two scopes would be two different MirroredStrategy objects)."""
+    import keras
+
+    from pipelines.families import get_family
+
+    config = to_dict(get_family("unsupervised").config("smoke", {
+        "train.mixed_precision": True, "train.distribute": "mirrored", "finetune.steps": 4}))
+    # Its own parent, so the smoke pipeline's set of nested runs stays as the other tests expect.
+    parent = tracking.start_run(FAMILY.experiment_name, "switches")
+    try:
+        result = unsupervised.finetune(config, {**smoke["data"], "parent_run_id": parent, "stack": smoke["stack"],
+                                                "fraction": 1.0, "init": "dbn", "seed": 0})
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.params["train.mixed_precision"] == "True"
+    assert run.data.params["train.distribute"] == "mirrored"
+    assert 0.0 <= result["test_accuracy"] <= 1.0
