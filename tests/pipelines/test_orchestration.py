@@ -62,10 +62,13 @@ def test_record_latest_reports_new_content_once(store):
 
 def test_retraining_plan_triggers_families_using_the_dataset_but_not_the_source():
     event = {"extra": {"dataset": "mnist_subset", "profile": "quick"}, "source_dag_id": "somewhere_else"}
+    # Both families train on the bundled MNIST subset under quick.
     assert orchestration.plan_retraining([event]) == [
-        {"trigger_dag_id": "zoo_classifiers", "conf": {"profile": "quick"}}]
+        {"trigger_dag_id": "zoo_classifiers", "conf": {"profile": "quick"}},
+        {"trigger_dag_id": "zoo_unsupervised", "conf": {"profile": "quick"}}]
     from_itself = {**event, "source_dag_id": "zoo_classifiers"}
-    assert orchestration.plan_retraining([from_itself]) == []
+    assert orchestration.plan_retraining([from_itself]) == [
+        {"trigger_dag_id": "zoo_unsupervised", "conf": {"profile": "quick"}}]
 
 
 def test_retraining_plan_ignores_datasets_no_family_uses_with_that_profile():
@@ -73,10 +76,14 @@ def test_retraining_plan_ignores_datasets_no_family_uses_with_that_profile():
     event = {"extra": {"dataset": "mnist", "profile": "quick"}, "source_dag_id": "x"}
     assert orchestration.plan_retraining([event]) == []
     full = {"extra": {"dataset": "mnist", "profile": "full"}, "source_dag_id": "x"}
-    assert [t["trigger_dag_id"] for t in orchestration.plan_retraining([full])] == ["zoo_classifiers"]
+    assert [t["trigger_dag_id"] for t in orchestration.plan_retraining([full])] == [
+        "zoo_classifiers", "zoo_unsupervised"]
+    fashion = {"extra": {"dataset": "fashion_mnist", "profile": "full"}, "source_dag_id": "x"}
+    assert orchestration.plan_retraining([fashion]) == []
     assert orchestration.plan_retraining([{"extra": {}}, {"extra": None}]) == []
 
 
 def test_duplicate_events_trigger_each_family_once():
     event = {"extra": {"dataset": "mnist_subset", "profile": "quick"}, "source_dag_id": "x"}
-    assert len(orchestration.plan_retraining([event, event])) == 1
+    planned = [t["trigger_dag_id"] for t in orchestration.plan_retraining([event, event])]
+    assert planned == ["zoo_classifiers", "zoo_unsupervised"]
