@@ -129,3 +129,45 @@ def test_unsupervised_dag_nests_every_training_under_one_finished_parent(embedde
     for model in ("autoencoder", "dbn", *layers):
         champion = client.get_model_version_by_alias(f"nnzoo-unsupervised-{model}", "champion")
         assert champion.run_id in {run.info.run_id for run in children}, model
+
+
+def test_unsupervised_dag_labels_each_mapped_finetuning(embedded, unsupervised_dag_run):
+    import sqlite3
+    from pathlib import Path
+
+    from pipelines.families import get_family
+
+    _store, env = embedded
+    assert unsupervised_dag_run.returncode == 0
+    smoke = get_family("unsupervised").config("smoke")
+    with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as db:
+        rows = db.execute("SELECT rendered_map_index, state FROM task_instance "
+                          "WHERE dag_id = 'zoo_unsupervised' AND task_id = 'finetune'").fetchall()
+    expected = {f"{init} {fraction:.0%} seed {seed}" for fraction in smoke.finetune.label_fractions
+                for init in ("dbn", "random") for seed in range(smoke.finetune.seeds)}
+    assert {label for label, _state in rows} == expected
+    assert {state for _label, state in rows} == {"success"}
+
+
+def test_unsupervised_dag_fails_visibly_when_its_data_cannot_be_loaded(embedded, unsupervised_dag_run):
+    """tfds `mnist` is not on this machine: prepare_data fails, every step after it is
+    upstream_failed, and the all-done `finish` step fails too (nothing to close), so
+    the DAG run is failed rather than green; no MLflow run is left behind."""
+    import sqlite3
+    from pathlib import Path
+
+    store, env = embedded
+    before = {run.info.run_id for run in _runs(store)}
+    result = dags_test(env, {"profile": "smoke", "dataset": "mnist"}, timeout=600, dag_id="zoo_unsupervised")
+    output = result.stdout + result.stderr
+    assert "tensorflow-datasets could not load 'mnist'" in output
+    with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as db:
+        run_id, state = db.execute("SELECT run_id, state FROM dag_run WHERE dag_id = 'zoo_unsupervised' "
+                                   "ORDER BY id DESC LIMIT 1").fetchone()
+        states = dict(db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = 'zoo_unsupervised' "
+                                 "AND run_id = ? AND map_index = -1", (run_id,)).fetchall())
+    assert state == "failed"
+    assert states["prepare_data"] == "failed"
+    assert states["finish"] == "failed"
+    assert states["register"] == "upstream_failed"
+    assert {run.info.run_id for run in _runs(store)} == before
