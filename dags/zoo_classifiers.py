@@ -14,23 +14,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
+from airflow.sdk import AssetAlias, Param, dag, task
 
 from pipelines import orchestration
+from pipelines.orchestration import task_config, task_run_key
 from pipelines.params import form_specs
 
 FAMILY = "classifiers"
-
-
-def _config() -> dict:
-    from pipelines.params import config_from_params
-
-    return config_from_params(FAMILY, get_current_context()["params"])
-
-
-def _run_key() -> str:
-    context = get_current_context()
-    return f"{context['dag'].dag_id}/{context['run_id']}"
 
 
 @dag(
@@ -53,11 +43,8 @@ def zoo_classifiers():
         announced on the dataset's Asset."""
         from pipelines.stages import classifiers
 
-        data = classifiers.prepare_data(_config(), {})
-        if data["changed"]:
-            outlet_events[AssetAlias(orchestration.DATASETS_ALIAS)].add(
-                Asset(**orchestration.dataset_asset(data["dataset"])),
-                extra={key: data[key] for key in ("dataset", "fingerprint", "profile", "data_uri")})
+        data = classifiers.prepare_data(task_config(FAMILY), {})
+        orchestration.announce_dataset(outlet_events, data)
         return data
 
     def train_task(model: str):
@@ -70,7 +57,7 @@ def zoo_classifiers():
             completed epoch in the same MLflow run."""
             from pipelines.stages import classifiers
 
-            return classifiers.train(_config(), {**data, "model": model, "run_key": _run_key()})
+            return classifiers.train(task_config(FAMILY), {**data, "model": model, "run_key": task_run_key()})
 
         return train
 
@@ -81,7 +68,7 @@ def zoo_classifiers():
         from pipelines.stages import classifiers
 
         runs = {"mlp": mlp, "cnn": cnn}
-        return {"runs": runs, **classifiers.evaluate(_config(), {**data, "runs": runs})}
+        return {"runs": runs, **classifiers.evaluate(task_config(FAMILY), {**data, "runs": runs})}
 
     @task(retries=1)
     def register(evaluation: dict) -> dict:
@@ -90,7 +77,7 @@ def zoo_classifiers():
         only if its test accuracy is not worse than the champion's beyond the tolerance."""
         from pipelines.stages import classifiers
 
-        return classifiers.register(_config(), evaluation)
+        return classifiers.register(task_config(FAMILY), evaluation)
 
     data = prepare_data()
     register(evaluate(data, train_task("mlp")(data), train_task("cnn")(data)))

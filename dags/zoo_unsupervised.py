@@ -23,24 +23,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
+from airflow.sdk import AssetAlias, Param, dag, get_current_context, task
 
 from pipelines import orchestration
 from pipelines.configs.unsupervised import MAX_RBM_LAYERS
+from pipelines.orchestration import task_config, task_run_key
 from pipelines.params import form_specs
 
 FAMILY = "unsupervised"
-
-
-def _config() -> dict:
-    from pipelines.params import config_from_params
-
-    return config_from_params(FAMILY, get_current_context()["params"])
-
-
-def _run_key() -> str:
-    context = get_current_context()
-    return f"{context['dag'].dag_id}/{context['run_id']}"
 
 
 def _training(**kwargs):
@@ -66,11 +56,8 @@ def zoo_unsupervised():
         Deterministic split stored under the data dir; opens the MLflow parent run."""
         from pipelines.stages import unsupervised
 
-        data = unsupervised.prepare_data(_config(), {"run_key": _run_key()})
-        if data["changed"]:
-            outlet_events[AssetAlias(orchestration.DATASETS_ALIAS)].add(
-                Asset(**orchestration.dataset_asset(data["dataset"])),
-                extra={key: data[key] for key in ("dataset", "fingerprint", "profile", "data_uri")})
+        data = unsupervised.prepare_data(task_config(FAMILY), {"run_key": task_run_key()})
+        orchestration.announce_dataset(outlet_events, data)
         return data
 
     @_training()
@@ -79,7 +66,7 @@ def zoo_unsupervised():
         Image → bottleneck code → image, trained on reconstruction error."""
         from pipelines.stages import unsupervised
 
-        return unsupervised.train_autoencoder(_config(), {**data, "run_key": _run_key()})
+        return unsupervised.train_autoencoder(task_config(FAMILY), {**data, "run_key": task_run_key()})
 
     @task(retries=1)
     def evaluate_autoencoder(data: dict, autoencoder: dict) -> dict:
@@ -87,7 +74,7 @@ def zoo_unsupervised():
         Test MSE per pixel against PCA with as many components; reconstructions; code map."""
         from pipelines.stages import unsupervised
 
-        result = unsupervised.evaluate_autoencoder(_config(), {**data, "autoencoder": autoencoder})
+        result = unsupervised.evaluate_autoencoder(task_config(FAMILY), {**data, "autoencoder": autoencoder})
         return {"autoencoder": autoencoder, **result}
 
     def pretrain_layer(layer: int):
@@ -100,7 +87,7 @@ def zoo_unsupervised():
 
             stack = (below or {}).get("stack", [])
             return unsupervised.pretrain_rbm_layer(
-                _config(), {**data, "layer": layer, "stack": stack, "run_key": _run_key()})
+                task_config(FAMILY), {**data, "layer": layer, "stack": stack, "run_key": task_run_key()})
 
         return pretrain
 
@@ -110,7 +97,7 @@ def zoo_unsupervised():
         scikit-learn's example protocol on nudged digits; logs the accuracy."""
         from pipelines.stages import unsupervised
 
-        return unsupervised.evaluate_rbm_features(_config(), {**data, "run_key": _run_key()})
+        return unsupervised.evaluate_rbm_features(task_config(FAMILY), {**data, "run_key": task_run_key()})
 
     @task
     def plan_finetuning(data: dict, pretrained: dict) -> list[dict]:
@@ -118,7 +105,7 @@ def zoo_unsupervised():
         One job per label fraction × init × seed."""
         from pipelines.stages import unsupervised
 
-        jobs = unsupervised.plan_finetuning(_config(), pretrained)
+        jobs = unsupervised.plan_finetuning(task_config(FAMILY), pretrained)
         return [{**data, "stack": pretrained["stack"], **job} for job in jobs]
 
     @_training(map_index_template="{{ finetune_label }}")
@@ -128,7 +115,7 @@ def zoo_unsupervised():
         from pipelines.stages import unsupervised
 
         get_current_context()["finetune_label"] = f"{job['init']} {job['fraction']:.0%} seed {job['seed']}"
-        return unsupervised.finetune(_config(), {**job, "run_key": _run_key()})
+        return unsupervised.finetune(task_config(FAMILY), {**job, "run_key": task_run_key()})
 
     @task(retries=1)
     def compare(data: dict, results: list[dict], autoencoder: dict, features: dict) -> dict:
@@ -138,7 +125,7 @@ def zoo_unsupervised():
 
         inputs = {**data, "results": list(results), "autoencoder_metrics": autoencoder["metrics"],
                   "rbm_features_metrics": features.get("metrics", {})}
-        comparison = unsupervised.compare(_config(), inputs)
+        comparison = unsupervised.compare(task_config(FAMILY), inputs)
         return {"rows": comparison["rows"], "results": list(results), "autoencoder": autoencoder["autoencoder"],
                 "autoencoder_metrics": autoencoder["metrics"]}
 
@@ -149,7 +136,7 @@ def zoo_unsupervised():
         `champion` moves only when the metric does not regress."""
         from pipelines.stages import unsupervised
 
-        return unsupervised.register(_config(), {**comparison, "stack": pretrained["stack"]})
+        return unsupervised.register(task_config(FAMILY), {**comparison, "stack": pretrained["stack"]})
 
     @task(trigger_rule="all_done")
     def finish(data: dict | None, registered: dict | None) -> dict:
@@ -160,7 +147,7 @@ def zoo_unsupervised():
 
         if not data or not data.get("parent_run_id"):
             raise RuntimeError("prepare_data did not complete: no parent run to close")
-        outcome = unsupervised.finish(_config(), {
+        outcome = unsupervised.finish(task_config(FAMILY), {
             "parent_run_id": data["parent_run_id"],
             "registered": (registered or {}).get("versions")})
         if outcome["status"] != "FINISHED":

@@ -94,3 +94,34 @@ def plan_retraining(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
             if data is not None and getattr(data, "dataset", None) == dataset:
                 wanted[family.dag_id] = {"trigger_dag_id": family.dag_id, "conf": {"profile": profile}}
     return [wanted[dag_id] for dag_id in sorted(wanted)]
+
+
+# --- inside a running task (Airflow is imported there, not at DAG parse time) --------
+
+
+def task_config(family: str) -> dict[str, Any]:
+    """The validated config dict of the running task's DAG-run params."""
+    from airflow.sdk import get_current_context
+
+    from pipelines.params import config_from_params
+
+    return config_from_params(family, get_current_context()["params"])
+
+
+def task_run_key() -> str:
+    """``<dag id>/<dag run id>`` of the running task: its MLflow runs' identity across retries."""
+    from airflow.sdk import get_current_context
+
+    context = get_current_context()
+    return f"{context['dag'].dag_id}/{context['run_id']}"
+
+
+def announce_dataset(outlet_events: Any, data: Mapping[str, Any]) -> None:
+    """From ``prepare_data``: an event on the dataset's Asset (through the alias) when
+    the content it materialised is new, which schedules ``nnzoo_retrain``."""
+    from airflow.sdk import Asset, AssetAlias
+
+    if data["changed"]:
+        outlet_events[AssetAlias(DATASETS_ALIAS)].add(
+            Asset(**dataset_asset(data["dataset"])),
+            extra={key: data[key] for key in ("dataset", "fingerprint", "profile", "data_uri")})

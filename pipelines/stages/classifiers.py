@@ -9,15 +9,14 @@ from pipelines import tracking
 from pipelines.config import to_dict
 from pipelines.stages import register_runner
 from pipelines.stages.common import (
-    TAG_CACHE_KEY,
     TAG_EVALUATED_ON,
     TAG_MODEL_URI,
-    TAG_RESUMED,
     checkpoint_dir,
     load_config,
     plan_training,
     register_and_promote,
     run_params,
+    training_run,
 )
 from pipelines.stages.common import prepare_data as _prepare_common
 
@@ -59,11 +58,8 @@ def train(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     if plan.reuse is not None:
         return plan.reuse
     tags = {tracking.TAG_FAMILY: FAMILY, tracking.TAG_MODEL: model_name, tracking.TAG_PROFILE: typed.profile,
-            tracking.TAG_STAGE: "train", TAG_CACHE_KEY: plan.cache_key}
-    with tracking.run(fam.experiment_name, f"{model_name}-{typed.profile}", tags=tags, run_key=plan.run_key,
-                      resume_run_id=plan.resume_run_id) as run:
-        if run.resumed:
-            run.set_tags({TAG_RESUMED: f"after {plan.logged_epochs} logged epoch(s)"})
+            tracking.TAG_STAGE: "train"}
+    with training_run(fam, plan, f"{model_name}-{typed.profile}", tags) as run:
         trainer.configure_devices()
         trainer.configure_precision(typed.train.mixed_precision)
         trainer.set_seed(typed.train.seed)

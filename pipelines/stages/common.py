@@ -3,9 +3,11 @@ identity, standard run params, and registration with promotion."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import subprocess
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pipelines import settings, tracking
@@ -148,6 +150,18 @@ def plan_training(
                 tracking.set_tags(earlier.info.run_id, {TAG_CACHE_HIT: key or "cli"})
                 return dataclasses.replace(plan, reuse=_outputs(model, earlier, cached=True))
     return plan
+
+
+@contextlib.contextmanager
+def training_run(family: Family, plan: TrainingPlan, run_name: str, tags: Mapping[str, Any],
+                 parent_run_id: str | None = None) -> Iterator[tracking.RunHandle]:
+    """The MLflow run ``plan`` asks for: new (tagged with its cache key and run key) or
+    the unfinished one it resumes (tagged ``nnzoo.resumed``). Ends FAILED on error."""
+    with tracking.run(family.experiment_name, run_name, tags={**tags, TAG_CACHE_KEY: plan.cache_key},
+                      run_key=plan.run_key, parent_run_id=parent_run_id, resume_run_id=plan.resume_run_id) as run:
+        if run.resumed:
+            run.set_tags({TAG_RESUMED: f"after {plan.logged_epochs} logged epoch(s)"})
+        yield run
 
 
 def _outputs(model: str, run: Any, *, cached: bool) -> dict[str, Any]:

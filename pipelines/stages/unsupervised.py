@@ -25,16 +25,15 @@ from pipelines import tracking
 from pipelines.config import to_dict
 from pipelines.stages import register_runner
 from pipelines.stages.common import (
-    TAG_CACHE_KEY,
     TAG_EVALUATED_ON,
     TAG_MODEL_URI,
-    TAG_RESUMED,
     checkpoint_dir,
     load_config,
     plan_training,
     register_and_promote,
     run_key,
     run_params,
+    training_run,
 )
 from pipelines.stages.common import prepare_data as _prepare_common
 
@@ -128,11 +127,7 @@ def train_autoencoder(config: dict[str, Any], inputs: dict[str, Any]) -> dict[st
     plan = plan_training(fam, typed, "autoencoder", inputs, data.fingerprint)
     if plan.reuse is not None:
         return plan.reuse
-    with tracking.run(fam.experiment_name, "autoencoder", tags=_tags(typed, "autoencoder", "train", **{
-            TAG_CACHE_KEY: plan.cache_key}), run_key=plan.run_key, parent_run_id=_nested(inputs),
-            resume_run_id=plan.resume_run_id) as run:
-        if run.resumed:
-            run.set_tags({TAG_RESUMED: f"after {plan.logged_epochs} logged epoch(s)"})
+    with training_run(fam, plan, "autoencoder", _tags(typed, "autoencoder", "train"), _nested(inputs)) as run:
         trainer.configure_devices()
         trainer.configure_precision(typed.train.mixed_precision)
         trainer.set_seed(typed.train.seed)
@@ -267,11 +262,7 @@ def pretrain_rbm_layer(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
     train_v = propagate(below, _visible(data.split("train")[0], typed.rbm.visible))
     val_v = propagate(below, _visible(data.split("val")[0], typed.rbm.visible))
     n_visible, n_hidden = train_v.shape[1], sizes[layer - 1]
-    with tracking.run(fam.experiment_name, f"rbm-layer-{layer}", tags=_tags(typed, name, "pretrain", **{
-            TAG_CACHE_KEY: plan.cache_key}), run_key=plan.run_key, parent_run_id=_nested(inputs),
-            resume_run_id=plan.resume_run_id) as run:
-        if run.resumed:
-            run.set_tags({TAG_RESUMED: f"after {plan.logged_epochs} logged epoch(s)"})
+    with training_run(fam, plan, f"rbm-layer-{layer}", _tags(typed, name, "pretrain"), _nested(inputs)) as run:
         trainer.configure_devices()
         trainer.configure_precision(False)  # CD statistics in float32 (see UnsupervisedConfig)
         trainer.set_seed(typed.train.seed + layer)
@@ -497,12 +488,8 @@ def finetune(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     steps_per_epoch = max(1, math.ceil(settings.steps / EVAL_POINTS))
     epochs = max(1, math.ceil(settings.steps / steps_per_epoch))
     keep_model = init == "dbn" and fraction == max(typed.finetune.label_fractions)
-    with tracking.run(fam.experiment_name, name.replace("_", "-"), tags=_tags(
-            typed, "dbn", "finetune", **{"nnzoo.init": init, "nnzoo.label_fraction": fraction,
-                                         "nnzoo.seed": seed, TAG_CACHE_KEY: plan.cache_key}),
-            run_key=plan.run_key, parent_run_id=_nested(inputs), resume_run_id=plan.resume_run_id) as run:
-        if run.resumed:
-            run.set_tags({TAG_RESUMED: f"after {plan.logged_epochs} logged epoch(s)"})
+    tags = _tags(typed, "dbn", "finetune", **{"nnzoo.init": init, "nnzoo.label_fraction": fraction, "nnzoo.seed": seed})
+    with training_run(fam, plan, name.replace("_", "-"), tags, _nested(inputs)) as run:
         trainer.configure_devices()
         trainer.configure_precision(typed.train.mixed_precision)
         trainer.set_seed(typed.train.seed * 1000 + seed)
