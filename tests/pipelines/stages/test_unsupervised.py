@@ -720,3 +720,26 @@ def test_finetune_runs_with_mixed_precision_and_a_mirrored_strategy(client, smok
     assert run.data.params["train.mixed_precision"] == "True"
     assert run.data.params["train.distribute"] == "mirrored"
     assert 0.0 <= result["test_accuracy"] <= 1.0
+
+
+def test_rbm_input_is_grey_levels_as_probabilities_or_binarised_at_one_half():
+    images = np.array([[[[0], [127]], [[128], [255]]]], dtype=np.uint8)  # one 2x2 image
+    probabilities = unsupervised._visible(images, "probabilities")
+    binary = unsupervised._visible(images, "binary")
+    assert probabilities.shape == binary.shape == (1, 4)
+    assert probabilities.dtype == binary.dtype == np.float32
+    assert np.allclose(probabilities, [[0.0, 127 / 255, 128 / 255, 1.0]])
+    assert binary.tolist() == [[0.0, 0.0, 1.0, 1.0]]
+
+
+def test_rbm_layer_trains_on_binarised_pixels_when_asked(client, smoke):
+    from pipelines.families import get_family
+
+    config = to_dict(get_family("unsupervised").config("smoke", {"rbm.visible": "binary", "rbm.epochs": 1}))
+    parent = tracking.start_run(FAMILY.experiment_name, "binary")
+    out = unsupervised.pretrain_rbm_layer(config, {**smoke["data"], "parent_run_id": parent, "layer": 1,
+                                                   "stack": []})
+    run = client.get_run(out["stack"][0]["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["rbm.visible"] == "binary"
+    assert run.data.tags["mlflow.parentRunId"] == parent
