@@ -11,28 +11,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-import pendulum
-from airflow.sdk import AssetAlias, Param, dag, task
+from airflow.sdk import AssetAlias, dag, task
 
 from pipelines import orchestration
 from pipelines.orchestration import task_config, task_run_key
-from pipelines.params import form_specs
 
 FAMILY = "classifiers"
 
 
 @dag(
-    dag_id=f"zoo_{FAMILY}",
-    description="MLP vs CNN digit classifiers: train, evaluate, register, promote",
     schedule=orchestration.schedule(FAMILY),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["nnzoo", FAMILY],
-    params={name: Param(**spec) for name, spec in form_specs(FAMILY).items()},
-    doc_md=__doc__,
+    **orchestration.family_dag_kwargs(
+        FAMILY, "MLP vs CNN digit classifiers: train, evaluate, register, promote", __doc__),
 )
 def zoo_classifiers():
     @task(outlets=[AssetAlias(orchestration.DATASETS_ALIAS)])
@@ -48,8 +38,7 @@ def zoo_classifiers():
         return data
 
     def train_task(model: str):
-        @task(task_id=f"train_{model}", queue=orchestration.training_queue(), pool=orchestration.training_pool(),
-              retries=orchestration.training_retries(), retry_delay=timedelta(seconds=20))
+        @task(task_id=f"train_{model}", **orchestration.training_task_kwargs())
         def train(data: dict) -> dict:
             """### Train
             Trains the model with per-epoch metrics in MLflow. Returns the MLflow run id

@@ -20,34 +20,23 @@ prepare_data ─┬─ train_autoencoder ── evaluate_autoencoder ───�
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-import pendulum
-from airflow.sdk import AssetAlias, Param, dag, get_current_context, task
+from airflow.sdk import AssetAlias, dag, get_current_context, task
 
 from pipelines import orchestration
 from pipelines.configs.unsupervised import MAX_RBM_LAYERS
 from pipelines.orchestration import task_config, task_run_key
-from pipelines.params import form_specs
 
 FAMILY = "unsupervised"
 
 
 def _training(**kwargs):
-    return task(queue=orchestration.training_queue(), pool=orchestration.training_pool(),
-                retries=orchestration.training_retries(), retry_delay=timedelta(seconds=20), **kwargs)
+    return task(**orchestration.training_task_kwargs(), **kwargs)
 
 
 @dag(
-    dag_id=f"zoo_{FAMILY}",
-    description="Autoencoder vs PCA; RBM/DBN greedy pretraining vs random init with few labels",
     schedule=orchestration.schedule(FAMILY),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["nnzoo", FAMILY],
-    params={name: Param(**spec) for name, spec in form_specs(FAMILY).items()},
-    doc_md=__doc__,
+    **orchestration.family_dag_kwargs(
+        FAMILY, "Autoencoder vs PCA; RBM/DBN greedy pretraining vs random init with few labels", __doc__),
 )
 def zoo_unsupervised():
     @task(outlets=[AssetAlias(orchestration.DATASETS_ALIAS)])
