@@ -187,7 +187,8 @@ def evaluate_autoencoder(config: dict[str, Any], inputs: dict[str, Any]) -> dict
         images = pixels.reshape(test_x.shape)
         reconstructed = np.asarray(model.predict(images, batch_size=512, verbose=0)).reshape(pixels.shape)
         components = typed.autoencoder.bottleneck
-        pca = PCA(n_components=min(components, *_pixels(train_x).shape), random_state=0).fit(_pixels(train_x))
+        train_pixels = _pixels(train_x)
+        pca = PCA(n_components=min(components, *train_pixels.shape), random_state=0).fit(train_pixels)
         pca_reconstructed = pca.inverse_transform(pca.transform(pixels))
         metrics = {
             "test_mse": float(np.mean((reconstructed - pixels) ** 2)),
