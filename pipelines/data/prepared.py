@@ -1,8 +1,8 @@
 """Deterministic splits stored on disk with a content fingerprint, and tf.data input.
 
-A prepared dataset is one ``.npz`` file (uint8 images, int64 labels for train, val
-and test) plus a JSON sidecar, in ``<data dir>/<dataset>/<fingerprint>/``. Stages pass
-its URI, never the arrays.
+A prepared dataset is one ``.npz`` file (each named array cut into train, val and test as
+``<split>_<name>``, plus what the dataset's ``fit`` hook made from them) and a JSON sidecar,
+in ``<data dir>/<dataset>/<fingerprint>/``. Stages pass its URI, never the arrays.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import settings
+from pipelines.config import DataConfig
 from pipelines.data.registry import DatasetUnavailableError, get_dataset, load_arrays
 
 SPLITS = ("train", "val", "test")
@@ -31,17 +32,37 @@ class PreparedData:
     fingerprint: str
     class_names: tuple[str, ...]
     arrays: dict[str, np.ndarray]
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return self.meta.get("source", "")
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return self.meta.get("sizes", {})
 
     @property
     def image_shape(self) -> tuple[int, ...]:
-        return tuple(self.arrays["train_x"].shape[1:])
+        return self.shape("x")
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        return self.arrays[f"{name}_x"], self.arrays[f"{name}_y"]
+    def get(self, split: str, key: str) -> np.ndarray:
+        if f"{split}_{key}" not in self.arrays:
+            raise KeyError(f"prepared dataset {self.name!r} has no array {key!r} in split {split!r}; "
+                           f"it has {', '.join(sorted(self.arrays))}")
+        return self.arrays[f"{split}_{key}"]
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """The shape of one example of array ``key``."""
+        return tuple(self.get("train", key).shape[1:])
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(x, y)``; y is None for data without labels."""
+        return self.get(name, "x"), self.arrays.get(f"{name}_y")
 
 
 def stratified_split(
@@ -77,9 +98,25 @@ def stratified_split(
     return out
 
 
-def fingerprint_arrays(arrays: dict[str, np.ndarray]) -> str:
-    """sha256 over names, shapes, dtypes and bytes; the first 16 hex digits."""
+def random_split(count: int, val_fraction: float, test_fraction: float, seed: int,
+                 max_examples: int | None = None) -> dict[str, np.ndarray]:
+    """Indices of train/val/test for data without labels: a stratified split with one class."""
+    return stratified_split(np.zeros(count, np.int64), val_fraction, test_fraction, seed, max_examples)
+
+
+def generator_params(data_config: Any) -> dict[str, Any]:
+    """The fields a family's data config adds to :class:`DataConfig`: the generator's parameters."""
+    base = {field.name for field in dataclasses.fields(DataConfig)}
+    fields = dataclasses.fields(data_config) if dataclasses.is_dataclass(data_config) else ()
+    return {field.name: getattr(data_config, field.name) for field in fields if field.name not in base}
+
+
+def fingerprint_arrays(arrays: dict[str, np.ndarray], extra: Any = None) -> str:
+    """sha256 over ``extra`` (JSON), names, shapes, dtypes and bytes; the first 16 hex digits. ``extra``
+    is the generator of generated data, so another version or parameters never match stored bytes."""
     digest = hashlib.sha256()
+    if extra is not None:
+        digest.update(json.dumps(extra, sort_keys=True).encode())
     for key in sorted(arrays):
         value = np.ascontiguousarray(arrays[key])
         digest.update(f"{key}:{value.shape}:{value.dtype}".encode())
@@ -88,35 +125,42 @@ def fingerprint_arrays(arrays: dict[str, np.ndarray]) -> str:
 
 
 def prepare(data_config: Any, root: Path | None = None) -> PreparedData:
-    """Load, split and store ``data_config.dataset``; reuse the stored copy if present."""
-    images, labels, class_names = load_arrays(data_config.dataset, data_config.data_dir)
-    index = stratified_split(
-        labels, data_config.val_fraction, data_config.test_fraction, data_config.split_seed, data_config.max_examples
-    )
-    arrays = {}
-    for split in SPLITS:
-        arrays[f"{split}_x"] = images[index[split]]
-        arrays[f"{split}_y"] = labels[index[split]]
-    fingerprint = fingerprint_arrays(arrays)
-    folder = (root or settings.data_dir()) / data_config.dataset / fingerprint
+    """Load, split (stratified by integer labels ``y``, else at random) and store; reuse a stored copy."""
+    dataset = get_dataset(data_config.dataset)
+    loaded = load_arrays(dataset.name, data_config.data_dir, **generator_params(data_config))
+    labels = loaded.arrays.get("y")
+    cut = (data_config.val_fraction, data_config.test_fraction, data_config.split_seed, data_config.max_examples)
+    labelled = labels is not None and labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer)
+    index = stratified_split(labels, *cut) if labelled else random_split(len(next(iter(loaded.arrays.values()))), *cut)
+    arrays = {f"{split}_{key}": value[index[split]] for split in SPLITS for key, value in loaded.arrays.items()}
+    fitted = dataset.fit(dict(arrays)) if dataset.fit else {}
+    if clash := sorted(fitted.keys() & arrays.keys()):
+        raise ValueError(f"fit of dataset {dataset.name!r} returned {clash}, names the split has; use new names")
+    arrays.update(fitted)
+    meta = {
+        "dataset": dataset.name,
+        "source": dataset.source,
+        "fingerprint": "",
+        "class_names": list(loaded.class_names),
+        "sizes": {split: int(len(index[split])) for split in SPLITS},
+        "arrays": {key: {"shape": list(value.shape[1:]), "dtype": str(value.dtype)}
+                   for key, value in loaded.arrays.items()},
+        "split_seed": data_config.split_seed,
+    }
+    if dataset.generator_version is not None:
+        meta["generator"] = {"name": dataset.name, "version": dataset.generator_version, "params": loaded.params}
+    meta = json.loads(json.dumps(meta))  # as read back, so a stored copy compares equal
+    meta["fingerprint"] = fingerprint_arrays(arrays, meta.get("generator"))
+    folder = (root or settings.data_dir()) / dataset.name / meta["fingerprint"]
     target = folder / "data.npz"
-    if not _is_complete(target, fingerprint):
+    if not _is_complete(target, meta):
         settings.ensure_writable_dir(folder, "data folder", "NNZOO_DATA_DIR or NNZOO_HOME")
         # Write to a temporary file and rename, so a killed task never leaves half a file.
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz.tmp", delete=False) as handle:
             np.savez_compressed(handle, **arrays)
         os.replace(handle.name, target)
-        meta = {
-            "dataset": data_config.dataset,
-            "source": get_dataset(data_config.dataset).source,
-            "fingerprint": fingerprint,
-            "class_names": list(class_names),
-            "sizes": {split: int(len(index[split])) for split in SPLITS},
-            "image_shape": list(images.shape[1:]),
-            "split_seed": data_config.split_seed,
-        }
         (folder / "meta.json").write_text(json.dumps(meta, indent=2))
-    return PreparedData(target.as_uri(), data_config.dataset, fingerprint, tuple(class_names), arrays)
+    return PreparedData(target.as_uri(), dataset.name, meta["fingerprint"], tuple(loaded.class_names), arrays, meta)
 
 
 def latest_path(dataset: str, root: Path | None = None) -> Path:
@@ -137,6 +181,7 @@ def record_latest(data_config: Any, fingerprint: str, root: Path | None = None) 
     path.parent.mkdir(parents=True, exist_ok=True)
     split = (f"val={data_config.val_fraction},test={data_config.test_fraction},"
              f"seed={data_config.split_seed},max={data_config.max_examples}")
+    split += "".join(f",{key}={value}" for key, value in sorted(generator_params(data_config).items()))
     with open(f"{path}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -152,17 +197,14 @@ def record_latest(data_config: Any, fingerprint: str, root: Path | None = None) 
     return True
 
 
-def _is_complete(target: Path, fingerprint: str) -> bool:
-    if not target.exists() or not (target.parent / "meta.json").exists():
-        return False
+def _is_complete(target: Path, meta: dict[str, Any]) -> bool:
+    """Both files are there, the sidecar is the one ``prepare`` would write and the data matches it."""
     try:
-        if json.loads((target.parent / "meta.json").read_text()).get("fingerprint") != fingerprint:
+        if json.loads((target.parent / "meta.json").read_text()) != meta:
             return False
-    except (OSError, ValueError, AttributeError):
-        return False
-    try:
         with np.load(target) as stored:
-            return fingerprint_arrays({key: stored[key] for key in stored.files}) == fingerprint
+            arrays = {key: stored[key] for key in stored.files}
+        return fingerprint_arrays(arrays, meta.get("generator")) == meta["fingerprint"]
     except (OSError, ValueError, zipfile.BadZipFile):
         return False
 
@@ -184,11 +226,11 @@ def load_prepared(uri: str) -> PreparedData:
             arrays = {key: stored[key] for key in stored.files}
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise DatasetUnavailableError(f"prepared dataset {path} is unreadable ({error}); prepare it again") from error
-    if fingerprint_arrays(arrays) != meta["fingerprint"]:
+    if fingerprint_arrays(arrays, meta.get("generator")) != meta["fingerprint"]:
         raise DatasetUnavailableError(
             f"prepared dataset {path} does not match its fingerprint {meta['fingerprint']}; prepare it again"
         )
-    return PreparedData(path.as_uri(), meta["dataset"], meta["fingerprint"], tuple(meta["class_names"]), arrays)
+    return PreparedData(path.as_uri(), meta["dataset"], meta["fingerprint"], tuple(meta["class_names"]), arrays, meta)
 
 
 def normalize_images(images):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -17,21 +19,36 @@ class DatasetUnavailableError(NnzooError, RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
+class Loaded:
+    """A whole dataset as named arrays, examples on axis 0: ``x`` the inputs, ``y`` integer
+    labels when there are any; masks, boxes, sequences or no labels need no special case."""
+
+    arrays: dict[str, np.ndarray]
+    class_names: tuple[str, ...] = ()
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The loader's parameters, defaults included (filled by :func:`load_arrays`)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Dataset:
     name: str
     description: str
     source: str
     """Where the data comes from, recorded with every run."""
-    loader: Callable[[str | None], tuple[np.ndarray, np.ndarray, tuple[str, ...]]]
-    """``loader(data_dir) -> (images uint8 [N,H,W,C], labels int64 [N], class_names)``."""
+    loader: Callable[..., Loaded]
+    """``loader(data_dir, **params) -> Loaded``."""
+    generator_version: str | None = None
+    """Set for generated data (deterministic from a seed and the parameters); part of its fingerprint."""
+    fit: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+    """``fit({"train_x": ...}) -> extra arrays`` stored with the split: a tokenizer fitted on train only."""
 
 
 _DATASETS: dict[str, Dataset] = {}
 
 
-def register_dataset(name: str, description: str, source: str):
+def register_dataset(name: str, description: str, source: str, *, generator_version: str | None = None, fit=None):
     def decorate(loader):
-        _DATASETS[name] = Dataset(name, description, source, loader)
+        _DATASETS[name] = Dataset(name, description, source, loader, generator_version, fit)
         return loader
 
     return decorate
@@ -57,11 +74,18 @@ def get_dataset(name: str) -> Dataset:
     return _DATASETS[name]
 
 
-def load_arrays(name: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """The whole dataset as ``(images, labels, class_names)``; see :class:`Dataset`."""
-    images, labels, class_names = get_dataset(name).loader(data_dir)
-    if images.ndim != 4 or images.dtype != np.uint8 or len(images) != len(labels):
-        raise DatasetUnavailableError(
-            f"dataset {name!r} loaded with unexpected shape/dtype {images.shape}/{images.dtype}"
-        )
-    return images, labels.astype(np.int64), class_names
+def load_arrays(name: str, data_dir: str | None = None, **params: Any) -> Loaded:
+    """The whole dataset; ``params`` the loader does not take are ignored, so one config
+    can carry the parameters of several generators."""
+    loader = get_dataset(name).loader
+    signature = inspect.signature(loader)
+    bound = signature.bind(data_dir, **{k: v for k, v in params.items() if k in signature.parameters})
+    bound.apply_defaults()
+    loaded = loader(*bound.args, **bound.kwargs)
+    lengths = {key: len(value) if np.ndim(value) else 0 for key, value in loaded.arrays.items()} or {"x": 0}
+    first = next(iter(lengths))
+    for key, length in lengths.items():
+        if length == 0 or length != lengths[first]:
+            raise DatasetUnavailableError(f"dataset {name!r}: array {key!r} has {length} examples on axis 0; "
+                                          f"expected at least 1, as many as {first!r} (lengths {lengths})")
+    return dataclasses.replace(loaded, params=dict(list(bound.arguments.items())[1:]))  # all but data_dir

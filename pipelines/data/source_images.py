@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.data.registry import DatasetUnavailableError, register_dataset
+from pipelines.data.registry import DatasetUnavailableError, Loaded, register_dataset
 
 DIGIT_NAMES = tuple(str(d) for d in range(10))
+
+
+def _labelled_images(name: str, images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> Loaded:
+    """uint8 [N,H,W,C] and int64 labels: what the image models and the stored fingerprints expect."""
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise DatasetUnavailableError(f"dataset {name!r} loaded images {images.shape}/{images.dtype}; "
+                                      "expected uint8 [N, height, width, channels]")
+    return Loaded({"x": images, "y": np.asarray(labels).astype(np.int64)}, class_names)
 
 
 @register_dataset(
@@ -19,7 +27,7 @@ def load_mnist_subset(data_dir: str | None = None):
 
     images, labels = mnist_data()
     images = images.reshape(-1, 28, 28, 1).astype(np.uint8)
-    return images, labels, DIGIT_NAMES
+    return _labelled_images("mnist_subset", images, labels, DIGIT_NAMES)
 
 
 @register_dataset(
@@ -33,7 +41,7 @@ def load_digits(data_dir: str | None = None):
     bunch = sklearn_digits()
     # scikit-learn stores intensities 0..16; rescale to the 0..255 of the other sources.
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    return images, bunch.target, DIGIT_NAMES
+    return _labelled_images("digits", images, bunch.target, DIGIT_NAMES)
 
 
 def _load_tfds(name: str, data_dir: str | None, class_names: tuple[str, ...]):
@@ -57,7 +65,7 @@ def _load_tfds(name: str, data_dir: str | None, class_names: tuple[str, ...]):
             "or use a bundled dataset (mnist_subset, digits)."
         ) from error
     images, labels = tfds.as_numpy(data)
-    return images.astype(np.uint8), labels, class_names
+    return _labelled_images(name, images.astype(np.uint8), labels, class_names)
 
 
 @register_dataset("mnist", "70,000 MNIST digits from tensorflow-datasets", "tfds:mnist")

