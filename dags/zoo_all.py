@@ -1,18 +1,16 @@
-"""The whole zoo: triggers every family DAG in dags/ and waits for each.
-
-Families are found by file name (`zoo_*.py`), so a new family's DAG joins without an
+"""The whole zoo: triggers every registered family's DAG, one after another, and waits
+for each. Families come from the family registry, so a new family joins without an
 edit here. The profile chosen in the form is passed on to every family.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import Param, dag
+from airflow.sdk import Param, chain, dag
 
-FAMILY_DAG_IDS = sorted(p.stem for p in Path(__file__).parent.glob("zoo_*.py") if p.stem != "zoo_all")
+from pipelines.config import PROFILES
+from pipelines.families import all_families
 
 
 @dag(
@@ -23,24 +21,19 @@ FAMILY_DAG_IDS = sorted(p.stem for p in Path(__file__).parent.glob("zoo_*.py") i
     catchup=False,
     max_active_runs=1,
     tags=["nnzoo"],
-    params={"profile": Param("quick", type="string", enum=["smoke", "quick", "full"], title="Profile",
+    params={"profile": Param("quick", type="string", enum=list(PROFILES), title="Profile",
                              description="Profile passed to every family DAG.")},
     doc_md=__doc__,
 )
 def zoo_all():
-    previous = None
-    for dag_id in FAMILY_DAG_IDS:
-        trigger = TriggerDagRunOperator(
-            task_id=f"run_{dag_id}",
-            trigger_dag_id=dag_id,
-            conf={"profile": "{{ params.profile }}"},
-            wait_for_completion=True,
-            poke_interval=15,
-            failed_states=["failed"],
-        )
-        if previous is not None:
-            previous >> trigger
-        previous = trigger
+    chain(*(TriggerDagRunOperator(
+        task_id=f"run_{family.dag_id}",
+        trigger_dag_id=family.dag_id,
+        conf={"profile": "{{ params.profile }}"},
+        wait_for_completion=True,
+        poke_interval=15,
+        failed_states=["failed"],
+    ) for family in all_families().values()))
 
 
 zoo_all()

@@ -17,6 +17,7 @@ from typing import Any
 from pipelines.config import PROFILES, ConfigError, to_dict
 from pipelines.errors import NnzooError
 from pipelines.families import all_families, get_family
+from pipelines.settings import mlflow_tracking_uri as tracking_uri
 
 EXIT_USAGE = 2
 
@@ -33,10 +34,17 @@ def _parse_params(pairs: list[str]) -> dict[str, str]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     families = all_families()
-    print("families (nnzoo run FAMILY, DAG zoo_FAMILY):")
+    print("families (nnzoo run FAMILY; DAG id below):")
     for family in families.values():
         print(f"  {family.name:<16} {family.description}")
-        print(f"  {'':<16} stages: {' -> '.join(family.stages)}")
+        print(f"  {'':<16} DAG {family.dag_id}, stages: {' -> '.join(family.stages)}")
+        if args.verbose:
+            for step in family.pipeline.all_steps:
+                how = (f" x {len(step.over)} ({step.item} = {', '.join(map(str, step.over))}"
+                       f"{', one after another' if step.chain else ''})" if step.over else
+                       f" mapped over the jobs of {step.expand}" if step.expand else "")
+                needs = f" <- {', '.join(step.needs)}" if step.needs else ""
+                print(f"  {'':<18} {step.name}{how}{needs}{' [training]' if step.trains else ''}: {step.title}")
     print(f"  {'all':<16} every family above, in order")
     print(f"profiles: {', '.join(PROFILES)} (smoke: tests, seconds; quick: CPU, minutes; full: tfds + GPU)")
     if args.verbose:
@@ -49,13 +57,41 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _run_one(name: str, profile: str, params: dict[str, str]) -> dict[str, Any]:
-    from pipelines.stages import get_runner
+    import datetime
+    import uuid
+
+    from pipelines.localrun import summary_rows
+    from pipelines.pipeline import run_pipeline
 
     family = get_family(name)
     config = family.config(profile, params)
     print(f"[nnzoo] running {name} ({profile} profile)", file=sys.stderr, flush=True)
-    result = get_runner(name)(to_dict(config))
-    return {"family": name, "profile": profile, "runs": result["runs"], "metrics": result["metrics"]}
+    # Keyed like a DAG run (<dag id>/<run id>), so the run's MLflow runs can be found again.
+    run_key = f"{family.dag_id}/cli-{datetime.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run_pipeline(family, to_dict(config), run_key=run_key)
+    rows = summary_rows(env=dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri()), run_key_prefix=run_key)
+    return {"family": name, "profile": profile, "runs": {row["model"]: row["run_id"] for row in rows},
+            "metrics": {row["model"]: row["metrics"] for row in rows}}
+
+
+def _params_for(name: str, params: dict[str, str], others: list[str]) -> dict[str, str]:
+    """The ``--param`` values that family ``name`` knows; one that no family in
+    ``others`` knows is an error, never silently dropped."""
+    from pipelines.config import resolve_key
+
+    def knows(family: str, key: str) -> bool:
+        try:
+            resolve_key(get_family(family).config_cls, key)
+        except ConfigError as error:
+            if "ambiguous" in str(error):
+                raise ConfigError(f"{family}: {error}") from None
+            return False
+        return True
+
+    for key in params:
+        if not any(knows(other, key) for other in others):
+            raise ConfigError(f"unknown parameter {key!r} for every family ({', '.join(others)})")
+    return {key: value for key, value in params.items() if knows(name, key)}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -63,12 +99,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.profile not in PROFILES:
         raise ConfigError(f"--profile {args.profile!r}: expected one of {', '.join(PROFILES)}")
     names = list(all_families()) if args.family == "all" else [args.family]
+    chosen = {name: _params_for(name, params, names) if args.family == "all" else params for name in names}
     for name in names:  # validate everything before the first (slow) run starts
-        get_family(name).config(args.profile, params if args.family != "all" else {})
+        get_family(name).config(args.profile, chosen[name])
+    results = [_run_one(name, args.profile, chosen[name]) for name in names]
     if args.family != "all":
-        output = _run_one(args.family, args.profile, params)
+        output = results[0]
     else:
-        results = [_run_one(name, args.profile, {}) for name in names]
         output = {"family": "all", "profile": args.profile,
                   "runs": {r["family"]: r["runs"] for r in results},
                   "metrics": {r["family"]: r["metrics"] for r in results}}
@@ -91,7 +128,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnzoo", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    listing = sub.add_parser("list", help="families, stages, profiles (and datasets with -v)")
+    listing = sub.add_parser("list", help="families, stages, profiles (and each step and the datasets with -v)")
     listing.add_argument("-v", "--verbose", action="store_true")
     listing.set_defaults(func=cmd_list)
     run = sub.add_parser("run", help="run a family's stages in-process, without Airflow")

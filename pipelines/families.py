@@ -1,20 +1,23 @@
-"""Registry of model families: name -> config class, profiles and stages.
+"""Registry of model families: name -> config class, profiles and pipeline.
 
-A family is declared in its config module under :mod:`pipelines.configs` with
+A family is declared once, in its config module ``pipelines/configs/<name>.py``, with
 :func:`register_family`; the modules are discovered by walking the package, so a new
-family needs no edit here. Only light modules are imported: this registry is read by
-DAG files at parse time.
+family needs no edit here. The family's name is the one convention: its stages live in
+``pipelines.stages.<name>``, its DAG id is ``zoo_<name>``, its MLflow experiment
+``nnzoo-<name>``. Only light modules are imported: DAG files read this at parse time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Mapping
 from typing import Any
 
-from pipelines.config import PROFILES, Config, ConfigError, apply_overrides
+from pipelines.config import PROFILES, Config, ConfigError, apply_overrides, from_dict
+from pipelines.pipeline import Pipeline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,15 +29,32 @@ class Family:
     config_cls: type[Config]
     profiles: Mapping[str, Mapping[str, Any]]
     """Overrides applied to the config defaults for each profile in :data:`PROFILES`."""
-    stages: tuple[str, ...]
-    """Stage functions in :mod:`pipelines.stages.<name>`, in DAG order."""
+    pipeline: Pipeline
     form_params: tuple[str, ...] = ()
     """Dotted config paths shown in the Airflow trigger form (by their leaf name)."""
+    headline: tuple[str, ...] = ()
+    """Metric names (``fnmatch`` patterns) shown in run summaries (``make run``, ``nnzoo run``)."""
 
     def __post_init__(self) -> None:
         missing = set(PROFILES) - set(self.profiles)
         if missing:
             raise ValueError(f"family {self.name!r} lacks profiles {sorted(missing)}")
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """Step names in order, from the pipeline declaration."""
+        return tuple(step.name for step in self.pipeline.all_steps)
+
+    @property
+    def doc_md(self) -> str:
+        """The DAG's documentation: what the family shows, how to run it, its steps."""
+        steps = "\n".join(f"{n}. `{s.name}`{' (training)' if s.trains else ''}: {s.title}"
+                          for n, s in enumerate(self.pipeline.all_steps, 1))
+        return f"# {self.description}\n\n{inspect.cleandoc(self.config_cls.__doc__ or '')}\n\n## Steps\n{steps}\n"
+
+    def load(self, config: Mapping[str, Any]) -> Config:
+        """Decode a stage's ``config`` dict into this family's typed config (validated)."""
+        return from_dict(self.config_cls, config)
 
     @property
     def dag_id(self) -> str:

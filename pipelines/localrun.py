@@ -17,9 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines import settings
-
-TRAINING_POOL = "nnzoo_training"
+from pipelines import orchestration, settings
 
 
 def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -64,7 +62,9 @@ def init_airflow(env: dict[str, str]) -> None:
     """Create or migrate the metadata DB and the training pool (idempotent)."""
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     _check([_bin("airflow"), "db", "migrate"], env, "airflow db migrate")
-    _check([_bin("airflow"), "pools", "set", TRAINING_POOL, "1", "nnzoo training tasks (one at a time on CPU)"],
+    # The pool the DAGs put training tasks in: the same setting, read in the same environment.
+    pool = orchestration.training_pool(env)
+    _check([_bin("airflow"), "pools", "set", pool, "1", "nnzoo training tasks (one at a time on CPU)"],
            env, "airflow pools set")
 
 
@@ -76,9 +76,10 @@ def _check(command: list[str], env: dict[str, str], what: str) -> None:
 
 
 def family_dag_ids() -> list[str]:
-    """Every family DAG in ``dags/`` (``zoo_*.py`` except ``zoo_all``), by file name."""
-    folder = settings.REPO_ROOT / "dags"
-    return sorted(path.stem for path in folder.glob("zoo_*.py") if path.stem != "zoo_all")
+    """The DAG id of every registered family."""
+    from pipelines.families import all_families
+
+    return [family.dag_id for family in all_families().values()]
 
 
 def run_zoo(profile: str, families: list[str] | None = None) -> int:
@@ -86,7 +87,9 @@ def run_zoo(profile: str, families: list[str] | None = None) -> int:
     env = airflow_env()
     print(f"[nnzoo] Airflow home {env['AIRFLOW_HOME']}, MLflow store {env['MLFLOW_TRACKING_URI']}", flush=True)
     init_airflow(env)
-    dag_ids = family_dag_ids() if not families else [f"zoo_{name}" for name in families]
+    from pipelines.families import get_family
+
+    dag_ids = family_dag_ids() if not families else [get_family(name).dag_id for name in families]
     started_ms = int(time.time() * 1000)
     failed = []
     log_dir = Path(env["NNZOO_HOME"]) / "logs"
@@ -94,6 +97,7 @@ def run_zoo(profile: str, families: list[str] | None = None) -> int:
     for dag_id in dag_ids:
         log_path = log_dir / f"{dag_id}.log"
         print(f"[nnzoo] airflow dags test {dag_id} (profile {profile}); log: {log_path}", flush=True)
+        # Lines a stage prints for the user start with [nnzoo]; Airflow's own only reach the log.
         begin = time.perf_counter()
         with open(log_path, "w") as log:
             process = subprocess.Popen(
@@ -102,7 +106,7 @@ def run_zoo(profile: str, families: list[str] | None = None) -> int:
             assert process.stdout is not None
             for line in process.stdout:
                 log.write(line)
-                if "[nnzoo]" in line or "ERROR" in line or "Traceback" in line:
+                if shown(line):
                     print("   ", line.rstrip()[-200:], flush=True)
             code = process.wait()
         state = "ok" if code == 0 else f"FAILED (exit {code})"
@@ -116,38 +120,45 @@ def run_zoo(profile: str, families: list[str] | None = None) -> int:
     return 0
 
 
-def _headline(metric: str) -> bool:
-    """Metrics worth a column in the summary: test scores, a PCA baseline, the
-    DBN-minus-random gains and the RBM-features accuracy of a pipeline's parent run."""
-    return (metric.startswith(("test_", "pca_test_")) and metric != "test_loss") or (
-        metric.startswith("finetune_gain_") and metric.endswith("_mean")) or metric == "rbm_logistic_accuracy"
+def shown(line: str) -> bool:
+    """Lines of a DAG's log that ``make run`` echoes: what stages say, and errors."""
+    return "[nnzoo]" in line or "ERROR" in line or "Traceback" in line
 
 
-def summary_rows(since_ms: int, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """One row per training run started since ``since_ms``, from the MLflow store."""
-    env = env or airflow_env()
+def summary_rows(since_ms: int = 0, env: dict[str, str] | None = None,
+                 run_key_prefix: str | None = None) -> list[dict[str, Any]]:
+    """One row per training or pipeline run started since ``since_ms`` (and, with
+    ``run_key_prefix``, of that DAG run only), from the MLflow store, with the metrics
+    its family declares as headline."""
+    import fnmatch
+
     from mlflow import MlflowClient
 
     from pipelines import tracking
+    from pipelines.families import all_families
 
+    env = env or airflow_env()
     uri = env["MLFLOW_TRACKING_URI"]
     mlflow_client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiments = [e for e in mlflow_client.search_experiments() if e.name.startswith("nnzoo-")]
-    rows = []
     if not experiments:
-        return rows
-    runs = mlflow_client.search_runs(
-        [e.experiment_id for e in experiments],
-        filter_string=f"attributes.start_time >= {since_ms}", order_by=["attributes.start_time ASC"])
-    for run in runs:
+        return []
+    query = f"attributes.start_time >= {since_ms}"
+    if run_key_prefix:
+        query += f" and tags.`{tracking.TAG_RUN_KEY}` LIKE '{run_key_prefix}/%'"
+    families = all_families()
+    rows = []
+    for run in mlflow_client.search_runs([e.experiment_id for e in experiments], filter_string=query,
+                                         order_by=["attributes.start_time ASC"], max_results=1000):
         if run.data.tags.get(tracking.TAG_STAGE) not in ("train", "pipeline"):
             continue  # nested steps (RBM layers, fine-tunings) are summed up by their pipeline run
-        metrics = {k: v for k, v in run.data.metrics.items() if _headline(k)}
+        family = run.data.tags.get(tracking.TAG_FAMILY, "?")
+        patterns = families[family].headline if family in families else ()
         rows.append({
-            "family": run.data.tags.get(tracking.TAG_FAMILY, "?"),
+            "family": family,
             "model": run.data.tags.get(tracking.TAG_MODEL, run.info.run_name),
             "status": run.info.status,
-            "metrics": metrics,
+            "metrics": {k: v for k, v in run.data.metrics.items() if any(fnmatch.fnmatch(k, p) for p in patterns)},
             "run_id": run.info.run_id,
         })
     return rows
@@ -181,14 +192,16 @@ def run_ui(airflow_port: int, mlflow_port: int) -> int:
     log_dir = Path(env["NNZOO_HOME"]) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     artifacts = settings.mlflow_artifact_root() or ""
-    processes = [
-        subprocess.Popen([_bin("airflow"), "standalone"], env=env, start_new_session=True,
-                         stdout=open(log_dir / "airflow-standalone.log", "w"), stderr=subprocess.STDOUT),
-        subprocess.Popen([_bin("mlflow"), "server", "--backend-store-uri", env["MLFLOW_TRACKING_URI"],
-                          "--default-artifact-root", artifacts, "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"],
-                         env=env, start_new_session=True,
-                         stdout=open(log_dir / "mlflow-ui.log", "w"), stderr=subprocess.STDOUT),
-    ]
+    commands = {"airflow-standalone": [_bin("airflow"), "standalone"],
+                "mlflow-ui": [_bin("mlflow"), "server", "--backend-store-uri", env["MLFLOW_TRACKING_URI"],
+                              "--default-artifact-root", artifacts, "--host", "127.0.0.1", "--port", str(mlflow_port),
+                              "--workers", "1"]}
+    processes = []
+    for name, command in commands.items():
+        # The child keeps its own copy of the log file's descriptor; ours is closed at once.
+        with open(log_dir / f"{name}.log", "w") as log:
+            processes.append(subprocess.Popen(command, env=env, start_new_session=True, stdout=log,
+                                              stderr=subprocess.STDOUT))
     password_file = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
     print(f"Airflow UI:  http://localhost:{airflow_port}   (user admin; password in {password_file})")
     print(f"MLflow UI:   http://localhost:{mlflow_port}")

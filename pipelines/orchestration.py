@@ -29,8 +29,8 @@ def training_queue() -> str:
     return os.environ.get("NNZOO_TRAINING_QUEUE", "default")
 
 
-def training_pool() -> str:
-    return os.environ.get("NNZOO_TRAINING_POOL", "nnzoo_training")
+def training_pool(env: Mapping[str, str] | None = None) -> str:
+    return (os.environ if env is None else env).get("NNZOO_TRAINING_POOL", "nnzoo_training")
 
 
 def training_retries() -> int:
@@ -130,24 +130,23 @@ def announce_dataset(outlet_events: Any, data: Mapping[str, Any]) -> None:
 # --- what every family DAG file passes to Airflow (parse time, light) -----------------
 
 
-def family_dag_kwargs(family: str, description: str, doc_md: str | None) -> dict[str, Any]:
-    """``@dag`` arguments shared by the family DAGs: id ``zoo_<family>``, one run at a
-    time, tags, and the trigger form derived from the family's config. (The DAG file
-    passes ``schedule=schedule(family)`` itself, where linters look for it.)"""
+def family_dag_kwargs(family: Any) -> dict[str, Any]:
+    """``@dag`` arguments of a family DAG: its id, one run at a time, tags, the
+    documentation and the trigger form derived from the family's config."""
     import pendulum
     from airflow.sdk import Param
 
     from pipelines.params import form_specs
 
     return {
-        "dag_id": f"zoo_{family}",
-        "description": description,
+        "dag_id": family.dag_id,
+        "description": family.description,
         "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"),
         "catchup": False,
         "max_active_runs": 1,
-        "tags": ["nnzoo", family],
-        "params": {name: Param(**spec) for name, spec in form_specs(family).items()},
-        "doc_md": doc_md,
+        "tags": ["nnzoo", family.name],
+        "params": {name: Param(**spec) for name, spec in form_specs(family.name).items()},
+        "doc_md": family.doc_md,
     }
 
 

@@ -8,8 +8,12 @@ export TF_CPP_MIN_LOG_LEVEL=2 PYTHONDONTWRITEBYTECODE=1
 .venv/bin/ruff check . || exit 1
 .venv/bin/ruff check --select AIR3 dags/ || exit 1
 
-# Chromium + chromedriver for tests/service/test_browser.py (Debian packages; no-op when present).
-bash scripts/system_deps.sh || exit 1
+# Chromium + chromedriver for tests/service/test_browser.py (Debian packages; no-op when present),
+# unless the service tests are deselected (`make test PYTEST_ARGS='-m "not service"'`).
+case " $* " in
+  *"not service"*) ;;
+  *) bash scripts/system_deps.sh || exit 1 ;;
+esac
 
 .venv/bin/python -m pytest "$@"
 code=$?

@@ -51,6 +51,9 @@ def test_run_smoke_prints_a_json_summary_of_runs_that_exist_in_mlflow(tmp_path):
     (["run", "classifiers", "--profile", "smoke", "--param", "epochs"], "'epochs'"),
     (["run", "nosuchfamily", "--profile", "smoke"], "'nosuchfamily'"),
     (["run", "all", "--profile", "bogus"], "'bogus'"),
+    (["run", "all", "--profile", "smoke", "--param", "nope=1"], "'nope'"),
+    (["run", "all", "--profile", "smoke", "--param", "train.epochs=0"], "train.epochs=0"),
+    (["run", "all", "--profile", "smoke", "--param", "epochs=2"], "unsupervised: parameter 'epochs' is ambiguous"),
 ])
 def test_bad_values_exit_2_with_one_line_naming_the_value(args, named, env):
     result = nnzoo(*args, env=env, timeout=60)
@@ -88,3 +91,21 @@ def test_validation_happens_before_any_work_is_done(tmp_path, monkeypatch, capsy
     assert cli.main(["run", "classifiers", "--profile", "smoke", "--param", "batch_size=0"]) == 2
     assert "train.batch_size=0" in capsys.readouterr().err
     assert not store.home.exists()
+
+
+def test_run_all_gives_each_family_the_params_it_knows():
+    everyone = ["classifiers", "unsupervised"]
+    params = {"train.epochs": "3", "mlp.hidden_units": "8", "rbm.layers": "16"}
+    assert cli._params_for("classifiers", params, everyone) == {"train.epochs": "3", "mlp.hidden_units": "8"}
+    assert cli._params_for("unsupervised", params, everyone) == {"train.epochs": "3", "rbm.layers": "16"}
+
+
+def test_list_prints_each_familys_steps_from_its_declaration(env):
+    from pipelines.families import all_families
+
+    result = nnzoo("list", "-v", env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for family in all_families().values():
+        assert f"DAG {family.dag_id}, stages: {' -> '.join(family.stages)}" in result.stdout
+    assert "train x 2 (model = mlp, cnn) [training]: Train" in result.stdout
+    assert "finetune mapped over the jobs of plan_finetuning" in result.stdout

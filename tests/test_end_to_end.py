@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from pipelines import localrun
+from pipelines import localrun, orchestration
 from tests.conftest import REPO_ROOT, VENV_BIN, new_store
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ def _runs(store):
 
 def test_init_airflow_creates_the_training_pool(embedded):
     _store, env = embedded
-    result = subprocess.run([AIRFLOW, "pools", "get", localrun.TRAINING_POOL, "-o", "json"], env=env,
+    result = subprocess.run([AIRFLOW, "pools", "get", orchestration.training_pool(env), "-o", "json"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert int(json.loads(result.stdout)[0]["slots"]) == 1

@@ -6,8 +6,10 @@ import dataclasses
 
 from pipelines.config import Config, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.families import Family, register_family
+from pipelines.pipeline import Pipeline, Step
 
 IMAGE_DATASETS = ("mnist_subset", "digits", "mnist", "fashion_mnist")
+MODELS = ("mlp", "cnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +69,17 @@ FAMILY = register_family(
                      "train.epochs": 30, "train.batch_size": 128, "train.lr_schedule": "cosine",
                      "cnn.convs_per_block": 2},
         },
-        stages=("prepare_data", "train", "evaluate", "register"),
+        pipeline=Pipeline(steps=(
+            Step("train", "### Train\nTrains the model with per-epoch metrics in MLflow; returns the run id and model "
+                          "URI (never the model). A retry resumes from the last completed epoch in the same run.",
+                 over=MODELS, item="model", trains=True),
+            Step("evaluate", "### Evaluate\nTest accuracy, confusion matrix and misclassified examples for each "
+                             "model, in the model's run.", needs=("train",)),
+            Step("register", "### Register\nRegisters each model once per DAG run as `challenger`; it becomes "
+                             "`champion` only if its test accuracy is not worse than the champion's beyond the "
+                             "tolerance.", needs=("train", "evaluate")),
+        )),
         form_params=("data.dataset", "train.epochs", "train.batch_size", "train.learning_rate", "train.seed"),
+        headline=("test_accuracy",),
     )
 )

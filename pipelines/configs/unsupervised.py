@@ -7,9 +7,11 @@ import dataclasses
 from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.configs.classifiers import IMAGE_DATASETS
 from pipelines.families import Family, register_family
+from pipelines.pipeline import Pipeline, Step
 
 MAX_RBM_LAYERS = 4
 """The DAG has this many ``pretrain_rbm_layer_N`` tasks; a run uses the first ``len(rbm.layers)``."""
+INITS = ("dbn", "random")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,9 +115,30 @@ FAMILY = register_family(
                      "train.epochs": 50, "train.batch_size": 128, "train.lr_schedule": "cosine",
                      "rbm.layers": (500, 500, 2000), "rbm.epochs": 50, "finetune.steps": 6000},
         },
-        stages=("prepare_data", "train_autoencoder", "evaluate_autoencoder", "pretrain_rbm_layer",
-                "evaluate_rbm_features", "plan_finetuning", "finetune", "compare", "register", "finish"),
+        pipeline=Pipeline(parent_run=True, steps=(
+            Step("train_autoencoder", "### Train the autoencoder\nImage -> bottleneck code -> image, trained on "
+                                      "reconstruction error.", trains=True),
+            Step("evaluate_autoencoder", "### Evaluate the autoencoder\nTest MSE per pixel against PCA with as many "
+                                         "components; reconstructions; code map.", needs=("train_autoencoder",)),
+            Step("pretrain_rbm_layer", "### Pretrain one RBM layer\nCD-k (or PCD) on the hidden probabilities of "
+                                       "the layers below; passes the stack of layer model URIs on. Layers beyond the "
+                                       "`layers` param do nothing.",
+                 over=tuple(range(1, MAX_RBM_LAYERS + 1)), item="layer", chain=True, trains=True),
+            Step("evaluate_rbm_features", "### RBM features + logistic regression\nscikit-learn's example protocol "
+                                          "on nudged digits; logs the accuracy.", trains=True),
+            Step("plan_finetuning", "### Plan fine-tuning\nOne job per label fraction x init x seed.",
+                 needs=("pretrain_rbm_layer",)),
+            Step("finetune", "### Fine-tune\nThe unrolled DBN or the same net from random weights, on a share of "
+                             "the labels.", needs=("pretrain_rbm_layer",), expand="plan_finetuning",
+                 label="{init} {fraction:.0%} seed {seed}", trains=True),
+            Step("compare", "### Compare\nMean and spread of test accuracy by label share and init; table and plot "
+                            "on the parent run.", needs=("evaluate_autoencoder", "evaluate_rbm_features", "finetune")),
+            Step("register", "### Register\nAutoencoder, best DBN classifier and each RBM layer, once per DAG run; "
+                             "`champion` moves only when the metric does not regress.",
+                 needs=("train_autoencoder", "evaluate_autoencoder", "pretrain_rbm_layer", "finetune", "compare")),
+        )),
         form_params=("data.dataset", "autoencoder.bottleneck", "rbm.layers", "rbm.epochs",
                      "finetune.label_fractions", "finetune.seeds", "finetune.steps", "train.seed"),
+        headline=("test_mse", "pca_test_mse", "finetune_gain_*_mean", "rbm_logistic_accuracy"),
     )
 )

@@ -1,5 +1,6 @@
-"""Pieces every family's stages share: config decoding, data preparation, run
-identity, standard run params, and registration with promotion."""
+"""The family kit's stage side: data preparation, the parent-run lifecycle, run
+identity and params, the training skeleton (plan -> reuse, resume or run -> fit ->
+curves, model), evaluation reuse, and registration with promotion."""
 
 from __future__ import annotations
 
@@ -7,41 +8,82 @@ import contextlib
 import dataclasses
 import functools
 import subprocess
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from pipelines import settings, tracking
-from pipelines.config import ExperimentConfig, flatten, from_dict, to_dict
-from pipelines.families import Family, get_family
+from pipelines.config import ExperimentConfig, flatten, to_dict
+from pipelines.families import Family
 
 
-def load_config(family: str, config: dict[str, Any]) -> tuple[Family, ExperimentConfig]:
-    """Decode a stage's ``config`` dict into the family's typed config (validated)."""
-    fam = get_family(family)
-    return fam, from_dict(fam.config_cls, config)
-
-
-def prepare_data(family: str, config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+def prepare_data(family: Family, config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     """Materialise the family's dataset split and return its reference.
 
     ``changed`` is True when this content of the dataset is new to the data dir (the
     DAG then emits an event on the dataset's Asset, which schedules retraining).
     Also creates the family's MLflow experiment, so parallel training tasks that
-    follow never race to create the store or the experiment.
+    follow never race to create the store or the experiment, and, for a pipeline with
+    a parent run, opens it (a retry of the same orchestrated run gets the same one).
     """
     from pipelines.data.prepared import prepare, record_latest
 
-    fam, typed = load_config(family, config)
+    typed = family.load(config)
     prepared = prepare(typed.data)
-    tracking.ensure_experiment(fam.experiment_name)
-    return {
-        "data_uri": prepared.uri,
-        "dataset": prepared.name,
-        "fingerprint": prepared.fingerprint,
-        "sizes": {split: int(len(prepared.arrays[f"{split}_y"])) for split in ("train", "val", "test")},
-        "profile": typed.profile,
-        "changed": record_latest(typed.data, prepared.fingerprint),
-    }
+    tracking.ensure_experiment(family.experiment_name)
+    data = {"data_uri": prepared.uri, "dataset": prepared.name, "fingerprint": prepared.fingerprint,
+            "sizes": dict(prepared.sizes), "profile": typed.profile,
+            "changed": record_latest(typed.data, prepared.fingerprint)}
+    if family.pipeline.parent_run:
+        key = run_key(inputs, "pipeline")
+        parent = tracking.start_run(family.experiment_name, f"{family.name}-{typed.profile}", run_key=key,
+                                    tags=run_tags(family, typed, "pipeline", "pipeline"))
+        tracking.log_params(parent, run_params(typed, prepared))
+        data["parent_run_id"] = parent
+        say(f"{family.name}: parent run {parent} for {prepared.name} {prepared.fingerprint} {data['sizes']}")
+    return data
+
+
+def finish(family: Family, config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """End the pipeline's parent run: FINISHED when every last step (the pipeline's
+    leaves) returned, else FAILED naming the nested runs that failed. It runs whatever
+    happened upstream (in Airflow: trigger rule ``all_done``)."""
+    parent = nested(inputs)
+    if "reason" not in inputs and all(inputs.get(leaf) is not None for leaf in family.pipeline.leaves()):
+        tracking.end_run(parent, "FINISHED")
+        return {"parent_run_id": parent, "status": "FINISHED"}
+    experiment_id = tracking.ensure_experiment(family.experiment_name)
+    failed = []
+    for child in tracking.child_runs(experiment_id, parent):
+        if child.info.status in ("FAILED", "KILLED"):
+            failed.append(f"{child.info.run_name}: {child.data.tags.get(tracking.TAG_FAILURE, child.info.status)}")
+        elif child.info.status == "RUNNING":
+            # The pipeline is over (this runs after every other step), so a run still
+            # RUNNING belonged to a worker that died and whose retries are spent.
+            tracking.end_run(child.info.run_id, "KILLED", "worker died before the run ended")
+            failed.append(f"{child.info.run_name}: worker died before the run ended")
+    reason = inputs.get("reason") or ("; ".join(failed) if failed else "an upstream step failed before any run")
+    tracking.end_run(parent, "FAILED", f"pipeline did not complete: {reason}")
+    say(f"{family.name}: parent run {parent} FAILED: {reason}")
+    return {"parent_run_id": parent, "status": "FAILED", "reason": reason}
+
+
+def nested(inputs: dict[str, Any]) -> str:
+    """The pipeline's parent run id, which ``prepare_data`` put into every step's inputs."""
+    parent = inputs.get("parent_run_id")
+    if not parent:
+        raise ValueError("inputs lack parent_run_id: run prepare_data first, it opens the pipeline's parent run")
+    return parent
+
+
+def say(text: str) -> None:
+    """Progress for the user: every line prefixed, so log filters (``make run``) keep tables whole."""
+    print("\n".join(f"[nnzoo] {line}" for line in str(text).splitlines()), flush=True)
+
+
+def run_tags(family: Family, typed: ExperimentConfig, model: str, stage: str, **extra: Any) -> dict[str, Any]:
+    return {tracking.TAG_FAMILY: family.name, tracking.TAG_MODEL: model, tracking.TAG_PROFILE: typed.profile,
+            tracking.TAG_STAGE: stage, **extra}
 
 
 @functools.cache
@@ -58,23 +100,22 @@ def git_commit() -> str:
 
 
 def run_params(config: ExperimentConfig, data: Any, **extra: Any) -> dict[str, Any]:
-    """What every training run logs: the flattened config, dataset identity, code, device."""
-    from pipelines.data.registry import get_dataset
+    """What every run logs: the flattened config, dataset identity (name, fingerprint,
+    source, split sizes), code version, device; then ``extra``."""
     from pipelines.train import device_description
 
     params = flatten(to_dict(config))
-    params.update({
-        "dataset.name": data.name,
-        "dataset.fingerprint": data.fingerprint,
-        "dataset.source": get_dataset(data.name).source,
-        "dataset.train_size": len(data.arrays["train_y"]),
-        "dataset.val_size": len(data.arrays["val_y"]),
-        "dataset.test_size": len(data.arrays["test_y"]),
-        "code.git_commit": git_commit(),
-        "device": device_description(),
-    })
-    params.update(extra)
+    if data is not None:
+        params.update({"dataset.name": data.name, "dataset.fingerprint": data.fingerprint,
+                       "dataset.source": data.source,
+                       **{f"dataset.{split}_size": size for split, size in data.sizes.items()}})
+    params.update({"code.git_commit": git_commit(), "device": device_description(), **extra})
     return params
+
+
+def builder_kwargs(section: Any) -> dict[str, Any]:
+    """A config section as keyword arguments of a model builder (lists as tuples)."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in to_dict(section).items()}
 
 
 def run_key(inputs: dict[str, Any], name: str) -> str | None:
@@ -136,16 +177,16 @@ def plan_training(
         earlier = tracking.find_run(experiment_id, key)
         if earlier is not None:
             if earlier.info.status == "FINISHED" and TAG_MODEL_URI in earlier.data.tags:
-                print(f"[nnzoo] {model}: run {earlier.info.run_id} already finished for {key}; reusing it")
+                say(f"{model}: run {earlier.info.run_id} already finished for {key}; reusing it")
                 return dataclasses.replace(plan, reuse=_outputs(model, earlier, cached=False))
             logged = tracking.max_logged_step(earlier.info.run_id, "loss")
-            print(f"[nnzoo] {model}: resuming run {earlier.info.run_id} ({earlier.info.status}, "
+            say(f"{model}: resuming run {earlier.info.run_id} ({earlier.info.status}, "
                   f"{logged} epoch(s) logged) from its checkpoint")
             return dataclasses.replace(plan, resume_run_id=earlier.info.run_id, logged_epochs=logged)
     if config.cache:
         for earlier in tracking.find_runs_by_tag(experiment_id, TAG_CACHE_KEY, ckey, status="FINISHED"):
             if TAG_MODEL_URI in earlier.data.tags:
-                print(f"[nnzoo] {model}: cache hit, reusing finished run {earlier.info.run_id} "
+                say(f"{model}: cache hit, reusing finished run {earlier.info.run_id} "
                       f"(same config, model and data {fingerprint}); nothing is trained")
                 tracking.set_tags(earlier.info.run_id, {TAG_CACHE_HIT: key or "cli"})
                 return dataclasses.replace(plan, reuse=_outputs(model, earlier, cached=True))
@@ -165,12 +206,108 @@ def training_run(family: Family, plan: TrainingPlan, run_name: str, tags: Mappin
 
 
 def _outputs(model: str, run: Any, *, cached: bool) -> dict[str, Any]:
-    return {"model": model, "run_id": run.info.run_id, "model_uri": run.data.tags[TAG_MODEL_URI], "cached": cached}
+    return {"model": model, "run_id": run.info.run_id, "model_uri": run.data.tags[TAG_MODEL_URI], "cached": cached,
+            "metrics": dict(run.data.metrics)}
 
 
 def checkpoint_dir(run_id: str):
     """Run-scoped folder for resumable checkpoints (shared storage in distributed mode)."""
     return settings.work_dir() / "checkpoints" / run_id
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """One training as a family describes it; :func:`run_training` does the rest."""
+
+    name: str
+    """Model key: the run key's suffix, part of the cache key."""
+    build: Callable[[], Any]
+    """Builds the Keras model; called inside the distribution scope."""
+    datasets: Callable[[], tuple[Any, Any]]
+    """``(train, validation or None)`` pipelines, made after seeding."""
+    example: Any
+    """A few inputs: the logged model's signature."""
+    data: Any = None
+    """The prepared dataset trained on (its identity goes into params and cache key)."""
+    fingerprint: str | None = None
+    """Identity of data that is not a prepared dataset."""
+    run_name: str | None = None
+    model_tag: str | None = None
+    stage: str = "train"
+    tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    train: Any = None
+    """The trainer's :class:`~pipelines.config.TrainConfig`; default: the config's ``train``."""
+    fit: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """More :func:`pipelines.train.fit` arguments: loss, metrics, steps_per_epoch, ..."""
+    after: Callable[[Any, Any, Any], Mapping[str, float] | None] | None = None
+    """``after(run, model, history)``: the family's artifacts; returns metrics to log."""
+    seed: int | None = None
+    float32: bool = False
+    """Train in float32 on one device whatever the switches say (e.g. CD statistics)."""
+    keep_model: bool = True
+    examples: int | None = None
+    """Training examples per epoch, for ``examples_per_second``."""
+    progress: bool = True
+    """One line per epoch on stdout (off for many short trainings)."""
+
+
+def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any], spec: Training) -> dict[str, Any]:
+    """Plan (reuse a finished run, resume an unfinished one, or start), then in one MLflow
+    run: devices, precision, seed, distribution scope, fit with checkpoints and per-epoch
+    metrics, curves, the family's ``after``, summary and model. Returns ``run_id``,
+    ``model_uri``, ``cached`` and ``metrics``."""
+    from pipelines import plots
+    from pipelines import train as trainer
+
+    plan = plan_training(family, typed, spec.name, inputs, spec.data.fingerprint if spec.data else spec.fingerprint)
+    if plan.reuse is not None:
+        return plan.reuse
+    train_config = spec.train or typed.train
+    label = spec.run_name or spec.name
+    tags = run_tags(family, typed, spec.model_tag or spec.name, spec.stage, **spec.tags)
+    with training_run(family, plan, label, tags, nested(inputs) if family.pipeline.parent_run else None) as run:
+        trainer.configure_devices()
+        trainer.configure_precision(train_config.mixed_precision and not spec.float32)
+        trainer.set_seed(train_config.seed if spec.seed is None else spec.seed)
+        train_data, val_data = spec.datasets()
+        # One scope for building and fitting: a second MirroredStrategy would be a different one.
+        with trainer.distribution_scope("none" if spec.float32 else train_config.distribute):
+            model = spec.build()
+            run.log_params(run_params(typed, spec.data, model=spec.name, parameters=model.count_params(),
+                                      **spec.params))
+            started = time.perf_counter()
+            history = trainer.fit(model, train_data, val_data, train_config, checkpoint_dir=checkpoint_dir(run.run_id),
+                                  callbacks=[tracking.keras_epoch_logger(run.run_id, skip_through=plan.logged_epochs)],
+                                  progress_label=label if spec.progress else None, **spec.fit)
+        seconds, epochs = time.perf_counter() - started, len(history.history["loss"])
+        # history.epoch counts from the epoch a resumed fit restarted at: the total trained.
+        metrics = {"train_seconds": seconds, "epochs_trained": history.epoch[-1] + 1 if history.epoch else 0}
+        if spec.examples:
+            metrics["examples_per_second"] = epochs * spec.examples / max(seconds, 1e-9)
+        tracking.log_figure(run.run_id, plots.training_curves(
+            history.history, f"{label} on {spec.data.name if spec.data else spec.fingerprint}"),
+            "plots/training_curves.png")
+        metrics.update((spec.after(run, model, history) or {}) if spec.after else {})
+        run.log_metrics(metrics)
+        summary: list[str] = []
+        model.summary(print_fn=summary.append)
+        tracking.log_bytes(run.run_id, "\n".join(summary).encode(), "model_summary.txt")
+        model_uri = tracking.log_keras_model(run.run_id, model, spec.example) if spec.keep_model else ""
+        run.set_tags({TAG_MODEL_URI: model_uri})
+    trainer.configure_precision(False)  # later steps in this process build in float32 again
+    # Every metric the run holds (final values), as a reused run reports them.
+    return _outputs(spec.name, tracking.get_run(run.run_id), cached=False)
+
+
+def evaluated(run_id: str, fingerprint: str, keys: tuple[str, ...]) -> dict[str, float] | None:
+    """The metrics an earlier evaluation of this run on this data logged (a retry, or a
+    cached run), or None when it still has to be evaluated."""
+    earlier = tracking.get_run(run_id)
+    if earlier.data.tags.get(TAG_EVALUATED_ON) == fingerprint and all(k in earlier.data.metrics for k in keys):
+        say(f"{earlier.info.run_name}: already evaluated on {fingerprint}")
+        return {key: earlier.data.metrics[key] for key in keys}
+    return None
 
 
 def register_and_promote(
@@ -186,4 +323,5 @@ def register_and_promote(
         model_uri, name, run_id, tags={f"nnzoo.{metric}": value, "nnzoo.family": family.name})
     decision = tracking.promote(name, version.version, metric, value, higher_is_better=higher_is_better,
                                 tolerance=tolerance)
+    say(f"registered {name} v{decision['version']}: {decision['reason']}")
     return decision

@@ -10,8 +10,13 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import PROFILES
-from pipelines.localrun import TRAINING_POOL, family_dag_ids
+from pipelines.families import all_families
+from pipelines.localrun import family_dag_ids
+from pipelines.orchestration import training_pool
 from tests.conftest import REPO_ROOT, run_python
+
+TRAINING_POOL = training_pool()
+FAMILIES = all_families()
 
 DAGS = REPO_ROOT / "dags"
 DAG_FILES = sorted(DAGS.glob("*.py"))
@@ -40,7 +45,8 @@ for dag_id, dag in bag.dags.items():
         "tasks": {t.task_id: {"upstream": sorted(t.upstream_task_ids), "pool": t.pool, "queue": t.queue,
                               "retries": t.retries, "trigger_dag_id": getattr(t, "trigger_dag_id", None),
                               "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule), "mapped": "MappedOperator" in type(t).__name__,
-                              "outlets": [type(o).__name__ + ":" + o.name for o in t.outlets]}
+                              "outlets": [type(o).__name__ + ":" + o.name for o in t.outlets],
+                              "doc": t.doc_md, "label": getattr(t, "map_index_template", None)}
                   for t in dag.tasks},
         "params": {k: restored.params.get_param(k).schema for k in restored.params},
         "defaults": dict(restored.params.dump()),
@@ -83,9 +89,28 @@ def test_dag_file_imports_fast_without_heavy_libraries(path, tmp_path):
 
 def test_dagbag_loads_without_import_errors(bag):
     assert bag["import_errors"] == {}
-    assert {"zoo_classifiers", "zoo_unsupervised", "zoo_all"} <= set(bag["dags"])
-    assert bag["dags"]["zoo_classifiers"]["heavy"] == []
-    assert bag["dags"]["zoo_unsupervised"]["heavy"] == []
+    assert {family.dag_id for family in FAMILIES.values()} | {"zoo_all", "nnzoo_retrain"} == set(bag["dags"])
+    for family in FAMILIES.values():
+        assert bag["dags"][family.dag_id]["heavy"] == [], family.name
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_each_family_dag_is_its_pipeline_declaration(bag, name):
+    """Same tasks, same dependencies as the declaration the in-process run walks
+    (tests/pipelines/test_pipeline.py checks the in-process side against the same graph);
+    training steps on the training pool and queue; each task shows its step's doc."""
+    family = FAMILIES[name]
+    tasks = bag["dags"][family.dag_id]["tasks"]
+    assert {task: info["upstream"] for task, info in tasks.items()} == family.pipeline.task_graph()
+    for step in family.pipeline.all_steps:
+        for task_id in step.task_ids():
+            assert tasks[task_id]["doc"] == step.doc, task_id
+            assert (tasks[task_id]["pool"] == TRAINING_POOL) == step.trains, task_id
+            assert tasks[task_id]["mapped"] == bool(step.expand), task_id
+            if step.trains:
+                assert tasks[task_id]["retries"] >= 1, task_id
+            if step.expand:
+                assert tasks[task_id]["label"] == "{{ nnzoo_label }}"
 
 
 def test_zoo_classifiers_task_graph(bag):
@@ -95,7 +120,7 @@ def test_zoo_classifiers_task_graph(bag):
         "train_mlp": ["prepare_data"],
         "train_cnn": ["prepare_data"],
         "evaluate": ["prepare_data", "train_cnn", "train_mlp"],
-        "register": ["evaluate"],
+        "register": ["evaluate", "prepare_data", "train_cnn", "train_mlp"],
     }
 
 
@@ -127,13 +152,14 @@ def test_zoo_classifiers_params_render_with_the_profile_enum(bag):
 def test_zoo_all_triggers_every_family_dag_in_order(bag):
     dag = bag["dags"]["zoo_all"]
     triggers = {info["trigger_dag_id"]: task for task, info in dag["tasks"].items()}
-    assert sorted(triggers) == family_dag_ids() == ["zoo_classifiers", "zoo_unsupervised"]
+    # From the family registry, not a file glob: every id it triggers is a DAG that exists.
+    assert sorted(triggers) == family_dag_ids() == [f"zoo_{name}" for name in sorted(FAMILIES)]
     assert set(triggers) <= set(bag["dags"])
     assert dag["params"]["profile"]["enum"] == list(PROFILES)
 
 
 def test_dags_are_manual_only(bag):
-    for dag_id in ("zoo_classifiers", "zoo_unsupervised", "zoo_all"):
+    for dag_id in (*family_dag_ids(), "zoo_all"):
         assert bag["dags"][dag_id]["timetable"] == "NullTimetable", dag_id
 
 
@@ -171,9 +197,10 @@ def test_zoo_unsupervised_task_graph(bag):
         **{layer: ["prepare_data", below] for below, layer in zip(layers, layers[1:], strict=False)},
         "evaluate_rbm_features": ["prepare_data"],
         "plan_finetuning": sorted(["prepare_data", layers[-1]]),
-        "finetune": ["plan_finetuning"],
+        "finetune": sorted(["plan_finetuning", "prepare_data", layers[-1]]),
         "compare": ["evaluate_autoencoder", "evaluate_rbm_features", "finetune", "prepare_data"],
-        "register": sorted(["compare", layers[-1]]),
+        "register": sorted(["compare", "evaluate_autoencoder", "finetune", "prepare_data", layers[-1],
+                            "train_autoencoder"]),
         "finish": ["prepare_data", "register"],
     }
     assert tasks["finetune"]["mapped"] and not tasks["compare"]["mapped"]

@@ -20,7 +20,7 @@ from pipelines.config import (
     to_dict,
 )
 from pipelines.configs.classifiers import ClassifiersConfig
-from pipelines.families import get_family
+from pipelines.families import all_families, get_family
 
 FAMILY = get_family("classifiers")
 
@@ -144,12 +144,14 @@ def test_nested_errors_carry_the_section_path():
         from_dict(ClassifiersConfig, {"train": {"epochs": 0}})
 
 
-@pytest.mark.parametrize("profile", PROFILES)
-def test_to_dict_from_dict_round_trip_is_json_safe(profile):
-    config = FAMILY.config(profile)
+@pytest.mark.parametrize("name, profile", [(name, profile) for name in sorted(all_families()) for profile in PROFILES])
+def test_to_dict_from_dict_round_trip_is_json_safe(name, profile):
+    family = get_family(name)
+    config = family.config(profile)
     data = to_dict(config)
-    assert from_dict(ClassifiersConfig, json.loads(json.dumps(data))) == config
-    assert from_dict(ClassifiersConfig, {}) == ClassifiersConfig()  # missing keys take defaults
+    assert from_dict(family.config_cls, json.loads(json.dumps(data))) == config
+    assert family.load(data) == config
+    assert from_dict(family.config_cls, {}) == family.config_cls()  # missing keys take defaults
 
 
 def test_flatten_gives_one_dotted_key_per_leaf_field(smoke):
@@ -161,9 +163,10 @@ def test_flatten_gives_one_dotted_key_per_leaf_field(smoke):
     assert flatten({"a": {"b": {"c": 1}}, "d": 2}) == {"a.b.c": 1, "d": 2}
 
 
-def test_every_field_has_help_text():
-    for path, (_hint, field) in leaf_fields(ClassifiersConfig).items():
-        assert field.metadata.get("help"), f"{path} has no help text"
+@pytest.mark.parametrize("name", sorted(all_families()))
+def test_every_field_has_help_text(name):
+    for path, (_hint, field) in leaf_fields(get_family(name).config_cls).items():
+        assert field.metadata.get("help"), f"{name}: {path} has no help text"
 
 
 def test_config_is_frozen(smoke):

@@ -1,4 +1,4 @@
-"""Environment of the embedded Airflow mode (no Airflow is started here)."""
+"""The embedded Airflow mode: environment, pool, UI processes, summary (no Airflow is started here)."""
 
 from __future__ import annotations
 
@@ -33,10 +33,70 @@ def test_airflow_env_keeps_values_already_set(tmp_path):
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path / 'af' / 'airflow.db'}"
 
 
-def test_family_dag_ids_match_the_dag_files():
-    files = {path.stem for path in (settings.REPO_ROOT / "dags").glob("zoo_*.py")}
-    assert set(localrun.family_dag_ids()) == files - {"zoo_all"}
+def test_family_dag_ids_come_from_the_family_registry():
+    from pipelines.families import all_families
+
+    assert localrun.family_dag_ids() == [family.dag_id for family in all_families().values()]
     assert "zoo_classifiers" in localrun.family_dag_ids()
+
+
+def test_init_airflow_creates_the_pool_the_dags_use(monkeypatch, tmp_path):
+    """With NNZOO_TRAINING_POOL set, tasks wait in that pool: it is the one created."""
+    commands = []
+    monkeypatch.setattr(localrun, "_check", lambda command, env, what: commands.append(command))
+    localrun.init_airflow(localrun.airflow_env({"NNZOO_HOME": str(tmp_path), "NNZOO_TRAINING_POOL": "gpu_slots"}))
+    pools = [command for command in commands if command[1:3] == ["pools", "set"]]
+    assert [command[3] for command in pools] == ["gpu_slots"]
+
+
+def test_run_ui_closes_the_log_files_it_hands_to_its_processes(monkeypatch, tmp_path):
+    handed = []
+
+    class Exited:
+        pid = 0
+
+        def __init__(self, command, **kwargs):
+            handed.append(kwargs["stdout"])
+
+        def poll(self):
+            return 1
+
+        def wait(self, timeout=None):
+            return 1
+
+    monkeypatch.setenv("NNZOO_HOME", str(tmp_path))
+    monkeypatch.setattr(localrun, "init_airflow", lambda env: None)
+    monkeypatch.setattr(localrun.subprocess, "Popen", Exited)
+    monkeypatch.setattr(localrun.os, "killpg", lambda pid, sig: None)
+    monkeypatch.setattr(localrun.signal, "signal", lambda *args: None)
+    assert localrun.run_ui(18080, 15000) == 1
+    assert len(handed) == 2 and all(log.closed for log in handed)
+
+
+def test_multi_line_progress_survives_the_make_run_filter(capsys):
+    from pipelines.stages.common import say
+
+    say("DBN vs random init, test accuracy:\n| labels | init |\n| 1% | dbn |")
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all(localrun.shown(line) for line in lines)
+
+
+def test_summary_shows_the_metrics_each_family_declares_as_headline(store, monkeypatch):
+    import dataclasses
+
+    from pipelines import families, tracking
+    from pipelines.families import get_family
+
+    family = get_family("classifiers")
+    tags = {tracking.TAG_FAMILY: family.name, tracking.TAG_MODEL: "cnn", tracking.TAG_STAGE: "train"}
+    with tracking.run(family.experiment_name, "cnn-smoke", tags=tags, run_key="zoo_classifiers/r1/cnn") as run:
+        run.log_metrics({"test_accuracy": 0.9, "test_loss": 0.3, "odd_score": 2.0})
+    env = {"MLFLOW_TRACKING_URI": store.uri}
+    assert localrun.summary_rows(0, env)[0]["metrics"] == {"test_accuracy": 0.9}
+    assert localrun.summary_rows(0, env, run_key_prefix="zoo_classifiers/other") == []
+    declared = dataclasses.replace(family, headline=("odd_*",))
+    monkeypatch.setitem(families._FAMILIES, family.name, declared)
+    assert localrun.summary_rows(0, env, run_key_prefix="zoo_classifiers/r1")[0]["metrics"] == {"odd_score": 2.0}
 
 
 def test_console_scripts_come_from_this_environment():

@@ -8,17 +8,20 @@ import pytest
 
 from pipelines import tracking, train
 from pipelines.config import to_dict
+from pipelines.configs.classifiers import FAMILY
 from pipelines.families import get_family
 from pipelines.stages import classifiers
+from pipelines.stages.common import TAG_MODEL_URI, prepare_data
 
 # An absurd step size on a deep-ish ReLU MLP: the loss is NaN within the first epoch
 # (checked for seeds 0..4; a shallow net with SGD saturates at a finite loss instead).
 DIVERGING = {"optimizer": "sgd", "learning_rate": 1e6, "mlp.hidden_units": "256,256,256"}
 
 
+@pytest.mark.slow
 def test_diverging_training_fails_the_run_and_registers_nothing(store):
-    config = to_dict(get_family("classifiers").config("smoke", DIVERGING))
-    data = classifiers.prepare_data(config, {})
+    config = to_dict(FAMILY.config("smoke", DIVERGING))
+    data = prepare_data(FAMILY, config, {})
     with pytest.raises(train.TrainingDivergedError, match=r"loss became nan at epoch 1.*learning_rate=1000000"):
         classifiers.train(config, {**data, "model": "mlp", "run_key": "dag/nan"})
 
@@ -28,7 +31,7 @@ def test_diverging_training_fails_the_run_and_registers_nothing(store):
     assert run.info.status == "FAILED"
     reason = run.data.tags[tracking.TAG_FAILURE]
     assert reason.startswith("TrainingDivergedError: loss became nan")
-    assert classifiers.TAG_MODEL_URI not in run.data.tags
+    assert TAG_MODEL_URI not in run.data.tags
     assert "failure/traceback.txt" in tracking.list_artifacts(run.info.run_id, "failure")
     assert client.search_logged_models([experiment.experiment_id]) == []
     assert client.search_registered_models() == []

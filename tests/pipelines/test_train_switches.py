@@ -1,5 +1,6 @@
-"""The GPU-oriented switches of the trainer work (here on the CPU): mixed precision,
-XLA compilation and MirroredStrategy, each through one short fit."""
+"""The GPU-oriented switches work (here on the CPU): mixed precision, XLA compilation and
+MirroredStrategy, each through one short fit of the trainer, and each in force during the
+fit when a training stage runs with it (the skeleton applies it, not only the config)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ import numpy as np
 import pytest
 
 from models import build_model
-from pipelines import train
-from pipelines.config import apply_overrides
+from pipelines import tracking, train
+from pipelines.config import apply_overrides, to_dict
+from pipelines.configs.classifiers import FAMILY
 from pipelines.data.prepared import tf_dataset
 from pipelines.families import get_family
+from pipelines.stages import classifiers
+from pipelines.stages.common import prepare_data
+
+SWITCHES = [{"train.mixed_precision": True}, {"train.jit_compile": True}, {"train.distribute": "mirrored"}]
+SWITCH_IDS = ["mixed_precision", "xla", "mirrored"]
 
 
 @pytest.fixture
@@ -24,15 +31,15 @@ def tiny_data():
 
 @pytest.fixture(autouse=True)
 def restore_policy():
+    """Every test starts and leaves the process in float32, so a switch cannot pass on a
+    policy an earlier test left behind and later tests do not inherit mixed precision."""
+    train.configure_precision(False)
     yield
     train.configure_precision(False)
 
 
-@pytest.mark.parametrize("switches", [
-    {"train.mixed_precision": True},
-    {"train.jit_compile": True},
-    {"train.distribute": "mirrored"},
-], ids=["mixed_precision", "xla", "mirrored"])
+@pytest.mark.slow
+@pytest.mark.parametrize("switches", SWITCHES, ids=SWITCH_IDS)
 def test_switch_trains_and_keeps_float32_outputs(switches, tiny_data):
     config = apply_overrides(get_family("classifiers").config("smoke"), {**switches, "train.epochs": 1})
     train.configure_devices()
@@ -45,6 +52,86 @@ def test_switch_trains_and_keeps_float32_outputs(switches, tiny_data):
         assert keras.mixed_precision.dtype_policy().name == "mixed_float16"
         assert model.get_layer("conv_1_1").compute_dtype == "float16"
     assert model.output.dtype == "float32"  # softmax stays float32 under mixed precision
+
+
+@pytest.fixture
+def fit_calls(monkeypatch):
+    """Wrap the trainer's fit: record what is in force when the stage calls it, then fit."""
+    import tensorflow as tf
+
+    calls: list[dict] = []
+    real_fit = train.fit
+
+    def recording_fit(model, train_data, val_data, train_config, **kwargs):
+        seen = {
+            "policy": keras.mixed_precision.global_policy().name,
+            "conv_compute_dtype": model.get_layer("conv_1_1").compute_dtype,
+            "output_dtype": model.output.dtype,
+            "has_strategy": tf.distribute.has_strategy(),
+            "strategy": type(tf.distribute.get_strategy()).__name__,
+            "config_jit_compile": train_config.jit_compile,
+        }
+        history = real_fit(model, train_data, val_data, train_config, **kwargs)
+        seen["model_jit_compile"] = model.jit_compile
+        seen["loss"] = history.history["loss"]
+        calls.append(seen)
+        return history
+
+    monkeypatch.setattr(train, "fit", recording_fit)
+    return calls
+
+
+def _train_cnn_stage(switches: dict) -> dict:
+    config = to_dict(apply_overrides(FAMILY.config("smoke"), {**switches, "train.epochs": 1}))
+    data = prepare_data(FAMILY, config, {})
+    return classifiers.train(config, {**data, "model": "cnn", "run_key": None})
+
+
+def _fit_through_the_stage(switches: dict, fit_calls: list[dict]) -> tuple[dict, dict]:
+    result = _train_cnn_stage(switches)
+    assert len(fit_calls) == 1
+    seen = fit_calls[0]
+    assert len(seen["loss"]) == 1 and np.isfinite(seen["loss"][0])
+    assert seen["output_dtype"] == "float32"  # softmax stays float32 under mixed precision too
+    run = tracking.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    for key, value in switches.items():
+        assert run.data.params[key] == str(value), key
+    return seen, result
+
+
+@pytest.mark.slow
+def test_stage_without_switches_fits_in_float32_on_the_default_strategy_without_xla(store, fit_calls):
+    seen, _ = _fit_through_the_stage({}, fit_calls)
+    assert seen["policy"] == "float32"
+    assert seen["conv_compute_dtype"] == "float32"
+    assert seen["has_strategy"] is False
+    assert seen["strategy"] != "MirroredStrategy"
+    assert seen["config_jit_compile"] is False and seen["model_jit_compile"] is False
+
+
+@pytest.mark.slow
+def test_stage_fits_under_mixed_precision_when_switched_on(store, fit_calls):
+    seen, _ = _fit_through_the_stage({"train.mixed_precision": True}, fit_calls)
+    assert seen["policy"] == "mixed_float16"
+    assert seen["conv_compute_dtype"] == "float16"
+    assert seen["strategy"] != "MirroredStrategy" and seen["model_jit_compile"] is False
+
+
+@pytest.mark.slow
+def test_stage_fits_inside_a_mirrored_strategy_when_switched_on(store, fit_calls):
+    seen, _ = _fit_through_the_stage({"train.distribute": "mirrored"}, fit_calls)
+    assert seen["has_strategy"] is True
+    assert seen["strategy"] == "MirroredStrategy"
+    assert seen["policy"] == "float32" and seen["model_jit_compile"] is False
+
+
+@pytest.mark.slow
+def test_stage_compiles_with_xla_when_switched_on(store, fit_calls):
+    seen, _ = _fit_through_the_stage({"train.jit_compile": True}, fit_calls)
+    assert seen["config_jit_compile"] is True
+    assert seen["model_jit_compile"] is True
+    assert seen["policy"] == "float32" and seen["has_strategy"] is False
 
 
 def test_unknown_distribution_is_refused():

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import requests
 
-from pipelines import localrun
+from pipelines import localrun, orchestration
 from tests.conftest import VENV_BIN
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
@@ -325,7 +325,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "--artifacts-destination", str(tmp / "mlflow-artifacts"),
             "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"])
         _run(stack, "airflow-db-migrate", [airflow, "db", "migrate"], timeout=300)
-        _run(stack, "airflow-pools-set", [airflow, "pools", "set", localrun.TRAINING_POOL, "1",
+        _run(stack, "airflow-pools-set", [airflow, "pools", "set", orchestration.training_pool(), "1",
                                           "nnzoo training tasks (one at a time on CPU)"], timeout=120)
         _start(stack, "airflow-api-server", [airflow, "api-server"])
         _start(stack, "airflow-scheduler", [airflow, "scheduler"])

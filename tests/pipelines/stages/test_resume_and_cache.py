@@ -18,9 +18,10 @@ import pytest
 
 from pipelines import tracking
 from pipelines.config import to_dict
-from pipelines.families import get_family
+from pipelines.configs.classifiers import FAMILY, MODELS
+from pipelines.pipeline import run_pipeline
 from pipelines.stages import classifiers
-from pipelines.stages.common import TAG_CACHE_HIT, TAG_RESUMED, checkpoint_dir
+from pipelines.stages.common import TAG_CACHE_HIT, TAG_RESUMED, checkpoint_dir, prepare_data
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -56,19 +57,18 @@ def _wait_for_first_epoch(client, experiment: str, key: str, process: subprocess
 
 
 def test_killed_training_resumes_the_same_run_without_gaps_or_duplicates(store):
-    family = get_family("classifiers")
     # Small batches make each epoch take a few seconds, so the kill lands mid-training.
-    typed = family.config("quick", {"mlp.hidden_units": "64", "train.batch_size": 8, "train.epochs": 4,
+    typed = FAMILY.config("quick", {"mlp.hidden_units": "64", "train.batch_size": 8, "train.epochs": 4,
                                     "train.early_stopping_patience": 0})
     config = to_dict(typed)
-    data = classifiers.prepare_data(config, {})
+    data = prepare_data(FAMILY, config, {})
     inputs = {**data, "model": "mlp", "run_key": "zoo_classifiers/kill-test"}
     client = store.client()
     env = store.env()
 
     first = _train_process(config, inputs, env)
     try:
-        run_id = _wait_for_first_epoch(client, family.experiment_name, "zoo_classifiers/kill-test/mlp", first)
+        run_id = _wait_for_first_epoch(client, FAMILY.experiment_name, "zoo_classifiers/kill-test/mlp", first)
         first.send_signal(signal.SIGKILL)
         first.wait(30)
     finally:
@@ -91,43 +91,57 @@ def test_killed_training_resumes_the_same_run_without_gaps_or_duplicates(store):
         steps = sorted(m.step for m in client.get_metric_history(run_id, key))
         assert steps == [1, 2, 3, 4], (key, steps)
 
-    decision = classifiers.register(config, {"runs": {"mlp": result}, "metrics": {"mlp": {"test_accuracy": 0.5}}})
-    again = classifiers.register(config, {"runs": {"mlp": result}, "metrics": {"mlp": {"test_accuracy": 0.5}}})
+    assert result["cached"] is False and result["metrics"]["train_seconds"] > 0
+    assert result["metrics"]["epochs_trained"] == 4  # both attempts together, not the last one's epochs
+    # A retry after the resumed run finished reuses it, reporting the metrics it holds.
+    reused = classifiers.train(config, inputs)
+    assert {k: reused[k] for k in ("model", "run_id", "model_uri", "cached")} == \
+        {k: result[k] for k in ("model", "run_id", "model_uri", "cached")}
+    assert reused["metrics"] == result["metrics"]  # the same metrics, fresh or reused
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+
+    register_inputs = {"train": {"mlp": result}, "evaluate": {"metrics": {"mlp": {"test_accuracy": 0.5}}}}
+    decision = classifiers.register(config, register_inputs)
+    again = classifiers.register(config, {**register_inputs, "train": {"mlp": reused}})
     assert decision["versions"]["mlp"]["version"] == again["versions"]["mlp"]["version"]
     assert len(client.search_model_versions("name = 'nnzoo-classifiers-mlp'")) == 1
 
 
 def test_second_identical_run_with_cache_trains_nothing(store):
-    family = get_family("classifiers")
-    config = to_dict(family.config("smoke", {"cache": "true"}))
-    first = classifiers.run(config)
+    config = to_dict(FAMILY.config("smoke", {"cache": "true"}))
+    first = run_pipeline(FAMILY, config)
     client = store.client()
-    experiment_id = client.get_experiment_by_name(family.experiment_name).experiment_id
+    experiment_id = client.get_experiment_by_name(FAMILY.experiment_name).experiment_id
     runs_before = len(client.search_runs([experiment_id]))
 
-    second = classifiers.run(config)
+    second = run_pipeline(FAMILY, config)
 
-    assert second["runs"] == first["runs"]
+    assert set(second["train"]) == set(MODELS)
+    assert {m: out["run_id"] for m, out in second["train"].items()} == \
+        {m: out["run_id"] for m, out in first["train"].items()}
+    assert all(out["cached"] for out in second["train"].values())
+    assert not any(out["cached"] for out in first["train"].values())
+    assert second["evaluate"] == first["evaluate"]
     assert len(client.search_runs([experiment_id])) == runs_before
-    for model, run_id in second["runs"].items():
-        assert TAG_CACHE_HIT in client.get_run(run_id).data.tags, model
+    for model, out in second["train"].items():
+        assert TAG_CACHE_HIT in client.get_run(out["run_id"]).data.tags, model
+        assert out["metrics"]["test_accuracy"] == first["evaluate"]["metrics"][model]["test_accuracy"]
         assert len(client.search_model_versions(f"name = 'nnzoo-classifiers-{model}'")) == 1
 
 
 def _train_mlp(config: dict) -> dict:
-    data = classifiers.prepare_data(config, {})
-    return classifiers.train(config, {**data, "model": "mlp"})
+    data = prepare_data(FAMILY, config, {})
+    return classifiers.train(config, {**data, "model": "mlp", "run_key": None})
 
 
 def test_cache_misses_when_the_config_changes(store):
-    family = get_family("classifiers")
-    first = _train_mlp(to_dict(family.config("smoke", {"cache": "true"})))
-    second = _train_mlp(to_dict(family.config("smoke", {"cache": "true", "seed": "1"})))
+    first = _train_mlp(to_dict(FAMILY.config("smoke", {"cache": "true"})))
+    second = _train_mlp(to_dict(FAMILY.config("smoke", {"cache": "true", "seed": "1"})))
     assert first["run_id"] != second["run_id"] and not second["cached"]
 
 
 def test_without_cache_an_identical_run_trains_again(store):
-    config = to_dict(get_family("classifiers").config("smoke"))
+    config = to_dict(FAMILY.config("smoke"))
     first, second = _train_mlp(config), _train_mlp(config)
     assert first["run_id"] != second["run_id"] and not second["cached"]
     # finished trainings leave no checkpoint behind

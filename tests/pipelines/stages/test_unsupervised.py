@@ -1,6 +1,10 @@
-"""The unsupervised family's stages: one smoke run in DAG order (with a DAG-style run
-key) into a temporary MLflow store, inspected from many angles; the pure helpers on
-synthetic inputs; and the failure paths that end the parent run FAILED."""
+"""The unsupervised family's stages: one smoke run of the declared pipeline, in-process
+as ``nnzoo run`` runs it (with a DAG-style run key), into a temporary MLflow store,
+inspected from many angles; what is in force while each kind of training fits; the
+pure helpers on synthetic inputs; and the failure paths that end the parent run FAILED.
+
+Everything that trains is marked ``slow``; ``-m "not slow"`` keeps the helpers and the
+refusals."""
 
 from __future__ import annotations
 
@@ -13,14 +17,15 @@ import numpy as np
 import pytest
 
 from pipelines import tracking
+from pipelines import train as trainer
 from pipelines.config import to_dict
-from pipelines.configs.unsupervised import MAX_RBM_LAYERS
-from pipelines.families import get_family
-from pipelines.stages import get_runner, unsupervised
-from pipelines.stages.common import TAG_CACHE_HIT, TAG_MODEL_URI
+from pipelines.configs.unsupervised import FAMILY, INITS, MAX_RBM_LAYERS
+from pipelines.pipeline import run_pipeline, stage_function, step_inputs
+from pipelines.stages import common, unsupervised
+from pipelines.stages.common import TAG_CACHE_HIT, TAG_EVALUATED_ON, TAG_MODEL_URI
+from pipelines.stages.unsupervised.dbn import visible
 from tests.conftest import new_store
 
-FAMILY = get_family("unsupervised")
 EXPERIMENT = FAMILY.experiment_name
 RUN_KEY = "zoo_unsupervised/test-run"
 SMOKE = to_dict(FAMILY.config("smoke"))
@@ -31,35 +36,32 @@ SEEDS = SMOKE["finetune"]["seeds"]
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """Every stage once, chained as the DAG chains them (same inputs, same run key)."""
+    """The declared pipeline once, every step in-process in declaration order (same
+    inputs and run key as the DAG's tasks). The chained RBM layer tasks are recorded on
+    the way, since the pipeline's outputs keep only the last one's."""
     shared = new_store(tmp_path_factory.mktemp("unsupervised"))
     config = SMOKE
+    pretrain = unsupervised.pretrain_rbm_layer
+    layer_tasks: list[dict] = []
+
+    def recorded_pretrain(config, inputs):
+        out = pretrain(config, inputs)
+        layer_tasks.append({"layer": inputs["layer"], "below": inputs.get("pretrain_rbm_layer"), "out": out})
+        return out
+
     with pytest.MonkeyPatch.context() as patch:
         shared.activate(patch)
-        data = unsupervised.prepare_data(config, {"run_key": RUN_KEY})
-        keyed = {**data, "run_key": RUN_KEY}
-        autoencoder = unsupervised.train_autoencoder(config, keyed)
-        ae_metrics = unsupervised.evaluate_autoencoder(config, {**data, "autoencoder": autoencoder})["metrics"]
-        stack: list[dict] = []
-        stacks = []
-        for layer in range(1, MAX_RBM_LAYERS + 1):
-            stack = unsupervised.pretrain_rbm_layer(config, {**keyed, "layer": layer, "stack": stack})["stack"]
-            stacks.append(stack)
-        features = unsupervised.evaluate_rbm_features(config, keyed)
-        jobs = unsupervised.plan_finetuning(config, {"stack": stack})
-        results = [unsupervised.finetune(config, {**data, "stack": stack, **job, "run_key": RUN_KEY})
-                   for job in jobs]
-        comparison = unsupervised.compare(config, {**data, "results": results, "autoencoder_metrics": ae_metrics,
-                                                   "rbm_features_metrics": features.get("metrics", {})})
-        register_inputs = {"rows": comparison["rows"], "results": results, "autoencoder": autoencoder,
-                           "autoencoder_metrics": ae_metrics, "stack": stack}
-        registered = unsupervised.register(config, register_inputs)
-        finished = unsupervised.finish(config, {"parent_run_id": data["parent_run_id"],
-                                                "registered": registered["versions"]})
-    return {"store": shared, "config": config, "data": data, "parent": data["parent_run_id"],
-            "autoencoder": autoencoder, "ae_metrics": ae_metrics, "stacks": stacks, "stack": stack,
-            "features": features, "jobs": jobs, "results": results, "comparison": comparison,
-            "register_inputs": register_inputs, "versions": registered["versions"], "finished": finished}
+        # The runner looks each stage up by name on the family's package when it calls it.
+        patch.setattr(unsupervised, "pretrain_rbm_layer", recorded_pretrain)
+        out = run_pipeline(FAMILY, config, run_key=RUN_KEY)
+    data = out["prepare_data"]
+    register = FAMILY.pipeline.step("register")
+    return {"store": shared, "config": config, "out": out, "data": data, "parent": data["parent_run_id"],
+            "autoencoder": out["train_autoencoder"], "ae_metrics": out["evaluate_autoencoder"]["metrics"],
+            "layer_tasks": layer_tasks, "stack": out["pretrain_rbm_layer"]["stack"],
+            "features": out["evaluate_rbm_features"], "jobs": out["plan_finetuning"], "results": out["finetune"],
+            "comparison": out["compare"], "versions": out["register"]["versions"], "finished": out["finish"],
+            "register_inputs": step_inputs(register, data, RUN_KEY, {name: out[name] for name in register.needs})}
 
 
 @pytest.fixture
@@ -102,14 +104,50 @@ def _assert_logged_model_of(client, run_id: str, model_uri: str) -> None:
 # --- the smoke run -----------------------------------------------------------------
 
 
-def test_unsupervised_runner_is_registered():
-    assert get_runner("unsupervised") is unsupervised.run
+def test_nnzoo_run_hands_the_family_and_its_config_to_run_pipeline(monkeypatch):
+    """``nnzoo run`` has no runner of its own: it calls :func:`run_pipeline` with the
+    family's declaration, the profile's config and a DAG-style run key."""
+    from pipelines import cli, pipeline
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def recorded(family, config, run_key=None):
+        calls.append((family, config, run_key))
+        raise Stop
+
+    monkeypatch.setattr(pipeline, "run_pipeline", recorded)
+    with pytest.raises(Stop):
+        cli.main(["run", "unsupervised", "--profile", "smoke"])
+    [(family, config, run_key)] = calls
+    assert family is FAMILY
+    assert config == SMOKE
+    assert run_key.startswith(f"{FAMILY.dag_id}/cli-")
 
 
+def test_every_declared_step_is_a_stage_of_the_family_package():
+    assert FAMILY.stages[0] == "prepare_data" and FAMILY.stages[-1] == "finish"
+    for step in FAMILY.stages[1:-1]:
+        assert stage_function(FAMILY, step) is getattr(unsupervised, step), step
+    assert FAMILY.pipeline.leaves() == ("register",)
+
+
+@pytest.mark.slow
+def test_the_runner_walks_the_declared_steps_and_returns_one_output_per_step(smoke):
+    assert tuple(smoke["out"]) == FAMILY.stages
+    assert smoke["jobs"] == unsupervised.plan_finetuning(SMOKE, {"pretrain_rbm_layer": {"stack": smoke["stack"]}})
+    # The mapped step gives one output per job, in the jobs' order.
+    assert [(r["fraction"], r["init"], r["seed"]) for r in smoke["results"]] == [
+        (job["fraction"], job["init"], job["seed"]) for job in smoke["jobs"]]
+
+
+@pytest.mark.slow
 def test_one_parent_run_finished_with_every_training_nested_under_it(client, smoke):
     experiment_id = _experiment_id(client)
     parents = client.search_runs([experiment_id], f"tags.`{tracking.TAG_STAGE}` = 'pipeline' and "
-                                 f"tags.`{unsupervised.TAG_PIPELINE}` = '{RUN_KEY}/pipeline'")
+                                 f"tags.`{tracking.TAG_RUN_KEY}` = '{RUN_KEY}/pipeline'")
     assert [run.info.run_id for run in parents] == [smoke["parent"]]
     parent = parents[0]
     assert parent.info.status == "FINISHED"
@@ -123,7 +161,7 @@ def test_one_parent_run_finished_with_every_training_nested_under_it(client, smo
     assert {run.data.tags.get("mlflow.parentRunId") for run in children} == {smoke["parent"]}
     names = sorted(run.info.run_name for run in children)
     finetunes = sorted(f"finetune-{init}-{fraction:g}-seed{seed}" for fraction in FRACTIONS
-                       for init in unsupervised.INITS for seed in range(SEEDS))
+                       for init in INITS for seed in range(SEEDS))
     assert len(finetunes) == len(FRACTIONS) * 2 * SEEDS
     expected = sorted(["autoencoder", "rbm-features-digits", *[f"rbm-layer-{n}" for n in range(1, len(LAYERS) + 1)],
                        *finetunes])
@@ -137,11 +175,12 @@ def test_one_parent_run_finished_with_every_training_nested_under_it(client, smo
         assert run.data.tags[tracking.TAG_PROFILE] == "smoke"
 
 
+@pytest.mark.slow
 def test_finetune_runs_carry_init_fraction_and_seed_tags(client, smoke):
     finetunes = [run for run in _pipeline_runs(client) if run.data.tags.get(tracking.TAG_STAGE) == "finetune"]
     combos = sorted((float(run.data.tags["nnzoo.label_fraction"]), run.data.tags["nnzoo.init"],
                      int(run.data.tags["nnzoo.seed"])) for run in finetunes)
-    assert combos == sorted((float(f), init, seed) for f in FRACTIONS for init in unsupervised.INITS
+    assert combos == sorted((float(f), init, seed) for f in FRACTIONS for init in INITS
                             for seed in range(SEEDS))
     assert len(smoke["jobs"]) == len(combos)
     largest = max(FRACTIONS)
@@ -162,6 +201,7 @@ def test_finetune_runs_carry_init_fraction_and_seed_tags(client, smoke):
             range(1, int(run.data.params["epochs"]) + 1))
 
 
+@pytest.mark.slow
 def test_autoencoder_run_logs_its_error_the_pca_baseline_plots_and_model(client, smoke):
     run_id = smoke["autoencoder"]["run_id"]
     run = client.get_run(run_id)
@@ -171,7 +211,7 @@ def test_autoencoder_run_logs_its_error_the_pca_baseline_plots_and_model(client,
         assert metrics[key] == pytest.approx(smoke["ae_metrics"][key])
     assert metrics["mse_ratio_vs_pca"] == pytest.approx(metrics["test_mse"] / metrics["pca_test_mse"])
     assert run.data.params["pca.components"] == str(SMOKE["autoencoder"]["bottleneck"])
-    assert run.data.tags[unsupervised.TAG_EVALUATED_ON] == smoke["data"]["fingerprint"]
+    assert run.data.tags[TAG_EVALUATED_ON] == smoke["data"]["fingerprint"]
     assert [step for step, _ in tracking.metric_history(run_id, "loss")] == list(
         range(1, SMOKE["train"]["epochs"] + 1))
     plots = _artifacts(client, run_id, "plots")
@@ -182,6 +222,7 @@ def test_autoencoder_run_logs_its_error_the_pca_baseline_plots_and_model(client,
     _assert_logged_model_of(client, run_id, smoke["autoencoder"]["model_uri"])
 
 
+@pytest.mark.slow
 def test_logged_autoencoder_and_pca_reproduce_the_logged_errors(client, smoke):
     from sklearn.decomposition import PCA
 
@@ -201,6 +242,7 @@ def test_logged_autoencoder_and_pca_reproduce_the_logged_errors(client, smoke):
                                                                          rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer", range(1, len(LAYERS) + 1))
 def test_rbm_layer_runs_log_per_epoch_curves_filters_and_samples(client, smoke, layer):
     run_id = _layer_run_id(smoke, layer)
@@ -226,6 +268,7 @@ def test_rbm_layer_runs_log_per_epoch_curves_filters_and_samples(client, smoke, 
         layer, sizes[layer - 1], sizes[layer])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer", range(1, len(LAYERS) + 1))
 def test_rbm_layer_models_load_back_as_rbms_of_the_right_shape(client, smoke, layer):
     import models.rbm  # noqa: F401 - registers the RBM class for deserialisation
@@ -243,13 +286,22 @@ def test_rbm_layer_models_load_back_as_rbms_of_the_right_shape(client, smoke, la
     assert ((hidden >= 0) & (hidden <= 1)).all()
 
 
+@pytest.mark.slow
 def test_the_stack_grows_one_layer_per_task_and_extra_layer_tasks_pass_it_on(smoke):
-    lengths = [len(stack) for stack in smoke["stacks"]]
+    tasks = smoke["layer_tasks"]
+    assert [task["layer"] for task in tasks] == list(range(1, MAX_RBM_LAYERS + 1))
+    lengths = [len(task["out"]["stack"]) for task in tasks]
     assert lengths == [min(n, len(LAYERS)) for n in range(1, MAX_RBM_LAYERS + 1)]
-    assert smoke["stacks"][-1] == smoke["stacks"][len(LAYERS) - 1]
+    # Chained: each layer task gets the previous one's output (nothing for the first).
+    assert tasks[0]["below"] is None
+    for previous, task in zip(tasks, tasks[1:], strict=False):
+        assert task["below"] == previous["out"], task["layer"]
+    assert tasks[-1]["out"]["stack"] == tasks[len(LAYERS) - 1]["out"]["stack"] == smoke["stack"]
+    assert smoke["out"]["pretrain_rbm_layer"] == tasks[-1]["out"]
     assert [ref["layer"] for ref in smoke["stack"]] == list(range(1, len(LAYERS) + 1))
 
 
+@pytest.mark.slow
 def test_parent_carries_the_comparison_table_plot_and_metrics(client, smoke):
     parent = smoke["parent"]
     assert {"comparison/finetune.json", "comparison/finetune.md"} <= _artifacts(client, parent, "comparison")
@@ -270,6 +322,7 @@ def test_parent_carries_the_comparison_table_plot_and_metrics(client, smoke):
         assert metrics[key] == pytest.approx(smoke["features"]["metrics"][key])
 
 
+@pytest.mark.slow
 def test_comparison_rows_are_recomputed_from_the_finetune_runs(client, smoke):
     parent = smoke["parent"]
     logged = json.loads(Path(client.download_artifacts(parent, "comparison/finetune.json")).read_text())
@@ -281,7 +334,7 @@ def test_comparison_rows_are_recomputed_from_the_finetune_runs(client, smoke):
     assert len(rows) == len(FRACTIONS) * 3
     parent_metrics = client.get_run(parent).data.metrics
     for fraction in FRACTIONS:
-        by_init = {init: [accuracy[(fraction, init, seed)] for seed in range(SEEDS)] for init in unsupervised.INITS}
+        by_init = {init: [accuracy[(fraction, init, seed)] for seed in range(SEEDS)] for init in INITS}
         for init, values in by_init.items():
             row = rows[(fraction, init)]
             assert row["seeds"] == SEEDS
@@ -297,6 +350,7 @@ def test_comparison_rows_are_recomputed_from_the_finetune_runs(client, smoke):
         assert parent_metrics[f"finetune_gain_{fraction:g}_mean"] == pytest.approx(paired["mean"])
 
 
+@pytest.mark.slow
 def test_rbm_features_run_logs_both_accuracies(client, smoke):
     run_id = smoke["features"]["run_id"]
     run = client.get_run(run_id)
@@ -311,8 +365,15 @@ def test_rbm_features_run_logs_both_accuracies(client, smoke):
     assert (int(run.data.params["train_size"]), int(run.data.params["test_size"])) == (7188, 1797)
     assert "plots/filters.png" in _artifacts(client, run_id, "plots")
     assert "evaluation/rbm_logistic_report.txt" in _artifacts(client, run_id, "evaluation")
+    # A training like the others: per-epoch curves, its time, the whole config.
+    assert metrics["train_seconds"] > 0 and "rbm_seconds" not in metrics
+    assert [step for step, _ in tracking.metric_history(run_id, "loss")] == list(
+        range(1, SMOKE["rbm_features"]["epochs"] + 1))
+    assert run.data.params["rbm_features.hidden_units"] == str(SMOKE["rbm_features"]["hidden_units"])
+    assert run.data.params["protocol"].startswith("sklearn plot_rbm_logistic_classification")
 
 
+@pytest.mark.slow
 def test_each_model_is_registered_once_and_the_autoencoder_prefers_lower_error(client, smoke):
     expected_runs = {
         "autoencoder": smoke["autoencoder"]["run_id"],
@@ -341,6 +402,7 @@ def test_each_model_is_registered_once_and_the_autoencoder_prefers_lower_error(c
         assert float(version.tags["nnzoo.val_pseudo_likelihood"]) == pytest.approx(metric)
 
 
+@pytest.mark.slow
 def test_registering_again_adds_no_version_and_promotes_by_each_metric_direction(client, smoke, monkeypatch):
     calls = {}
     promote = tracking.promote
@@ -361,27 +423,33 @@ def test_registering_again_adds_no_version_and_promotes_by_each_metric_direction
         assert calls[f"nnzoo-unsupervised-rbm-layer-{layer}"] == ("val_pseudo_likelihood", True)
 
 
+@pytest.mark.slow
 def test_retried_stages_reuse_their_finished_runs(client, smoke):
     before = sorted(run.info.run_id for run in _pipeline_runs(client))
     config, data = smoke["config"], smoke["data"]
     keyed = {**data, "run_key": RUN_KEY}
 
-    layer_1 = unsupervised.pretrain_rbm_layer(config, {**keyed, "layer": 1, "stack": []})
+    layer_1 = unsupervised.pretrain_rbm_layer(config, {**keyed, "layer": 1, "pretrain_rbm_layer": None})
     assert layer_1["stack"] == smoke["stack"][:1]
-    layer_2 = unsupervised.pretrain_rbm_layer(config, {**keyed, "layer": 2, "stack": layer_1["stack"]})
+    layer_2 = unsupervised.pretrain_rbm_layer(config, {**keyed, "layer": 2, "pretrain_rbm_layer": layer_1})
     assert layer_2["stack"] == smoke["stack"][:2]
     autoencoder = unsupervised.train_autoencoder(config, keyed)
-    assert autoencoder == smoke["autoencoder"]
-    evaluation = unsupervised.evaluate_autoencoder(config, {**data, "autoencoder": autoencoder})
+    # A reused run's output: the same run and model, and the metrics the run logged.
+    assert {key: autoencoder[key] for key in ("model", "run_id", "model_uri", "cached")} == {
+        key: smoke["autoencoder"][key] for key in ("model", "run_id", "model_uri", "cached")}
+    assert autoencoder["cached"] is False
+    assert {key: autoencoder["metrics"][key] for key in smoke["autoencoder"]["metrics"]} == pytest.approx(
+        smoke["autoencoder"]["metrics"])
+    evaluation = unsupervised.evaluate_autoencoder(config, {**keyed, "train_autoencoder": autoencoder})
     assert evaluation["metrics"] == pytest.approx(smoke["ae_metrics"])
     assert len(tracking.metric_history(autoencoder["run_id"], "test_mse")) == 1  # not evaluated twice
     job = smoke["jobs"][0]
-    result = unsupervised.finetune(config, {**data, "stack": smoke["stack"], **job, "run_key": RUN_KEY})
+    result = unsupervised.finetune(config, {**keyed, **job, "pretrain_rbm_layer": {"stack": smoke["stack"]}})
     assert result == next(r for r in smoke["results"] if (r["fraction"], r["init"], r["seed"]) == (
         job["fraction"], job["init"], job["seed"]))
     features = unsupervised.evaluate_rbm_features(config, keyed)
     assert features["run_id"] == smoke["features"]["run_id"]
-    assert unsupervised.prepare_data(config, {"run_key": RUN_KEY})["parent_run_id"] == smoke["parent"]
+    assert common.prepare_data(FAMILY, config, {"run_key": RUN_KEY})["parent_run_id"] == smoke["parent"]
 
     assert sorted(run.info.run_id for run in _pipeline_runs(client)) == before
     assert client.get_run(smoke["parent"]).info.status == "FINISHED"
@@ -540,24 +608,26 @@ def _stack(layers: int) -> list[dict]:
 
 def test_plan_finetuning_yields_every_fraction_init_and_seed():
     config = to_dict(FAMILY.config("smoke", {"finetune.label_fractions": "1.0,0.05,0.5", "finetune.seeds": 3}))
-    jobs = unsupervised.plan_finetuning(config, {"stack": _stack(len(LAYERS))})
+    jobs = unsupervised.plan_finetuning(config, {"pretrain_rbm_layer": {"stack": _stack(len(LAYERS))}})
     assert len(jobs) == 3 * 2 * 3
     assert jobs == [{"fraction": f, "init": init, "seed": seed} for f in (0.05, 0.5, 1.0)
                     for init in ("dbn", "random") for seed in range(3)]
-    assert len(unsupervised.plan_finetuning(SMOKE, {"stack": _stack(len(LAYERS))})) == len(FRACTIONS) * 2 * SEEDS
+    assert len(unsupervised.plan_finetuning(SMOKE, {"pretrain_rbm_layer": {"stack": _stack(len(LAYERS))}})) == len(
+        FRACTIONS) * 2 * SEEDS
 
 
 @pytest.mark.parametrize("layers", [0, 1, 3])
 def test_plan_finetuning_needs_exactly_the_configured_layers(layers):
     with pytest.raises(ValueError, match=rf"needs all {len(LAYERS)} pretrained RBM layers; got {layers}"):
-        unsupervised.plan_finetuning(SMOKE, {"stack": _stack(layers)})
+        unsupervised.plan_finetuning(SMOKE, {"pretrain_rbm_layer": {"stack": _stack(layers)}})
 
 
 def test_a_layer_beyond_the_configured_ones_passes_the_stack_on_without_a_run(store):
     stack = _stack(len(LAYERS))
     for layer in range(len(LAYERS) + 1, MAX_RBM_LAYERS + 1):
         # No data, no parent: nothing is read or opened for a layer that is not in this run.
-        assert unsupervised.pretrain_rbm_layer(SMOKE, {"layer": layer, "stack": stack}) == {"stack": stack}
+        assert unsupervised.pretrain_rbm_layer(SMOKE, {"layer": layer, "pretrain_rbm_layer": {"stack": stack}}) == {
+            "stack": stack}
     experiment = store.client().get_experiment_by_name(EXPERIMENT)
     assert experiment is None or not store.client().search_runs([experiment.experiment_id])
 
@@ -565,7 +635,8 @@ def test_a_layer_beyond_the_configured_ones_passes_the_stack_on_without_a_run(st
 @pytest.mark.parametrize("layer, below", [(1, 1), (2, 0), (2, 2)])
 def test_pretrain_rbm_layer_refuses_a_stack_of_the_wrong_length(store, layer, below):
     with pytest.raises(ValueError, match=rf"rbm layer {layer} needs the {layer - 1} layer\(s\) below it; got {below}"):
-        unsupervised.pretrain_rbm_layer(SMOKE, {"layer": layer, "stack": _stack(below), "data_uri": "file:///none"})
+        unsupervised.pretrain_rbm_layer(SMOKE, {"layer": layer, "pretrain_rbm_layer": {"stack": _stack(below)},
+                                                "data_uri": "file:///none"})
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -575,20 +646,20 @@ def test_pretrain_rbm_layer_refuses_a_stack_of_the_wrong_length(store, layer, be
     ({"fraction": -0.1}, r"fraction=-0.1"),
 ])
 def test_finetune_refuses_bad_jobs_before_touching_data(store, changes, message):
-    job = {"fraction": 0.1, "init": "dbn", "seed": 0, "stack": _stack(len(LAYERS)), "data_uri": "file:///none",
-           "parent_run_id": "none", **changes}
+    job = {"fraction": 0.1, "init": "dbn", "seed": 0, "pretrain_rbm_layer": {"stack": _stack(len(LAYERS))},
+           "data_uri": "file:///none", "parent_run_id": "none", **changes}
     with pytest.raises(ValueError, match=message):
         unsupervised.finetune(SMOKE, job)
 
 
 def test_compare_refuses_an_empty_result_list():
     with pytest.raises(ValueError, match="no fine-tuning results"):
-        unsupervised.compare(SMOKE, {"parent_run_id": "p", "results": []})
+        unsupervised.compare(SMOKE, {"parent_run_id": "p", "finetune": []})
 
 
 def test_stages_that_nest_runs_need_the_parent_run():
     with pytest.raises(ValueError, match="run prepare_data first"):
-        unsupervised.finish(SMOKE, {"registered": {"autoencoder": {}}})
+        common.finish(FAMILY, SMOKE, {"register": {"versions": {"autoencoder": {}}}})
 
 
 # --- failure paths -----------------------------------------------------------------
@@ -596,10 +667,10 @@ def test_stages_that_nest_runs_need_the_parent_run():
 
 def _parent(key: str) -> str:
     return tracking.start_run(EXPERIMENT, "unsupervised-smoke", run_key=key,
-                              tags={tracking.TAG_STAGE: "pipeline", unsupervised.TAG_PIPELINE: key})
+                              tags={tracking.TAG_STAGE: "pipeline"})
 
 
-def test_finish_without_registered_fails_the_parent_naming_the_failed_child(store):
+def test_finish_without_the_last_step_fails_the_parent_naming_the_failed_child(store):
     parent = _parent("zoo_unsupervised/failing/pipeline")
     with tracking.run(EXPERIMENT, "rbm-layer-1", parent_run_id=parent):
         pass  # finished children are not blamed
@@ -607,7 +678,8 @@ def test_finish_without_registered_fails_the_parent_naming_the_failed_child(stor
         with tracking.run(EXPERIMENT, "finetune-dbn-0.1-seed0", parent_run_id=parent):
             raise RuntimeError("out of memory")
 
-    outcome = unsupervised.finish(SMOKE, {"parent_run_id": parent, "registered": None})
+    # What Airflow hands finish when register did not run: its output is None.
+    outcome = common.finish(FAMILY, SMOKE, {"parent_run_id": parent, "register": None})
 
     reason = "finetune-dbn-0.1-seed0: RuntimeError: out of memory"
     assert outcome == {"parent_run_id": parent, "status": "FAILED", "reason": reason}
@@ -622,18 +694,21 @@ def test_finish_names_every_failed_child_or_says_none_ran(store):
         with pytest.raises(ValueError):
             with tracking.run(EXPERIMENT, name, parent_run_id=parent):
                 raise ValueError(f"{name} broke")
-    outcome = unsupervised.finish(SMOKE, {"parent_run_id": parent})
+    outcome = common.finish(FAMILY, SMOKE, {"parent_run_id": parent})
     assert sorted(outcome["reason"].split("; ")) == ["autoencoder: ValueError: autoencoder broke",
                                                     "rbm-layer-2: ValueError: rbm-layer-2 broke"]
 
     lonely = _parent("zoo_unsupervised/no-children/pipeline")
-    outcome = unsupervised.finish(SMOKE, {"parent_run_id": lonely, "registered": {}})
+    outcome = common.finish(FAMILY, SMOKE, {"parent_run_id": lonely, "register": None})
     assert outcome["status"] == "FAILED"
     assert outcome["reason"] == "an upstream step failed before any run"
     assert store.client().get_run(lonely).info.status == "FAILED"
 
     explicit = _parent("zoo_unsupervised/explicit/pipeline")
-    outcome = unsupervised.finish(SMOKE, {"parent_run_id": explicit, "reason": "KeyError: 'stack'"})
+    # A reason fails the parent even when the last step's output is there.
+    outcome = common.finish(FAMILY, SMOKE, {"parent_run_id": explicit, "reason": "KeyError: 'stack'",
+                                            "register": {"versions": {}}})
+    assert outcome["status"] == "FAILED"
     assert store.client().get_run(explicit).data.tags[tracking.TAG_FAILURE] == (
         "pipeline did not complete: KeyError: 'stack'")
 
@@ -644,43 +719,81 @@ def test_finish_names_a_child_left_running_by_a_killed_worker(store):
     # What a SIGKILLed task leaves behind: a nested run that nobody ended.
     child = tracking._create_run(experiment_id, "rbm-layer-1", {}, "zoo_unsupervised/killed/rbm_layer_1", parent)
 
-    outcome = unsupervised.finish(SMOKE, {"parent_run_id": parent})
+    outcome = common.finish(FAMILY, SMOKE, {"parent_run_id": parent})
 
     assert "rbm-layer-1" in outcome["reason"]
     assert store.client().get_run(child).info.status in ("FAILED", "KILLED")
 
 
+def _all_run_ids(client) -> set[str]:
+    return {run.info.run_id for run in client.search_runs([_experiment_id(client)], max_results=1000)}
+
+
+@pytest.mark.slow
 def test_runner_ends_the_parent_failed_and_reraises_when_a_stage_fails(client, smoke, monkeypatch):
-    """The in-process runner; with ``cache`` on, it reuses the smoke run's trainings, so
-    it only retrains the (uncached) RBM-features check before compare fails."""
+    """A stage that raises inside :func:`run_pipeline`: the kit's finish ends the parent
+    FAILED with the reason, then the error propagates. With ``cache`` on, every training
+    before the failing compare is a cache hit on the smoke run's, so nothing is trained."""
+    key = "zoo_unsupervised/compare-fails"
     experiment_id = _experiment_id(client)
-    trained = [run.info.run_id for run in client.search_runs(
-        [experiment_id], f"tags.`{tracking.TAG_STAGE}` != 'pipeline'", max_results=1000)]
+    before = _all_run_ids(client)
 
     def broken_compare(config, inputs):
         raise RuntimeError("compare exploded")
 
+    # The runner looks the stage up on the family's package when the step comes.
     monkeypatch.setattr(unsupervised, "compare", broken_compare)
     config = to_dict(FAMILY.config("smoke", {"cache": "true"}))
     with pytest.raises(RuntimeError, match="compare exploded"):
-        get_runner("unsupervised")(config)
+        run_pipeline(FAMILY, config, run_key=key)
 
     parents = client.search_runs([experiment_id], f"tags.`{tracking.TAG_STAGE}` = 'pipeline' and "
-                                 f"tags.`{unsupervised.TAG_PIPELINE}` = 'cli'")
+                                 f"tags.`{tracking.TAG_RUN_KEY}` = '{key}/pipeline'")
     assert len(parents) == 1
     parent = parents[0]
     assert parent.info.status == "FAILED"
     assert parent.data.tags[tracking.TAG_FAILURE] == "pipeline did not complete: RuntimeError: compare exploded"
-    # Nothing was trained again: every training was a cache hit on the smoke run's.
-    new = [run for run in client.search_runs([experiment_id], f"tags.`{tracking.TAG_STAGE}` != 'pipeline'",
-                                             max_results=1000) if run.info.run_id not in trained]
-    assert [run.info.run_name for run in new] == ["rbm-features-digits"]
-    assert new[0].data.tags["mlflow.parentRunId"] == parent.info.run_id
-    assert client.get_run(smoke["autoencoder"]["run_id"]).data.tags[TAG_CACHE_HIT] == "cli"
-    for ref in smoke["stack"]:
-        assert client.get_run(ref["run_id"]).data.tags[TAG_CACHE_HIT] == "cli"
+    # Nothing was trained again: the new parent is the only new run, with nothing under it.
+    assert _all_run_ids(client) - before == {parent.info.run_id}
+    assert not tracking.child_runs(experiment_id, parent.info.run_id)
     # The smoke run's parent and registrations are untouched.
     assert client.get_run(smoke["parent"]).info.status == "FINISHED"
+    for model in smoke["versions"]:
+        assert len(client.search_model_versions(f"name = 'nnzoo-unsupervised-{model}'")) == 1
+
+
+@pytest.mark.slow
+def test_a_cached_rerun_trains_nothing_and_tags_every_reused_run_with_its_run_key(client, smoke):
+    """``cache=true`` covers every training of the pipeline: the autoencoder, the RBM
+    layers, the RBM-features check and the fine-tunings. A second run (another run key)
+    reuses all of the smoke run's and tags each with the key of the task that reused it."""
+    key = "zoo_unsupervised/cached-rerun"
+    experiment_id = _experiment_id(client)
+    before = _all_run_ids(client)
+    trainings = [run for run in _pipeline_runs(client) if run.info.run_id != smoke["parent"]]
+    assert {run.data.tags[tracking.TAG_STAGE] for run in trainings} == {"train", "pretrain", "evaluate", "finetune"}
+
+    out = run_pipeline(FAMILY, to_dict(FAMILY.config("smoke", {"cache": "true"})), run_key=key)
+
+    parent = out["prepare_data"]["parent_run_id"]
+    assert parent != smoke["parent"]
+    assert out["finish"] == {"parent_run_id": parent, "status": "FINISHED"}
+    assert _all_run_ids(client) - before == {parent}
+    assert not tracking.child_runs(experiment_id, parent)
+    assert out["train_autoencoder"]["cached"] is True
+    assert out["train_autoencoder"]["run_id"] == smoke["autoencoder"]["run_id"]
+    assert out["pretrain_rbm_layer"] == smoke["out"]["pretrain_rbm_layer"]
+    assert out["evaluate_rbm_features"]["run_id"] == smoke["features"]["run_id"]
+    assert [(r["run_id"], r["model_uri"]) for r in out["finetune"]] == [
+        (r["run_id"], r["model_uri"]) for r in smoke["results"]]
+    assert [r["test_accuracy"] for r in out["finetune"]] == pytest.approx([r["test_accuracy"] for r in smoke["results"]])
+    for run in trainings:
+        tags = client.get_run(run.info.run_id).data.tags
+        # The reusing task's run key: the smoke task's key under the new pipeline run.
+        assert tags[TAG_CACHE_HIT] == tags[tracking.TAG_RUN_KEY].replace(RUN_KEY, key, 1), run.info.run_name
+    # The same runs register as the same versions: nothing is added.
+    assert {model: d["version"] for model, d in out["register"]["versions"].items()} == {
+        model: d["version"] for model, d in smoke["versions"].items()}
     for model in smoke["versions"]:
         assert len(client.search_model_versions(f"name = 'nnzoo-unsupervised-{model}'")) == 1
 
@@ -688,32 +801,72 @@ def test_runner_ends_the_parent_failed_and_reraises_when_a_stage_fails(client, s
 def test_a_parent_finished_by_a_rerun_no_longer_carries_the_old_failure(store):
     key = "zoo_unsupervised/cleared/pipeline"
     parent = _parent(key)
-    assert unsupervised.finish(SMOKE, {"parent_run_id": parent})["status"] == "FAILED"
+    assert common.finish(FAMILY, SMOKE, {"parent_run_id": parent})["status"] == "FAILED"
     # The DAG run is cleared and runs again: prepare_data gets the same parent, and this time it succeeds.
     assert _parent(key) == parent
-    assert unsupervised.finish(SMOKE, {"parent_run_id": parent, "registered": {"autoencoder": {"version": "1"}}})[
-        "status"] == "FINISHED"
+    assert common.finish(FAMILY, SMOKE, {"parent_run_id": parent, "register": {
+        "versions": {"autoencoder": {"version": "1"}}}})["status"] == "FINISHED"
     run = store.client().get_run(parent)
     assert run.info.status == "FINISHED"
     assert tracking.TAG_FAILURE not in run.data.tags
 
 
-def test_finetune_runs_with_mixed_precision_and_a_mirrored_strategy(client, smoke):
-    """The device switches of ``train`` reach the fine-tuning: built and fitted in one
-    strategy scope (two scopes would be two different MirroredStrategy objects)."""
+# --- what is in force while a training fits ----------------------------------------
+
+
+def _record_fits(monkeypatch) -> list[dict]:
+    """Replace :func:`pipelines.train.fit` by one that notes, when a training fits, the
+    dtype policies and distribution strategy in force and the training data, then fits."""
+    import keras
+    import tensorflow as tf
+
+    fits: list[dict] = []
+    real_fit = trainer.fit
+
+    def recording_fit(model, train_data, val_data, train_config, **kwargs):
+        strategy = tf.distribute.get_strategy()
+        dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+        fits.append({
+            "model": model.name, "global_policy": keras.mixed_precision.global_policy().name,
+            "model_policy": model.dtype_policy.name, "dense_compute_dtypes": [layer.compute_dtype for layer in dense],
+            "has_strategy": tf.distribute.has_strategy(), "strategy": type(strategy).__name__,
+            "weights_in_strategy": bool(model.weights) and all(
+                strategy.extended.variable_created_in_scope(weight.value) for weight in model.weights),
+            "train_data": train_data})
+        return real_fit(model, train_data, val_data, train_config, **kwargs)
+
+    monkeypatch.setattr(trainer, "fit", recording_fit)
+    return fits
+
+
+SWITCHES = {"train.mixed_precision": True, "train.distribute": "mirrored"}
+
+
+@pytest.mark.slow
+def test_finetune_runs_with_mixed_precision_and_a_mirrored_strategy(client, smoke, monkeypatch):
+    """The device switches of ``train`` are in force while the fine-tuning fits: float16
+    compute under the mixed policy, in a MirroredStrategy scope that also built the model
+    (two scopes would be two different MirroredStrategy objects)."""
     import keras
 
-    from pipelines.families import get_family
-
-    config = to_dict(get_family("unsupervised").config("smoke", {
-        "train.mixed_precision": True, "train.distribute": "mirrored", "finetune.steps": 4}))
+    fits = _record_fits(monkeypatch)
+    config = to_dict(FAMILY.config("smoke", {**SWITCHES, "finetune.steps": 4}))
     # Its own parent, so the smoke pipeline's set of nested runs stays as the other tests expect.
-    parent = tracking.start_run(FAMILY.experiment_name, "switches")
+    parent = tracking.start_run(EXPERIMENT, "switches")
     try:
-        result = unsupervised.finetune(config, {**smoke["data"], "parent_run_id": parent, "stack": smoke["stack"],
+        result = unsupervised.finetune(config, {**smoke["data"], "parent_run_id": parent, "run_key": None,
+                                                "pretrain_rbm_layer": {"stack": smoke["stack"]},
                                                 "fraction": 1.0, "init": "dbn", "seed": 0})
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    [fit] = fits
+    assert fit["global_policy"] == "mixed_float16"
+    assert fit["model_policy"] == "mixed_float16"
+    # The hidden layers compute in float16; the softmax on top stays float32.
+    assert fit["dense_compute_dtypes"] == ["float16"] * len(LAYERS) + ["float32"]
+    assert fit["has_strategy"] is True
+    assert fit["strategy"] == "MirroredStrategy"
+    assert fit["weights_in_strategy"] is True
     run = client.get_run(result["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow.parentRunId"] == parent
@@ -722,24 +875,76 @@ def test_finetune_runs_with_mixed_precision_and_a_mirrored_strategy(client, smok
     assert 0.0 <= result["test_accuracy"] <= 1.0
 
 
+@pytest.mark.slow
+def test_rbm_trainings_stay_float32_on_one_device_whatever_the_switches(client, smoke, monkeypatch):
+    """RBM layers and the RBM-features check train in float32 without a distribution
+    strategy even with ``train.mixed_precision=true train.distribute=mirrored``."""
+    import keras
+
+    fits = _record_fits(monkeypatch)
+    config = to_dict(FAMILY.config("smoke", {**SWITCHES, "rbm.epochs": 1}))
+    parent = tracking.start_run(EXPERIMENT, "rbm-switches")
+    inputs = {**smoke["data"], "parent_run_id": parent, "run_key": None}
+    try:
+        layer = unsupervised.pretrain_rbm_layer(config, {**inputs, "layer": 1, "pretrain_rbm_layer": None})
+        features = unsupervised.evaluate_rbm_features(config, inputs)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert [fit["model"] for fit in fits] == ["rbm_layer_1", "rbm_digits"]
+    for fit in fits:
+        assert fit["global_policy"] == "float32", fit["model"]
+        assert fit["model_policy"] == "float32", fit["model"]
+        assert fit["has_strategy"] is False, fit["model"]
+        assert fit["strategy"] != "MirroredStrategy", fit["model"]
+    for run_id in (layer["stack"][0]["run_id"], features["run_id"]):
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.data.params["train.mixed_precision"] == "True"
+        assert run.data.params["train.distribute"] == "mirrored"
+
+
 def test_rbm_input_is_grey_levels_as_probabilities_or_binarised_at_one_half():
     images = np.array([[[[0], [127]], [[128], [255]]]], dtype=np.uint8)  # one 2x2 image
-    probabilities = unsupervised._visible(images, "probabilities")
-    binary = unsupervised._visible(images, "binary")
+    probabilities = visible(images, "probabilities")
+    binary = visible(images, "binary")
     assert probabilities.shape == binary.shape == (1, 4)
     assert probabilities.dtype == binary.dtype == np.float32
     assert np.allclose(probabilities, [[0.0, 127 / 255, 128 / 255, 1.0]])
     assert binary.tolist() == [[0.0, 0.0, 1.0, 1.0]]
 
 
-def test_rbm_layer_trains_on_binarised_pixels_when_asked(client, smoke):
-    from pipelines.families import get_family
+def _sorted_rows(values: np.ndarray) -> np.ndarray:
+    return values[np.lexsort(values.T[::-1])]
 
-    config = to_dict(get_family("unsupervised").config("smoke", {"rbm.visible": "binary", "rbm.epochs": 1}))
-    parent = tracking.start_run(FAMILY.experiment_name, "binary")
-    out = unsupervised.pretrain_rbm_layer(config, {**smoke["data"], "parent_run_id": parent, "layer": 1,
-                                                   "stack": []})
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["binary", "probabilities"])
+def test_rbm_layer_1_trains_on_binarised_pixels_only_when_asked(client, smoke, monkeypatch, mode):
+    """What the first RBM is fitted on: the training images' pixels, each exactly 0 or 1
+    with ``rbm.visible=binary`` (thresholded at 0.5), grey levels by default."""
+    from pipelines.data.prepared import load_prepared
+
+    fits = _record_fits(monkeypatch)
+    overrides = {"rbm.epochs": 1, **({"rbm.visible": "binary"} if mode == "binary" else {})}
+    config = to_dict(FAMILY.config("smoke", overrides))
+    parent = tracking.start_run(EXPERIMENT, f"visible-{mode}")
+    out = unsupervised.pretrain_rbm_layer(config, {**smoke["data"], "parent_run_id": parent, "run_key": None,
+                                                   "layer": 1, "pretrain_rbm_layer": None})
+    [fit] = fits
+    seen = np.concatenate([np.asarray(batch) for batch in fit["train_data"]])
+    train_x, _ = load_prepared(smoke["data"]["data_uri"]).split("train")
+    grey = train_x.reshape(len(train_x), -1).astype(np.float32) / np.float32(255)
+    expected = (grey > 0.5).astype(np.float32) if mode == "binary" else grey
+    assert seen.shape == expected.shape
+    assert np.array_equal(_sorted_rows(seen), _sorted_rows(expected))  # the same examples, shuffled
+    zero_or_one = np.isin(seen, (0.0, 1.0))
+    if mode == "binary":
+        assert zero_or_one.all()
+    else:
+        assert not zero_or_one.all()
+        assert ((seen > 0) & (seen < 1)).any()
     run = client.get_run(out["stack"][0]["run_id"])
     assert run.info.status == "FINISHED"
-    assert run.data.params["rbm.visible"] == "binary"
+    assert run.data.params["rbm.visible"] == mode
     assert run.data.tags["mlflow.parentRunId"] == parent

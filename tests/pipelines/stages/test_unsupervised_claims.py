@@ -14,17 +14,18 @@ import pytest
 
 from pipelines import tracking
 from pipelines.config import to_dict
-from pipelines.families import get_family
-from pipelines.stages import unsupervised
+from pipelines.configs.unsupervised import FAMILY
+from pipelines.stages import common, unsupervised
 
 pytestmark = pytest.mark.slow
 
 
 def test_quick_autoencoder_beats_pca_with_as_many_components(store):
-    config = to_dict(get_family("unsupervised").config("quick"))
-    data = unsupervised.prepare_data(config, {})
-    trained = unsupervised.train_autoencoder(config, data)
-    metrics = unsupervised.evaluate_autoencoder(config, {**data, "autoencoder": trained})["metrics"]
+    config = to_dict(FAMILY.config("quick"))
+    data = common.prepare_data(FAMILY, config, {"run_key": None})
+    inputs = {**data, "run_key": None}
+    trained = unsupervised.train_autoencoder(config, inputs)
+    metrics = unsupervised.evaluate_autoencoder(config, {**inputs, "train_autoencoder": trained})["metrics"]
     logged = tracking.get_run(trained["run_id"]).data.metrics
     assert logged["test_mse"] == pytest.approx(metrics["test_mse"])
     assert logged["pca_test_mse"] == pytest.approx(metrics["pca_test_mse"])
@@ -33,9 +34,10 @@ def test_quick_autoencoder_beats_pca_with_as_many_components(store):
 
 
 def test_rbm_features_reach_the_scikit_learn_example_level(store):
-    config = to_dict(get_family("unsupervised").config("quick"))
-    parent = tracking.start_run(get_family("unsupervised").experiment_name, "claims")
-    result = unsupervised.evaluate_rbm_features(config, {"parent_run_id": parent})
+    config = to_dict(FAMILY.config("quick"))
+    # It reads no prepared data (scikit-learn's digits), so only a parent run to nest under.
+    parent = tracking.start_run(FAMILY.experiment_name, "claims")
+    result = unsupervised.evaluate_rbm_features(config, {"parent_run_id": parent, "run_key": None})
     logged = tracking.get_run(result["run_id"]).data.metrics
     assert logged["rbm_logistic_accuracy"] == pytest.approx(result["metrics"]["rbm_logistic_accuracy"])
     assert result["metrics"]["rbm_logistic_accuracy"] >= 0.93

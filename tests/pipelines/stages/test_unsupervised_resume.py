@@ -1,7 +1,8 @@
 """An RBM layer task killed mid-training resumes its MLflow run when it is retried.
 
 The layer is pretrained in a child process, SIGKILLed after its first completed epoch,
-and run again with the same inputs, as an Airflow retry would.
+and run again with the same inputs (those the DAG's ``pretrain_rbm_layer_1`` task gets),
+as an Airflow retry would.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import pytest
 
 from pipelines import tracking
 from pipelines.config import to_dict
-from pipelines.families import get_family
-from pipelines.stages import unsupervised
+from pipelines.configs.unsupervised import FAMILY
+from pipelines.pipeline import step_inputs
+from pipelines.stages import common, unsupervised
 from pipelines.stages.common import TAG_MODEL_URI, TAG_RESUMED, checkpoint_dir
 from tests.conftest import REPO_ROOT
 
@@ -56,15 +58,18 @@ def _wait_for_first_epoch(client, experiment_id: str, process: subprocess.Popen,
 
 
 def test_killed_rbm_layer_resumes_the_same_run_and_registers_once(store):
-    family = get_family("unsupervised")
     # Quick-profile data (3500 training images); tiny batches and CD-5 make an epoch take
-    # a couple of seconds, so the kill lands between the first epoch and the end.
-    config = to_dict(family.config("quick", {"rbm.layers": "500", "rbm.batch_size": 4, "rbm.k": 5,
-                                             "rbm.epochs": EPOCHS, "rbm.gibbs_steps": 10}))
-    data = unsupervised.prepare_data(config, {"run_key": RUN_KEY})
-    inputs = {**data, "layer": 1, "stack": [], "run_key": RUN_KEY}
+    # a couple of seconds, so the kill lands between the first epoch and the end. One
+    # autoencoder epoch: register needs an autoencoder next to the layer.
+    config = to_dict(FAMILY.config("quick", {"rbm.layers": "500", "rbm.batch_size": 4, "rbm.k": 5,
+                                             "rbm.epochs": EPOCHS, "rbm.gibbs_steps": 10, "train.epochs": 1}))
+    data = common.prepare_data(FAMILY, config, {"run_key": RUN_KEY})
+    # Layer 1 is the first of the chain: nothing below it.
+    inputs = step_inputs(FAMILY.pipeline.step("pretrain_rbm_layer"), data, RUN_KEY, {"pretrain_rbm_layer": None},
+                         item=1)
+    assert inputs["layer"] == 1 and inputs["pretrain_rbm_layer"] is None
     client = store.client()
-    experiment_id = client.get_experiment_by_name(family.experiment_name).experiment_id
+    experiment_id = client.get_experiment_by_name(FAMILY.experiment_name).experiment_id
     env = store.env()
 
     first = _pretrain_process(config, inputs, env)
@@ -105,14 +110,22 @@ def test_killed_rbm_layer_resumes_the_same_run_and_registers_once(store):
     assert {"plots/filters.png", "plots/gibbs_samples.png"} <= set(tracking.list_artifacts(run_id, "plots"))
     assert not checkpoint_dir(run_id).joinpath("training_metadata.json").exists()
 
-    # register picks the DBN from fine-tuning results; a random-init one leaves only the layer.
-    register_inputs = {"stack": result["stack"], "results": [
-        {"fraction": 1.0, "init": "random", "seed": 0, "test_accuracy": 0.5, "model_uri": ""}]}
+    # register: the autoencoder (trained and evaluated here), the best DBN classifier of
+    # the fine-tunings (a random-init one gives none) and each RBM layer; once per run.
+    task_inputs = {**data, "run_key": RUN_KEY}
+    autoencoder = unsupervised.train_autoencoder(config, task_inputs)
+    evaluation = unsupervised.evaluate_autoencoder(config, {**task_inputs, "train_autoencoder": autoencoder})
+    register_inputs = {**task_inputs, "train_autoencoder": autoencoder, "evaluate_autoencoder": evaluation,
+                       "pretrain_rbm_layer": result, "finetune": [
+                           {"fraction": 1.0, "init": "random", "seed": 0, "test_accuracy": 0.5, "model_uri": ""}]}
     decision = unsupervised.register(config, register_inputs)
     again = unsupervised.register(config, register_inputs)
-    assert set(decision["versions"]) == {"rbm-layer-1"}
-    assert again["versions"]["rbm-layer-1"]["version"] == decision["versions"]["rbm-layer-1"]["version"]
-    versions = client.search_model_versions("name = 'nnzoo-unsupervised-rbm-layer-1'")
-    assert [(v.run_id, str(v.version)) for v in versions] == [(run_id, decision["versions"]["rbm-layer-1"]["version"])]
-    assert float(versions[0].tags["nnzoo.val_pseudo_likelihood"]) == pytest.approx(
+    assert set(decision["versions"]) == {"autoencoder", "rbm-layer-1"}
+    for model, run_of_model in (("rbm-layer-1", run_id), ("autoencoder", autoencoder["run_id"])):
+        assert again["versions"][model]["version"] == decision["versions"][model]["version"], model
+        versions = client.search_model_versions(f"name = 'nnzoo-unsupervised-{model}'")
+        assert [(v.run_id, str(v.version)) for v in versions] == [
+            (run_of_model, str(decision["versions"][model]["version"]))], model
+    [layer_version] = client.search_model_versions("name = 'nnzoo-unsupervised-rbm-layer-1'")
+    assert float(layer_version.tags["nnzoo.val_pseudo_likelihood"]) == pytest.approx(
         run.data.metrics["val_pseudo_likelihood"])
