@@ -287,6 +287,9 @@ def stack_env(tmp: Path, *, stack_id: str, airflow_db: str, mlflow_port: int, ap
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "NNZOO_TRAINING_QUEUE": TRAINING_QUEUE,
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+        # MLflow's job runner (GenAI jobs, unused here) restarts its huey consumers a second
+        # after they die, so some could outlive the server's process group at teardown.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "PYTHONUNBUFFERED": "1",
     }
     base = {key: value for key, value in os.environ.items()

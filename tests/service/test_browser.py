@@ -74,11 +74,12 @@ def browser() -> Iterator:
 
 
 def wait(driver, condition, what: str):
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import TimeoutException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        return WebDriverWait(driver, WAIT_S).until(condition)
+        # A redirect while the condition polls ("aborted by navigation") is not a failure: poll again.
+        return WebDriverWait(driver, WAIT_S, ignored_exceptions=(WebDriverException,)).until(condition)
     except TimeoutException:
         pytest.fail(f"timed out after {WAIT_S}s waiting for {what} at {driver.current_url}", pytrace=False)
 
