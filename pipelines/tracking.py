@@ -320,13 +320,12 @@ def log_keras_model(run_id: str, model: Any, input_example: Any, name: str = "mo
     from mlflow.models import infer_signature
 
     signature = infer_signature(input_example, model.predict(input_example, verbose=0))
-    extra: dict[str, Any] = {}
-    if not type(model).__module__.startswith("keras"):
-        # MLflow infers requirements by loading the model in a fresh interpreter, which
-        # does not know nnzoo's own classes (e.g. the RBM); state them instead.
-        extra["pip_requirements"] = _framework_requirements()
+    # State the requirements: MLflow would infer them by loading the model in a fresh
+    # interpreter (about 6 s per model here), which also does not know nnzoo's own
+    # classes (e.g. the RBM). A Keras model needs Keras and its backend to load.
     with _active(run_id):
-        info = mlflow.keras.log_model(model, name=name, signature=signature, **extra)
+        info = mlflow.keras.log_model(model, name=name, signature=signature,
+                                      pip_requirements=_framework_requirements())
     return info.model_uri
 
 

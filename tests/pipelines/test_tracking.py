@@ -152,6 +152,19 @@ def test_logged_model_loads_back_and_predicts(logged_model, monkeypatch):
     assert model.predict(np.zeros((3, 4, 4, 1), np.float32), verbose=0).shape == (3, 3)
 
 
+def test_logged_model_states_the_keras_and_backend_versions_it_needs(logged_model, monkeypatch):
+    from importlib import metadata
+
+    import mlflow
+
+    shared, model_uri = logged_model
+    shared.activate(monkeypatch)
+    tracking.configure()
+    requirements = (Path(mlflow.artifacts.download_artifacts(model_uri)) / "requirements.txt").read_text().split()
+    assert f"keras=={metadata.version('keras')}" in requirements
+    assert any(line.startswith(("tensorflow==", "tensorflow-cpu==")) for line in requirements), requirements
+
+
 def test_register_twice_for_the_same_run_returns_the_same_version(registry, logged_model):
     _new_version, client, name = registry
     _shared, model_uri = logged_model
