@@ -94,7 +94,9 @@ def test_validation_happens_before_any_work_is_done(tmp_path, monkeypatch, capsy
 
 
 def test_run_all_gives_each_family_the_params_it_knows():
-    everyone = ["classifiers", "unsupervised"]
+    from pipelines.families import all_families
+
+    everyone = list(all_families())
     params = {"train.epochs": "3", "mlp.hidden_units": "8", "rbm.layers": "16"}
     assert cli._params_for("classifiers", params, everyone) == {"train.epochs": "3", "mlp.hidden_units": "8"}
     assert cli._params_for("unsupervised", params, everyone) == {"train.epochs": "3", "rbm.layers": "16"}

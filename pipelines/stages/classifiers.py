@@ -59,7 +59,7 @@ def evaluate(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     from pipelines import plots
     from pipelines.data.prepared import load_prepared, normalize_images
 
-    FAMILY.load(config)
+    FAMILY.load(config)  # refuses a bad config before any run is touched
     data = load_prepared(inputs["data_uri"])
     test_x, test_y = data.split("test")
     metrics: dict[str, dict[str, float]] = {}

@@ -4,12 +4,11 @@ curves, model), evaluation reuse, and registration with promotion."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pipelines import settings, tracking
@@ -193,18 +192,6 @@ def plan_training(
     return plan
 
 
-@contextlib.contextmanager
-def training_run(family: Family, plan: TrainingPlan, run_name: str, tags: Mapping[str, Any],
-                 parent_run_id: str | None = None) -> Iterator[tracking.RunHandle]:
-    """The MLflow run ``plan`` asks for: new (tagged with its cache key and run key) or
-    the unfinished one it resumes (tagged ``nnzoo.resumed``). Ends FAILED on error."""
-    with tracking.run(family.experiment_name, run_name, tags={**tags, TAG_CACHE_KEY: plan.cache_key},
-                      run_key=plan.run_key, parent_run_id=parent_run_id, resume_run_id=plan.resume_run_id) as run:
-        if run.resumed:
-            run.set_tags({TAG_RESUMED: f"after {plan.logged_epochs} logged epoch(s)"})
-        yield run
-
-
 def _outputs(model: str, run: Any, *, cached: bool) -> dict[str, Any]:
     return {"model": model, "run_id": run.info.run_id, "model_uri": run.data.tags[TAG_MODEL_URI], "cached": cached,
             "metrics": dict(run.data.metrics)}
@@ -265,8 +252,14 @@ def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any]
         return plan.reuse
     train_config = spec.train or typed.train
     label = spec.run_name or spec.name
-    tags = run_tags(family, typed, spec.model_tag or spec.name, spec.stage, **spec.tags)
-    with training_run(family, plan, label, tags, nested(inputs) if family.pipeline.parent_run else None) as run:
+    tags = {**run_tags(family, typed, spec.model_tag or spec.name, spec.stage, **spec.tags),
+            TAG_CACHE_KEY: plan.cache_key}
+    parent = nested(inputs) if family.pipeline.parent_run else None
+    # The run the plan asks for: new, or the unfinished one it resumes (ends FAILED on error).
+    with tracking.run(family.experiment_name, label, tags=tags, run_key=plan.run_key, parent_run_id=parent,
+                      resume_run_id=plan.resume_run_id) as run:
+        if run.resumed:
+            run.set_tags({TAG_RESUMED: f"after {plan.logged_epochs} logged epoch(s)"})
         trainer.configure_devices()
         trainer.configure_precision(train_config.mixed_precision and not spec.float32)
         trainer.set_seed(train_config.seed if spec.seed is None else spec.seed)
