@@ -16,7 +16,9 @@ from pipelines.stages.common import Training, run_training, say
 from pipelines.stages.unsupervised.autoencoder import pixels
 
 EVAL_POINTS = 20
-"""A fine-tuning's steps are cut into this many "epochs", each ending with validation."""
+"""A fine-tuning's steps are cut into this many "epochs", each ending with validation (and
+a checkpoint), but no "epoch" has fewer than ``MIN_EVAL_STEPS`` steps."""
+MIN_EVAL_STEPS = 10
 
 
 def visible(images: np.ndarray, mode: str) -> np.ndarray:
@@ -156,7 +158,7 @@ def finetune(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     chosen = label_subset(train_y, fraction, seed)
     settings = typed.finetune
     batch = min(settings.batch_size, len(chosen))
-    steps_per_epoch = max(1, math.ceil(settings.steps / EVAL_POINTS))
+    steps_per_epoch = max(MIN_EVAL_STEPS, math.ceil(settings.steps / EVAL_POINTS))
     epochs = max(1, math.ceil(settings.steps / steps_per_epoch))
     stack = inputs["pretrain_rbm_layer"]["stack"]
 
