@@ -114,6 +114,12 @@ class RBM(keras.Model):
     def call(self, inputs: Any) -> Any:
         return self.hidden_probabilities(ops.convert_to_tensor(inputs, dtype=self.kernel.dtype))
 
+    def flops_per_example(self) -> int:
+        """FLOPs of ``call`` for one example: ``sigmoid(v W + c)`` is a multiply-add per
+        weight (2 FLOPs), a bias add and a sigmoid per hidden unit. A FLOPs counter
+        cannot see inside a subclassed model, so it asks the model."""
+        return 2 * self.n_visible * self.n_hidden + 2 * self.n_hidden
+
     def reconstruct(self, visible: Any) -> Any:
         """Mean-field reconstruction ``p(v | p(h | v))``."""
         return self.visible_probabilities(self.hidden_probabilities(visible))

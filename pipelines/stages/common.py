@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pipelines import settings, tracking
@@ -237,6 +237,8 @@ class Training:
     """Training examples per epoch, for ``examples_per_second``."""
     progress: bool = True
     """One line per epoch on stdout (off for many short trainings)."""
+    callbacks: Callable[[str], Sequence[Any]] | None = None
+    """``callbacks(run_id)``: more Keras callbacks for the fit, e.g. gradient-norm recording."""
 
 
 def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any], spec: Training) -> dict[str, Any]:
@@ -269,10 +271,12 @@ def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any]
             model = spec.build()
             run.log_params(run_params(typed, spec.data, model=spec.name, parameters=model.count_params(),
                                       **spec.params))
+            log_model_cost(run, model)
+            callbacks = [tracking.keras_epoch_logger(run.run_id, skip_through=plan.logged_epochs),
+                         *(spec.callbacks(run.run_id) if spec.callbacks else ())]
             started = time.perf_counter()
             history = trainer.fit(model, train_data, val_data, train_config, checkpoint_dir=checkpoint_dir(run.run_id),
-                                  callbacks=[tracking.keras_epoch_logger(run.run_id, skip_through=plan.logged_epochs)],
-                                  progress_label=label if spec.progress else None, **spec.fit)
+                                  callbacks=callbacks, progress_label=label if spec.progress else None, **spec.fit)
         seconds, epochs = time.perf_counter() - started, len(history.history["loss"])
         # history.epoch counts from the epoch a resumed fit restarted at: the total trained.
         metrics = {"train_seconds": seconds, "epochs_trained": history.epoch[-1] + 1 if history.epoch else 0}
@@ -291,6 +295,23 @@ def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any]
     trainer.configure_precision(False)  # later steps in this process build in float32 again
     # Every metric the run holds (final values), as a reused run reports them.
     return _outputs(spec.name, tracking.get_run(run.run_id), cached=False)
+
+
+TAG_FLOPS_UNCOUNTED = "nnzoo.flops.uncounted"
+
+
+def log_model_cost(run: Any, model: Any) -> dict[str, float]:
+    """Log the model's size and compute: ``params`` (weights, trainable or not) and
+    ``flops`` (forward pass per example, :mod:`pipelines.flops`); layers the counter does
+    not know are named in a tag instead of being guessed."""
+    from pipelines.flops import count_flops
+
+    count = count_flops(model)
+    metrics = {"params": float(model.count_params()), "flops": float(count.total)}
+    run.log_metrics(metrics)
+    if count.uncounted:
+        run.set_tags({TAG_FLOPS_UNCOUNTED: ", ".join(count.uncounted)})
+    return metrics
 
 
 def evaluated(run_id: str, fingerprint: str, keys: tuple[str, ...]) -> dict[str, float] | None:

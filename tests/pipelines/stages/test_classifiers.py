@@ -95,6 +95,10 @@ def test_train_run_logs_config_dataset_code_and_device(client, smoke, model):
     assert params["device"].startswith(("CPU", "GPU"))
     assert params["model"] == model
     assert int(params["parameters"]) > 0
+    # size and compute of every trained model: the accuracy-vs-FLOPs chart reads them
+    metrics = _run(client, smoke, model).data.metrics
+    assert metrics["params"] == int(params["parameters"])
+    assert metrics["flops"] > 2 * 784  # more than one multiply-add per pixel
 
 
 @pytest.mark.parametrize("model", MODELS)

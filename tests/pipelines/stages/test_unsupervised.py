@@ -210,6 +210,7 @@ def test_autoencoder_run_logs_its_error_the_pca_baseline_plots_and_model(client,
         assert math.isfinite(metrics[key]) and metrics[key] > 0, key
         assert metrics[key] == pytest.approx(smoke["ae_metrics"][key])
     assert metrics["mse_ratio_vs_pca"] == pytest.approx(metrics["test_mse"] / metrics["pca_test_mse"])
+    assert metrics["flops"] > 0 and metrics["params"] == int(run.data.params["parameters"])
     assert run.data.params["pca.components"] == str(SMOKE["autoencoder"]["bottleneck"])
     assert run.data.tags[TAG_EVALUATED_ON] == smoke["data"]["fingerprint"]
     assert [step for step, _ in tracking.metric_history(run_id, "loss")] == list(
@@ -266,6 +267,10 @@ def test_rbm_layer_runs_log_per_epoch_curves_filters_and_samples(client, smoke, 
     params = run.data.params
     assert (int(params["layer"]), int(params["n_visible"]), int(params["n_hidden"])) == (
         layer, sizes[layer - 1], sizes[layer])
+    # the RBM's forward pass (p(h|v)) counted by its own flops_per_example
+    n_visible, n_hidden = sizes[layer - 1], sizes[layer]
+    assert run.data.metrics["flops"] == 2 * n_visible * n_hidden + 2 * n_hidden
+    assert run.data.metrics["params"] == int(params["parameters"]) >= n_visible * n_hidden + n_visible + n_hidden
 
 
 @pytest.mark.slow
