@@ -13,6 +13,9 @@ TINY_KWARGS = {
     "cnn": {"filters": (2, 3), "kernel_size": 3, "convs_per_block": 2, "batch_norm": True, "dense_units": 5,
             "dropout_rate": 0.2, "augment_shift": 0.1},
     "dbn_classifier": {"layers": (6, 4), "dropout_rate": 0.2, "seed": 1},
+    "deep_cnn": {"depth": 8, "widths": (2, 3), "batch_norm": True},
+    "inception_cnn": {"stem_filters": 2, "modules": (16,)},
+    "talk_cnn": {"filters": 3},
 }
 # Models that are not image classifiers have their own module of checks instead.
 CHECKED_ELSEWHERE = {"autoencoder": "test_autoencoder.py", "rbm": "test_rbm.py"}
