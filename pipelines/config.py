@@ -225,7 +225,7 @@ def parse_value(cls: type[Config], path: str, text: str) -> Any:
 
     if typing.get_origin(kind) is tuple:
         item_kind = typing.get_args(kind)[0]
-        return tuple(scalar(item_kind, part) for part in raw.split(",") if part.strip())
+        return tuple(scalar(item_kind, part.strip()) for part in raw.split(",") if part.strip())
     return scalar(kind, raw)
 
 

@@ -9,6 +9,7 @@ A field left empty (null) means "the profile's default".
 from __future__ import annotations
 
 import collections
+import re
 import typing
 from typing import Any
 
@@ -46,13 +47,17 @@ def form_specs(family_name: str) -> dict[str, dict[str, Any]]:
         if typing.get_origin(kind) is tuple:
             # A list travels as text ("500,500"): the form's array widget yields strings.
             item = typing.get_args(kind)[0]
-            number = r"\d+" if item is int else r"\d*\.?\d+(e-?\d+)?"
+            if item is str:  # names from a fixed list, e.g. variants
+                number = "(" + "|".join(re.escape(choice) for choice in meta.get("choices") or ()) + ")"
+                number = number if meta.get("choices") else r"[\w.-]+"
+            else:
+                number = r"\d+" if item is int else r"\d*\.?\d+(e-?\d+)?"
             spec["type"] = ["null", "string"]
             spec["pattern"] = rf"^\s*{number}(\s*,\s*{number})*\s*$"
             spec["description"] += " Comma-separated, e.g. " + ",".join(str(v) for v in field.default) + "."
         else:
             spec["type"] = ["null", _JSON_TYPES.get(kind, "string")]
-        if meta.get("choices"):
+        if meta.get("choices") and "pattern" not in spec:
             spec["enum"] = [None, *meta["choices"]]
             # The form's dropdown would show the empty choice as the word "null".
             spec["values_display"] = {"null": "(profile default)"}

@@ -7,6 +7,7 @@ Each function returns a matplotlib figure (Agg backend, no display needed);
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -161,3 +162,88 @@ def accuracy_vs_labels(results: Sequence[Mapping[str, float | str]], title: str)
     axis.set_title(title)
     figure.tight_layout()
     return figure
+
+
+def feature_maps(maps: Sequence[tuple[str, np.ndarray]], title: str, channels: int = 8) -> plt.Figure:
+    """One row per layer, ``(layer name, [H, W, C] activations)``: the first ``channels``
+    channels of each, every tile scaled to its own range (what a layer responds to,
+    not how strongly)."""
+    columns = max(1, min(channels, max(int(array.shape[-1]) for _, array in maps)))
+    figure, axes = plt.subplots(len(maps), columns + 1, figsize=(1.1 * columns + 1.8, 1.15 * len(maps) + 0.6),
+                                squeeze=False, gridspec_kw={"width_ratios": [1.6] + [1] * columns})
+    for row, (name, array) in enumerate(maps):
+        label = axes[row, 0]
+        label.axis("off")
+        label.text(1.0, 0.5, f"{name}\n{'x'.join(str(s) for s in array.shape)}", ha="right", va="center",
+                   fontsize=7, transform=label.transAxes)
+        for column in range(columns):
+            axis = axes[row, column + 1]
+            axis.axis("off")
+            if column < array.shape[-1]:
+                tile = array[..., column].astype(np.float32)
+                low, high = float(tile.min()), float(tile.max())
+                axis.imshow((tile - low) / (high - low) if high > low else tile * 0, cmap="viridis")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str, ylabel: str,
+          *, log_x: bool = False, log_y: bool = False) -> plt.Figure:
+    """Named ``(x, y)`` series on one chart, e.g. training error per epoch of several nets."""
+    figure, axis = plt.subplots(figsize=(6.6, 4.4))
+    for index, (label, (xs, ys)) in enumerate(series.items()):
+        axis.plot(list(xs), list(ys), marker="o", markersize=3, color=plt.get_cmap("tab10")(index % 10), label=label)
+    if log_x:
+        axis.set_xscale("log")
+    if log_y:
+        axis.set_yscale("log")
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=8)
+    axis.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def accuracy_vs_flops(points: Sequence[Mapping[str, Any]], title: str) -> plt.Figure:
+    """The talk's chart: accuracy against compute, bubble area proportional to the
+    parameter count. ``points``: dicts with ``name``, ``accuracy``, ``flops``,
+    ``params`` and optional ``group`` (one colour per group, e.g. dataset and profile).
+    Bubbles carry numbers; the list beside the chart names them (names would overlap)."""
+    figure, (axis, legend) = plt.subplots(1, 2, figsize=(12.0, 6.0), gridspec_kw={"width_ratios": [2.2, 1]})
+    groups = sorted({str(point.get("group", "")) for point in points})
+    largest = max((float(point["params"]) for point in points), default=1.0)
+    ordered = sorted(points, key=lambda point: (float(point["flops"]), str(point["name"])))
+    lines = []
+    for number, point in enumerate(ordered, start=1):
+        colour = plt.get_cmap("tab10")(groups.index(str(point.get("group", ""))) % 10)
+        axis.scatter(point["flops"], point["accuracy"], s=40 + 1500 * float(point["params"]) / largest,
+                     color=colour, alpha=0.4, edgecolors="black", linewidths=0.5)
+        axis.annotate(str(number), (point["flops"], point["accuracy"]), fontsize=8, ha="center", va="center",
+                      weight="bold")
+        lines.append(f"{number:>2}  {point['name']}  {float(point['accuracy']):.3f}, "
+                     f"{_short_count(float(point['params']))} params, {_short_count(float(point['flops']))}FLOPs")
+    for index, group in enumerate(groups):
+        if group:
+            axis.scatter([], [], color=plt.get_cmap("tab10")(index % 10), alpha=0.4, s=60, label=group)
+    axis.set_xscale("log")
+    axis.set_xlabel("forward FLOPs per example (log)")
+    axis.set_ylabel("test accuracy")
+    axis.grid(alpha=0.3, which="both")
+    if any(groups):
+        axis.legend(fontsize=8, loc="lower right")
+    axis.set_title(title)
+    legend.axis("off")
+    legend.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=7,
+                transform=legend.transAxes)
+    figure.tight_layout()
+    return figure
+
+
+def _short_count(value: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.0f}"

@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import tempfile
 import time
 import traceback
@@ -53,6 +54,8 @@ def configure() -> str:
         if uri.startswith("sqlite:///"):
             _initialise_sqlite_store(uri)
         _configured_uri = uri
+    # Download progress bars would garble task logs and the CLI's progress lines.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # The fluent API (model logging and loading) reads these process-wide settings.
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

@@ -79,3 +79,11 @@ FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal"
 @register_dataset("fashion_mnist", "70,000 Zalando clothing images from tensorflow-datasets", "tfds:fashion_mnist")
 def load_fashion_mnist(data_dir: str | None = None):
     return _load_tfds("fashion_mnist", data_dir, FASHION_NAMES)
+
+
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@register_dataset("cifar10", "60,000 32x32 colour images in 10 classes from tensorflow-datasets", "tfds:cifar10")
+def load_cifar10(data_dir: str | None = None):
+    return _load_tfds("cifar10", data_dir, CIFAR10_NAMES)

@@ -157,3 +157,17 @@ def test_unsupervised_config_from_params_refuses_more_layers_than_the_dag_has():
 def test_unsupervised_config_from_params_validates_list_items(params, message):
     with pytest.raises(ConfigError, match=message):
         config_from_params("unsupervised", {"profile": "smoke", **params})
+
+
+# --- cnn_depth: a list of names from a fixed set -------------------------------------------
+
+
+def test_a_list_of_names_accepts_known_names_only_and_the_config_gets_them_stripped():
+    spec = form_specs("cnn_depth")["variants"]
+    assert "enum" not in spec  # the enum would apply to the whole text, not to each name
+    assert Param(**spec).resolve("max_pool, strided") == "max_pool, strided"
+    for bad in ("max_pool,bogus", "max_pool;strided", "max_poolx"):
+        with pytest.raises(ParamValidationError):
+            Param(**spec).resolve(bad)
+    config = config_from_params("cnn_depth", {"profile": "smoke", "variants": " strided , max_pool"})
+    assert config["variants"] == ["strided", "max_pool"]

@@ -1,0 +1,181 @@
+"""CNN depth family: why networks got deeper and smarter (claims C1, C2, C3, C7, C8, C17).
+
+One pipeline run answers, each in its own nested MLflow run under one parent:
+
+* C1 ``single_neuron``: a 1-unit sigmoid model vs scikit-learn's LogisticRegression on a
+  two-class slice of the digits.
+* C2 ``count_parameters``: the talk's fully connected 3x100 net on 100x100 inputs vs its
+  two-conv-layer CNN, parameters counted.
+* C3, C7, C8, C17 ``train_variant`` (one mapped task per variant): a deep plain CNN and
+  the same net with residual connections, both without normalisation (gradient-norm
+  heatmaps); a deep sigmoid MLP and its ReLU twin; He et al.'s degradation experiment
+  in small (plain and residual nets with batch norm at two depths); a CNN with max
+  pooling and the same CNN with stride-2 convs instead (predictions under shifts,
+  filters and feature maps); a small inception net.
+* ``compare`` draws the comparisons on the parent run, including accuracy vs FLOPs over
+  every registered model of every family.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
+from pipelines.configs.classifiers import IMAGE_DATASETS
+from pipelines.families import Family, register_family
+from pipelines.pipeline import Pipeline, Step
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu", "elu")
+VARIANTS = (
+    "vanishing_plain", "vanishing_residual", "mlp_sigmoid", "mlp_relu",
+    "degradation_plain_shallow", "degradation_plain_deep", "degradation_residual_shallow",
+    "degradation_residual_deep", "max_pool", "strided", "inception",
+)
+"""Every model the family trains; ``variants`` in the config picks a subset."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CNNDepthData(DataConfig):
+    dataset: str = knob("mnist_subset", "Image classification dataset.", choices=(*IMAGE_DATASETS, "cifar10"))
+
+
+@dataclasses.dataclass(frozen=True)
+class NeuronConfig(Config):
+    classes: tuple[int, ...] = knob((3, 5), "The two classes of the two-class slice (C1).", minimum=0, maximum=999)
+    fit_epochs: int = knob(40, "Epochs of the single neuron.", minimum=1, maximum=1000)
+    step_size: float = knob(0.01, "Adam learning rate of the single neuron.", exclusive_minimum=0.0, maximum=10.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.classes) != 2 or self.classes[0] == self.classes[1]:
+            raise ConfigError(f"classes={self.classes!r}: need exactly two different class indices")
+
+
+@dataclasses.dataclass(frozen=True)
+class VanishingConfig(Config):
+    depth: int = knob(20, "Weight layers of the plain and residual nets without normalisation (even, >= 8).",
+                      minimum=8, maximum=200)
+    widths: tuple[int, ...] = knob((8, 16, 32), "Filters of each stage (the next stage halves the resolution).",
+                                   minimum=1, maximum=1024)
+    activation: str = knob("relu", "Activation of the plain and residual nets.", choices=ACTIVATIONS)
+    mlp_layers: int = knob(10, "Hidden layers of the deep MLPs (sigmoid vs ReLU).", minimum=1, maximum=100)
+    mlp_units: int = knob(64, "Units of each hidden layer of the deep MLPs.", minimum=1, maximum=4096)
+
+
+@dataclasses.dataclass(frozen=True)
+class DegradationConfig(Config):
+    depths: tuple[int, ...] = knob((8, 32), "Shallow and deep weight-layer counts (even), batch norm on.",
+                                   minimum=4, maximum=200)
+    widths: tuple[int, ...] = knob((8, 16, 32), "Filters of each stage.", minimum=1, maximum=1024)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.depths) != 2 or self.depths[0] >= self.depths[1]:
+            raise ConfigError(f"depths={self.depths!r}: need two depths, shallow < deep")
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolingConfig(Config):
+    filters: tuple[int, ...] = knob((16, 32), "Filters of each conv block.", minimum=1, maximum=4096)
+    kernel_size: int = knob(5, "Kernel size (5x5 first-layer filters are easier to read than 3x3).",
+                            minimum=1, maximum=11)
+    dense_units: int = knob(64, "Dense layer before the softmax.", minimum=0, maximum=65536)
+    max_shift: int = knob(3, "Largest shift, in pixels, of the shift-agreement test (C8).", minimum=1, maximum=8)
+
+
+@dataclasses.dataclass(frozen=True)
+class InceptionConfig(Config):
+    stem_filters: int = knob(16, "Filters of the stem conv.", minimum=1, maximum=1024)
+    modules: tuple[int, ...] = knob((32, 64), "Output width of each inception module (multiples of 8).",
+                                    minimum=16, maximum=4096)
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientConfig(Config):
+    record_every: int = knob(25, "Record every layer's gradient norm every this many steps (and at step 0).",
+                             minimum=1, maximum=100000)
+    examples: int = knob(64, "Size of the fixed batch the gradient norms are measured on.", minimum=1,
+                         maximum=4096)
+
+
+@dataclasses.dataclass(frozen=True)
+class CNNDepthConfig(ExperimentConfig):
+    """Depth, skip connections, pooling and parameter economy on one dataset.
+
+    Run: ``nnzoo run cnn_depth --profile quick`` (about 6 minutes on 2 CPU cores, bundled
+    MNIST subset): the 20-layer plain net without normalisation learns later than its
+    residual twin; at 32 layers with batch norm the plain net trains worse than at 8 and
+    the residual one does not; the single neuron and logistic regression agree within a
+    point; the talk's CNN has about 11x fewer parameters than its dense net.
+    ``--profile smoke`` is for tests; ``--profile full`` uses tfds ``cifar10``.
+    """
+
+    data: CNNDepthData = CNNDepthData()
+    train: TrainConfig = TrainConfig()
+    variants: tuple[str, ...] = knob(VARIANTS, "Models to train (comma-separated).", choices=VARIANTS)
+    neuron: NeuronConfig = NeuronConfig()
+    vanishing: VanishingConfig = VanishingConfig()
+    degradation: DegradationConfig = DegradationConfig()
+    pooling: PoolingConfig = PoolingConfig()
+    inception: InceptionConfig = InceptionConfig()
+    gradients: GradientConfig = GradientConfig()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.variants:
+            raise ConfigError(f"variants=(): name at least one of {', '.join(VARIANTS)}")
+        for section in ("vanishing", "degradation"):
+            depths = (self.vanishing.depth,) if section == "vanishing" else self.degradation.depths
+            widths = getattr(self, section).widths
+            for depth in depths:
+                if depth % 2 or (depth - 2) // 2 < len(widths):
+                    raise ConfigError(f"{section}: depth {depth} must be even and give at least one block per "
+                                      f"stage of widths={widths!r} (depth >= {2 * len(widths) + 2})")
+
+
+FAMILY = register_family(
+    Family(
+        name="cnn_depth",
+        description="Single neuron vs logistic regression, parameter counts, plain vs residual depth, "
+                    "pooling and shifts, inception: why CNNs got deeper",
+        config_cls=CNNDepthConfig,
+        profiles={
+            "smoke": {
+                "data.max_examples": 600, "train.epochs": 1, "train.batch_size": 64,
+                "train.early_stopping_patience": 0, "neuron.fit_epochs": 5,
+                "vanishing.depth": 8, "vanishing.widths": (4, 8), "vanishing.mlp_layers": 3,
+                "vanishing.mlp_units": 16, "degradation.depths": (6, 8), "degradation.widths": (4, 8),
+                "pooling.filters": (4, 8), "pooling.dense_units": 16, "pooling.max_shift": 2,
+                "inception.stem_filters": 8, "inception.modules": (16,), "gradients.record_every": 5,
+                "gradients.examples": 16,
+            },
+            "quick": {"train.epochs": 8, "train.batch_size": 64, "train.early_stopping_patience": 0},
+            "full": {"data.dataset": "cifar10", "data.val_fraction": 0.1, "data.test_fraction": 0.15,
+                     "train.epochs": 40, "train.batch_size": 128, "train.lr_schedule": "cosine",
+                     "vanishing.depth": 32, "vanishing.widths": (16, 32, 64), "degradation.depths": (20, 56),
+                     "degradation.widths": (16, 32, 64), "pooling.filters": (32, 64), "pooling.dense_units": 256,
+                     "inception.stem_filters": 32, "inception.modules": (64, 128, 256),
+                     "gradients.record_every": 200},
+        },
+        pipeline=Pipeline(parent_run=True, steps=(
+            Step("single_neuron", "### C1: a single neuron is logistic regression\nA 1-unit sigmoid model and "
+                                  "scikit-learn's LogisticRegression on the same two-class slice: test accuracies "
+                                  "and the correlation of their weights."),
+            Step("count_parameters", "### C2: parameters, counted\nThe talk's 3x100 fully connected net on 100x100 "
+                                     "inputs vs its CNN with two conv layers of 100 filters: parameters, FLOPs, ratio."),
+            Step("plan_variants", "### Plan the variants\nOne job per model to train (the `variants` param)."),
+            Step("train_variant", "### Train one variant\nTrains it with per-layer gradient norms recorded on a "
+                                  "fixed batch (heatmap), then test accuracy and training error; the pooling "
+                                  "variants also get shift agreement, filters and feature maps.",
+                 expand="plan_variants", label="{variant}", trains=True),
+            Step("register", "### Register\nRegisters each variant as `nnzoo-cnn_depth-<variant>`; `champion` "
+                             "moves only on no regression of test accuracy.", needs=("train_variant",)),
+            Step("compare", "### Compare\nOn the parent run: gradient ratios (C3), degradation (C3), shift "
+                            "agreement (C8), and accuracy vs FLOPs over every registered model (C17).",
+                 needs=("single_neuron", "count_parameters", "train_variant", "register")),
+        )),
+        form_params=("data.dataset", "train.epochs", "train.learning_rate", "variants", "vanishing.depth",
+                     "vanishing.activation", "degradation.depths", "train.seed"),
+        headline=("test_accuracy", "first_last_gradient_ratio", "parameter_ratio", "neuron_*_accuracy"),
+    )
+)

@@ -1,0 +1,435 @@
+"""CNN depth family: single_neuron (C1), count_parameters (C2), plan_variants ->
+train_variant (C3, C7, C8, C17; one mapped task per variant) -> register -> compare.
+The steps are declared in :mod:`pipelines.configs.cnn_depth`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from pipelines import tracking
+from pipelines.configs.cnn_depth import FAMILY, VARIANTS
+from pipelines.stages.common import (
+    Training,
+    nested,
+    register_and_promote,
+    run_key,
+    run_tags,
+    run_training,
+    say,
+)
+
+METRIC = "test_accuracy"
+TALK_INPUT = (100, 100, 1)
+"""The talk's example: 100x100 inputs, three hidden layers of 100 units, 10 classes."""
+
+
+# --- C1 -------------------------------------------------------------------------------
+
+
+def single_neuron(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """A 1-unit sigmoid model (``mlp`` with no hidden layer) and scikit-learn's
+    ``LogisticRegression`` on the same two-class slice of the data: both test
+    accuracies, their gap and the correlation of the two weight vectors."""
+    import keras
+    from sklearn.linear_model import LogisticRegression
+
+    from models import build_model
+    from pipelines import plots
+    from pipelines.data.prepared import load_prepared, normalize_images, tf_dataset
+
+    typed = FAMILY.load(config)
+    data = load_prepared(inputs["data_uri"])
+    negative, positive = typed.neuron.classes
+    if max(negative, positive) >= data.num_classes:
+        raise ValueError(f"neuron.classes={typed.neuron.classes!r}: {data.name} has classes 0..{data.num_classes - 1}")
+
+    def two_classes(split: str) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = data.split(split)
+        chosen = np.isin(labels, (negative, positive))
+        return images[chosen], (labels[chosen] == positive).astype(np.float32)
+
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = map(two_classes, ("train", "val", "test"))
+    names = f"{data.class_names[negative]} vs {data.class_names[positive]}"
+
+    def compare_with_logistic(run: Any, model: Any, history: Any) -> dict[str, float]:
+        flat = lambda images: normalize_images(images).reshape(len(images), -1)  # noqa: E731
+        logistic = LogisticRegression(max_iter=2000).fit(flat(train_x), train_y)
+        neuron = (model.predict(normalize_images(test_x), batch_size=512, verbose=0)[:, 0] > 0.5).astype(np.float32)
+        weights = model.get_layer("probabilities").get_weights()[0][:, 0]
+        metrics = {"neuron_test_accuracy": float((neuron == test_y).mean()),
+                   "logistic_test_accuracy": float(logistic.score(flat(test_x), test_y)),
+                   "weight_correlation": float(np.corrcoef(weights, logistic.coef_[0])[0, 1])}
+        metrics["accuracy_gap"] = abs(metrics["neuron_test_accuracy"] - metrics["logistic_test_accuracy"])
+        metrics[METRIC] = metrics["neuron_test_accuracy"]
+        tracking.log_figure(run.run_id, plots.image_grid(
+            np.stack([weights, logistic.coef_[0]]).reshape(2, *data.image_shape),
+            [f"neuron {metrics['neuron_test_accuracy']:.3f}", f"logistic {metrics['logistic_test_accuracy']:.3f}"],
+            f"{names}: weights, r = {metrics['weight_correlation']:.2f}", columns=2, cmap="RdBu",
+            normalize_each=True), "plots/weights.png")
+        return metrics
+
+    trained = run_training(FAMILY, typed, inputs, Training(
+        "single_neuron", data=data, run_name=f"single-neuron {names}", examples=len(train_y),
+        after=compare_with_logistic, progress=False, params={"neuron.slice": names, "neuron.train_size": len(train_y)},
+        build=lambda: build_model("mlp", input_shape=data.image_shape, num_classes=1, hidden_units=(),
+                                  dropout_rate=0.0, name="single_neuron"),
+        datasets=lambda: (tf_dataset(train_x, train_y, typed.train.batch_size, shuffle=True, seed=typed.train.seed),
+                          tf_dataset(val_x, val_y, 512, shuffle=False) if len(val_y) else None),
+        example=normalize_images(train_x[:4]),
+        train=dataclasses.replace(typed.train, epochs=typed.neuron.fit_epochs, learning_rate=typed.neuron.step_size,
+                                  lr_schedule="constant", early_stopping_patience=0),
+        fit={"loss": "binary_crossentropy", "metrics": (keras.metrics.BinaryAccuracy(name="accuracy"),)}))
+    metrics = trained["metrics"]
+    say(f"C1 {names}: single neuron {metrics['neuron_test_accuracy']:.4f}, logistic regression "
+        f"{metrics['logistic_test_accuracy']:.4f}, weight correlation {metrics['weight_correlation']:.3f}")
+    return {"run_id": trained["run_id"], "metrics": _subset(metrics, (
+        "neuron_test_accuracy", "logistic_test_accuracy", "accuracy_gap", "weight_correlation"))}
+
+
+# --- C2 -------------------------------------------------------------------------------
+
+
+def count_parameters(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """The talk's two nets on 100x100 inputs, built and counted (not trained): a fully
+    connected net with hidden layers 100-100-100 and a CNN with two conv layers of 100
+    filters, both with a 10-way dense output. Logs both counts, FLOPs and the ratios."""
+    from models import build_model
+    from pipelines.flops import count_flops
+
+    typed = FAMILY.load(config)
+    key = run_key(inputs, "count_parameters")
+    earlier = _finished(key)
+    if earlier is not None:
+        return {"run_id": earlier.info.run_id, "metrics": dict(earlier.data.metrics)}
+    nets = {"dense": build_model("mlp", input_shape=TALK_INPUT, num_classes=10, hidden_units=(100, 100, 100),
+                                 dropout_rate=0.0, name="talk_dense"),
+            "cnn": build_model("talk_cnn", input_shape=TALK_INPUT, num_classes=10)}
+    metrics: dict[str, float] = {}
+    with tracking.run(FAMILY.experiment_name, "count-parameters 100x100", run_key=key, parent_run_id=nested(inputs),
+                      tags=run_tags(FAMILY, typed, "talk_nets", "count")) as run:
+        for name, model in nets.items():
+            metrics[f"{name}_params"] = float(model.count_params())
+            metrics[f"{name}_flops"] = float(count_flops(model).total)
+            lines: list[str] = []
+            model.summary(print_fn=lines.append)
+            tracking.log_bytes(run.run_id, "\n".join(lines).encode(), f"summaries/{name}.txt")
+        metrics["parameter_ratio"] = metrics["dense_params"] / metrics["cnn_params"]
+        metrics["flops_ratio"] = metrics["cnn_flops"] / metrics["dense_flops"]
+        run.log_params({"input_shape": "x".join(map(str, TALK_INPUT)), "dense_hidden_units": "100,100,100",
+                        "cnn": "conv3x3(100)-conv3x3(100)-global_avg_pool-dense(10)"})
+        run.log_metrics(metrics)
+    say(f"C2 100x100 inputs: dense net {metrics['dense_params']:,.0f} parameters, CNN {metrics['cnn_params']:,.0f} "
+        f"({metrics['parameter_ratio']:.1f}x fewer); the CNN costs {metrics['flops_ratio']:.0f}x the FLOPs")
+    return {"run_id": run.run_id, "metrics": metrics}
+
+
+# --- C3, C7, C8: the variants ---------------------------------------------------------
+
+
+def plan_variants(config: dict[str, Any], inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """One job per variant named in ``variants``, in the family's order."""
+    typed = FAMILY.load(config)
+    return [{"variant": name} for name in VARIANTS if name in typed.variants]
+
+
+def variant_model(typed: Any, variant: str) -> tuple[str, dict[str, Any], str]:
+    """``(builder, keyword arguments, description)`` of a variant."""
+    vanishing, degradation, pooling = typed.vanishing, typed.degradation, typed.pooling
+    if variant.startswith("vanishing_"):
+        block = variant.removeprefix("vanishing_")
+        return "deep_cnn", {"depth": vanishing.depth, "block": block, "widths": vanishing.widths,
+                            "batch_norm": False, "activation": vanishing.activation, "preactivation": True}, \
+            f"{block} {vanishing.depth}-layer {vanishing.activation} CNN, no normalisation"
+    if variant.startswith("mlp_"):
+        activation = variant.removeprefix("mlp_")
+        return "mlp", {"hidden_units": (vanishing.mlp_units,) * vanishing.mlp_layers, "activation": activation,
+                       "dropout_rate": 0.0}, f"{vanishing.mlp_layers}x{vanishing.mlp_units} {activation} MLP"
+    if variant.startswith("degradation_"):
+        _, block, size = variant.split("_")
+        depth = degradation.depths[0 if size == "shallow" else 1]
+        return "deep_cnn", {"depth": depth, "block": block, "widths": degradation.widths, "batch_norm": True}, \
+            f"{block} {depth}-layer CNN with batch norm"
+    if variant in ("max_pool", "strided"):
+        return "cnn", {"filters": pooling.filters, "kernel_size": pooling.kernel_size, "batch_norm": False,
+                       "dense_units": pooling.dense_units, "dropout_rate": 0.0, "augment_shift": 0.0,
+                       "downsample": "max_pool" if variant == "max_pool" else "stride"}, \
+            "CNN with 2x2 max-pooling" if variant == "max_pool" else "the same CNN, stride-2 convs instead of pooling"
+    if variant == "inception":
+        return "inception_cnn", {"stem_filters": typed.inception.stem_filters, "modules": typed.inception.modules}, \
+            f"inception modules {'-'.join(map(str, typed.inception.modules))}"
+    raise ValueError(f"variant={variant!r}: expected one of {', '.join(VARIANTS)}")
+
+
+def train_variant(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Train ``inputs["variant"]`` with every layer's gradient norm recorded on a fixed
+    batch (step 0 and every ``gradients.record_every`` steps); then test accuracy, the
+    training error (inference mode, whole training split), the gradient heatmap and,
+    for the pooling pair, shift agreement (C8) and filters and feature maps (C7)."""
+    from models import build_model
+    from pipelines import plots
+    from pipelines.data.prepared import load_prepared, normalize_images, tf_dataset
+    from pipelines.gradients import GradientNorms, heatmap
+
+    typed = FAMILY.load(config)
+    variant = inputs.get("variant")
+    builder, kwargs, description = variant_model(typed, variant)
+    data = load_prepared(inputs["data_uri"])
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (data.split(s) for s in ("train", "val", "test"))
+    fixed = np.random.default_rng(typed.train.seed).choice(len(train_y), min(typed.gradients.examples,
+                                                                             len(train_y)), replace=False)
+    recorder: list[GradientNorms] = []
+
+    def gradient_recorder(run_id: str) -> list[Any]:
+        recorder[:] = [GradientNorms(normalize_images(train_x[fixed]), train_y[fixed],
+                                     every=typed.gradients.record_every,
+                                     on_record=lambda step, norms: tracking.log_metrics(run_id, norms, step))]
+        return recorder
+
+    def evaluate(run: Any, model: Any, history: Any) -> dict[str, float]:
+        metrics = {METRIC: _accuracy(model, test_x, test_y), "train_error": 1.0 - _accuracy(model, train_x, train_y)}
+        if recorder and recorder[0].records:
+            names, steps, norms = recorder[0].matrix()
+            metrics["first_last_gradient_ratio"] = recorder[0].first_last_ratio(0)
+            metrics["gradient_norm_first_layer"], metrics["gradient_norm_last_layer"] = norms[0, 0], norms[-1, 0]
+            tracking.log_dict(run.run_id, {"layers": names, "steps": steps, "norms": norms.tolist()},
+                              "gradients/norms.json")
+            tracking.log_figure(run.run_id, heatmap(names, steps, norms, f"{variant}: {description}"),
+                                "plots/gradient_heatmap.png")
+        if variant in ("max_pool", "strided"):
+            agreement = shift_agreement(model, test_x, typed.pooling.max_shift, test_y)
+            metrics.update({f"shift_agreement_{shift}": value for shift, value in agreement["agreement"].items()})
+            metrics.update({f"shifted_accuracy_{shift}": value for shift, value in agreement["accuracy"].items()})
+        if variant == "max_pool":
+            tracking.log_figure(run.run_id, plots.conv_filters(model.get_layer("conv_1_1").get_weights()[0],
+                                                               f"{description}: first-layer filters"),
+                                "plots/first_layer_filters.png")
+            tracking.log_figure(run.run_id, plots.feature_maps(
+                layer_outputs(model, normalize_images(test_x[:1])),
+                f"One test image ({data.class_names[test_y[0]]}) through every layer"), "plots/feature_maps.png")
+        return metrics
+
+    trained = run_training(FAMILY, typed, inputs, Training(
+        variant, data=data, run_name=f"{variant} ({description})", examples=len(train_y), after=evaluate,
+        callbacks=gradient_recorder, params={"builder": builder, "description": description},
+        build=lambda: build_model(builder, input_shape=data.image_shape, num_classes=data.num_classes,
+                                  name=variant, **kwargs),
+        datasets=lambda: (tf_dataset(train_x, train_y, typed.train.batch_size, shuffle=True, seed=typed.train.seed),
+                          tf_dataset(val_x, val_y, 512, shuffle=False) if len(val_y) else None),
+        example=normalize_images(train_x[:4])))
+    metrics = trained["metrics"]
+    say(f"{variant}: test accuracy {metrics.get(METRIC, float('nan')):.4f}, training error "
+        f"{metrics.get('train_error', float('nan')):.4f}, first/last gradient at step 0 "
+        f"{metrics.get('first_last_gradient_ratio', float('nan')):.2e}, {metrics['params']:,.0f} parameters, "
+        f"{metrics['flops'] / 1e6:.2f} MFLOPs")
+    return {**trained, "variant": variant, "description": description}
+
+
+def _accuracy(model: Any, images: np.ndarray, labels: np.ndarray) -> float:
+    from pipelines.data.prepared import normalize_images
+
+    predicted = model.predict(normalize_images(images), batch_size=512, verbose=0).argmax(axis=1)
+    return float((predicted == labels).mean())
+
+
+def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Images moved by ``(dy, dx)`` pixels; what leaves the frame is lost, zeros come in."""
+    out = np.zeros_like(images)
+    height, width = images.shape[1:3]
+    out[:, max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
+        images[:, max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)]
+    return out
+
+
+def shift_agreement(model: Any, images: np.ndarray, max_shift: int, labels: np.ndarray | None = None
+                    ) -> dict[str, dict[int, float]]:
+    """For each shift 1..``max_shift`` pixels, in the four directions: the share of
+    predictions unchanged by the shift (``agreement``) and, with labels, the accuracy
+    on the shifted images."""
+    from pipelines.data.prepared import normalize_images
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return model.predict(normalize_images(batch), batch_size=512, verbose=0).argmax(axis=1)
+
+    original = predict(images)
+    agreement: dict[int, float] = {}
+    accuracy: dict[int, float] = {}
+    for shift in range(1, max_shift + 1):
+        moved = [predict(shifted(images, dy, dx)) for dy, dx in ((shift, 0), (-shift, 0), (0, shift), (0, -shift))]
+        agreement[shift] = float(np.mean([m == original for m in moved]))
+        if labels is not None:
+            accuracy[shift] = float(np.mean([m == labels for m in moved]))
+    return {"agreement": agreement, "accuracy": accuracy}
+
+
+def layer_outputs(model: Any, image: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The activations of one image after every conv, activation and pooling layer."""
+    import keras
+
+    kinds = ("Conv2D", "Activation", "MaxPooling2D")
+    layers = [layer for layer in model.layers if type(layer).__name__ in kinds]
+    probe = keras.Model(model.inputs, [layer.output for layer in layers])
+    return [(layer.name, np.asarray(output)[0]) for layer, output in zip(layers, probe([image]), strict=True)]
+
+
+# --- register and compare -------------------------------------------------------------
+
+
+def register(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Register each variant as ``nnzoo-cnn_depth-<variant>`` (once per run); ``champion``
+    moves only if the test accuracy is not worse than the champion's beyond tolerance."""
+    typed = FAMILY.load(config)
+    return {"versions": {result["variant"]: register_and_promote(
+        FAMILY, result["variant"], result["run_id"], result["model_uri"], METRIC, result["metrics"][METRIC],
+        tolerance=typed.promotion_tolerance) for result in _results(inputs)}}
+
+
+def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """On the parent run: the table of every variant, C1 and C2 numbers, step-0 gradient
+    norms by layer (C3), training error per epoch of the degradation nets (C3), shift
+    agreement (C8), and accuracy vs FLOPs over every registered model (C17)."""
+    from pipelines import plots
+    from pipelines.gradients import ratio_plot
+
+    typed = FAMILY.load(config)
+    parent = nested(inputs)
+    results = {result["variant"]: result for result in _results(inputs)}
+    neuron, counted = inputs["single_neuron"]["metrics"], inputs["count_parameters"]["metrics"]
+    metrics: dict[str, float] = {**neuron, "parameter_ratio": counted["parameter_ratio"]}
+    for variant, result in results.items():
+        for key in (METRIC, "train_error", "first_last_gradient_ratio"):
+            if key in result["metrics"]:
+                metrics[f"{variant}_{key}"] = result["metrics"][key]
+    tracking.log_metrics(parent, metrics)
+
+    step0 = {v: _step0_norms(r["run_id"]) for v, r in results.items() if v.startswith(("vanishing_", "mlp_"))}
+    if any(step0.values()):
+        tracking.log_figure(parent, ratio_plot({v: n for v, n in step0.items() if n},
+                                               "Gradient norm of each layer's kernel at initialisation"),
+                            "plots/gradient_norms_at_init.png")
+    curves = {f"{v} ({results[v]['description']})": _error_curve(results[v]["run_id"])
+              for v in results if v.startswith(("vanishing_", "degradation_"))}
+    if curves:
+        tracking.log_figure(parent, plots.lines(curves, "Training error per epoch (1 - training accuracy)", "epoch",
+                                                "training error", log_y=True), "plots/training_error.png")
+    pooling = {v: results[v]["metrics"] for v in ("max_pool", "strided") if v in results}
+    if pooling:
+        tracking.log_figure(parent, plots.lines(
+            {v: ([0, *range(1, typed.pooling.max_shift + 1)],
+                 [1.0, *(m.get(f"shift_agreement_{s}", float("nan")) for s in range(1, typed.pooling.max_shift + 1))])
+             for v, m in pooling.items()}, "Predictions unchanged by a shift of the input (4 directions)",
+            "shift (pixels)", "agreement with the unshifted prediction"), "plots/shift_agreement.png")
+    points, skipped = zoo_points()
+    if points:
+        tracking.log_figure(parent, plots.accuracy_vs_flops(points, "Every registered model: test accuracy vs "
+                                                                    "compute (bubble area: parameters)"),
+                            "plots/accuracy_vs_flops.png")
+    table = format_report(typed, results, neuron, counted, points, skipped)
+    tracking.log_bytes(parent, table.encode(), "comparison/cnn_depth.md")
+    tracking.log_dict(parent, {"variants": {v: r["metrics"] for v, r in results.items()}, "single_neuron": neuron,
+                               "count_parameters": counted, "zoo": points, "zoo_skipped": skipped},
+                      "comparison/cnn_depth.json")
+    say(table)
+    return {"metrics": metrics}
+
+
+def zoo_points() -> tuple[list[dict[str, Any]], list[str]]:
+    """Accuracy, FLOPs and parameters of every registered model of every family (its
+    newest version, so the chart shows what was trained last), from the runs that made
+    them, grouped by dataset and profile; the models whose runs lack one of the three
+    are named in the second list."""
+    client = tracking.client()
+    points: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for registered in client.search_registered_models(max_results=1000):
+        versions = client.search_model_versions(f"name = '{registered.name}'", max_results=1,
+                                                order_by=["version_number DESC"])
+        if not versions:
+            continue
+        run = client.get_run(versions[0].run_id)
+        values = run.data.metrics
+        if not all(key in values for key in (METRIC, "flops", "params")):
+            skipped.append(f"{registered.name} v{versions[0].version}")
+            continue
+        group = " ".join(part for part in (run.data.params.get("dataset.name"),
+                                           run.data.tags.get(tracking.TAG_PROFILE)) if part)
+        points.append({"name": registered.name.removeprefix("nnzoo-"), "accuracy": values[METRIC],
+                       "flops": values["flops"], "params": values["params"], "version": versions[0].version,
+                       "group": group})
+    return points, skipped
+
+
+def format_report(typed: Any, results: Mapping[str, Mapping[str, Any]], neuron: Mapping[str, float],
+                  counted: Mapping[str, float], points: Sequence[Mapping[str, Any]], skipped: Sequence[str]) -> str:
+    """The comparison as Markdown: C1, C2, the variants table and the C3 verdicts."""
+    lines = [f"# CNN depth ({typed.profile}, {typed.data.dataset})", "",
+             f"C1: single neuron {neuron['neuron_test_accuracy']:.4f} vs logistic regression "
+             f"{neuron['logistic_test_accuracy']:.4f} (gap {neuron['accuracy_gap']:.4f}), weight correlation "
+             f"{neuron['weight_correlation']:.3f}.", "",
+             f"C2: dense 100-100-100 on 100x100: {counted['dense_params']:,.0f} parameters; two-conv CNN: "
+             f"{counted['cnn_params']:,.0f}; ratio {counted['parameter_ratio']:.2f}x (the CNN needs "
+             f"{counted['flops_ratio']:.0f}x the FLOPs).", "",
+             "| variant | model | test acc | train error | first/last grad at init | params | MFLOPs | s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for variant, result in results.items():
+        m = result["metrics"]
+        lines.append(f"| {variant} | {result['description']} | {m.get(METRIC, float('nan')):.4f} | "
+                     f"{m.get('train_error', float('nan')):.4f} | {m.get('first_last_gradient_ratio', float('nan')):.2e}"
+                     f" | {m['params']:,.0f} | {m['flops'] / 1e6:.2f} | {m.get('train_seconds', 0):.0f} |")
+    error = {v: results[v]["metrics"]["train_error"] for v in results if v.startswith("degradation_")}
+    if len(error) == 4:
+        shallow, deep = typed.degradation.depths
+        for block in ("plain", "residual"):
+            worse = error[f"degradation_{block}_deep"] > error[f"degradation_{block}_shallow"]
+            lines += ["", f"Degradation, {block}: training error {error[f'degradation_{block}_shallow']:.4f} at "
+                          f"{shallow} layers, {error[f'degradation_{block}_deep']:.4f} at {deep}: the deeper net "
+                          f"trains {'worse' if worse else 'no worse'}."]
+    lines += ["", f"C17: {len(points)} registered model(s) charted in plots/accuracy_vs_flops.png"
+                  + (f"; without test_accuracy/flops/params (trained before FLOPs were logged or not "
+                     f"classifiers): {', '.join(skipped)}" if skipped else "") + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _results(inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    results = [r for r in inputs.get("train_variant") or [] if r]
+    if not results:
+        raise ValueError("no trained variant: check the variants param")
+    return results
+
+
+def _step0_norms(run_id: str) -> list[float]:
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = tracking.client().download_artifacts(run_id, "gradients/norms.json", folder)
+        except Exception:  # a run without recorded gradients (e.g. resumed past step 0)
+            return []
+        with open(path) as handle:
+            recorded = json.load(handle)
+    return [row[0] for row in recorded["norms"]] if recorded["steps"] and recorded["steps"][0] == 0 else []
+
+
+def _error_curve(run_id: str) -> tuple[list[int], list[float]]:
+    history = tracking.metric_history(run_id, "accuracy")
+    return [step for step, _ in history], [1.0 - value for _, value in history]
+
+
+def _finished(key: str | None) -> Any | None:
+    """The FINISHED run of an earlier try of this task (same run key), if any."""
+    if not key:
+        return None
+    earlier = tracking.find_run(tracking.ensure_experiment(FAMILY.experiment_name), key)
+    return earlier if earlier is not None and earlier.info.status == "FINISHED" else None
+
+
+def _subset(metrics: Mapping[str, float], keys: Sequence[str]) -> dict[str, float]:
+    return {key: metrics[key] for key in keys if key in metrics}
+
+
+__all__ = ["compare", "count_parameters", "plan_variants", "register", "single_neuron",
+           "train_variant"]
