@@ -297,20 +297,15 @@ def ratio_plot(series: Mapping[str, Sequence[float]], title: str) -> Figure:
     """Per-layer gradient norm at step 0 against layer index, one line per model, log y-axis."""
     if not series:
         raise ValueError("series must name at least one model, got an empty mapping")
-    figure, axis = plt.subplots(figsize=(6.4, 4.2))
-    for name, values in series.items():
+    from pipelines import plots
+
+    def shown(values: Sequence[float]) -> tuple[range, np.ndarray]:
         values = np.asarray(values, dtype=float)
         # A log axis cannot place zeros or non-finite values: leave gaps there.
-        shown = np.where(np.isfinite(values) & (values > 0), values, np.nan)
-        axis.plot(np.arange(1, len(values) + 1), shown, marker="o", markersize=3, label=name)
-    axis.set_yscale("log")
-    axis.set_xlabel("layer (input → output)")
-    axis.set_ylabel("|dL/dW| at step 0")
-    axis.grid(alpha=0.3, which="both")
-    axis.legend()
-    axis.set_title(title)
-    figure.tight_layout()
-    return figure
+        return range(1, len(values) + 1), np.where(np.isfinite(values) & (values > 0), values, np.nan)
+
+    return plots.lines({name: shown(values) for name, values in series.items()}, title, "layer (input → output)",
+                       "|dL/dW| at step 0", log_y=True)
 
 
 # --- helpers ---------------------------------------------------------------------------

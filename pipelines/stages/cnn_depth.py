@@ -139,11 +139,12 @@ def plan_variants(config: dict[str, Any], inputs: dict[str, Any]) -> list[dict[s
 def variant_model(typed: Any, variant: str) -> tuple[str, dict[str, Any], str]:
     """``(builder, keyword arguments, description)`` of a variant."""
     vanishing, degradation, pooling = typed.vanishing, typed.degradation, typed.pooling
-    if variant.startswith("vanishing_"):
-        block = variant.removeprefix("vanishing_")
+    if variant.startswith(("vanishing_", "sigmoid_")):
+        kind, block = variant.split("_")
+        activation = vanishing.activation if kind == "vanishing" else "sigmoid"
         return "deep_cnn", {"depth": vanishing.depth, "block": block, "widths": vanishing.widths,
-                            "batch_norm": False, "activation": vanishing.activation, "preactivation": True}, \
-            f"{block} {vanishing.depth}-layer {vanishing.activation} CNN, no normalisation"
+                            "batch_norm": False, "activation": activation, "preactivation": True}, \
+            f"{block} {vanishing.depth}-layer {activation} CNN, no normalisation"
     if variant.startswith("mlp_"):
         activation = variant.removeprefix("mlp_")
         return "mlp", {"hidden_units": (vanishing.mlp_units,) * vanishing.mlp_layers, "activation": activation,
@@ -305,13 +306,14 @@ def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
                 metrics[f"{variant}_{key}"] = result["metrics"][key]
     tracking.log_metrics(parent, metrics)
 
-    step0 = {v: _step0_norms(r["run_id"]) for v, r in results.items() if v.startswith(("vanishing_", "mlp_"))}
+    step0 = {v: _step0_norms(r["run_id"]) for v, r in results.items()
+             if v.startswith(("vanishing_", "sigmoid_", "mlp_"))}
     if any(step0.values()):
         tracking.log_figure(parent, ratio_plot({v: n for v, n in step0.items() if n},
                                                "Gradient norm of each layer's kernel at initialisation"),
                             "plots/gradient_norms_at_init.png")
     curves = {f"{v} ({results[v]['description']})": _error_curve(results[v]["run_id"])
-              for v in results if v.startswith(("vanishing_", "degradation_"))}
+              for v in results if v.startswith(("vanishing_", "sigmoid_", "degradation_"))}
     if curves:
         tracking.log_figure(parent, plots.lines(curves, "Training error per epoch (1 - training accuracy)", "epoch",
                                                 "training error", log_y=True), "plots/training_error.png")

@@ -169,7 +169,7 @@ def test_recurrent_layers_record_kernel_and_recurrent_kernel():
     model = keras.Sequential([
         keras.Input((5, 3)),
         keras.layers.LSTM(4, return_sequences=True, name="lstm"),
-        keras.layers.Bidirectional(keras.layers.GRU(2), name="bi"),
+        keras.layers.Bidirectional(keras.layers.GRU(2, name="gru"), name="bi"),
         keras.layers.Dense(1, name="out"),
     ])
     model.compile(optimizer="sgd", loss="mse")

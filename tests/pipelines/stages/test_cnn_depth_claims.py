@@ -4,9 +4,10 @@
   accuracy on the two-class slice;
 * C3: the 20-layer plain ReLU CNN without normalisation does not train in three epochs
   while the same net with residual connections does, and its gradients at
-  initialisation are orders of magnitude smaller at every layer; the deep sigmoid MLP's
-  first layer gets a gradient orders of magnitude smaller than its last (the ReLU twin's
-  does not).
+  initialisation are orders of magnitude smaller at every layer; with sigmoid, the
+  plain net's first layer gets a gradient more than 100x smaller than its last at
+  initialisation and the residual twin's first layer gets orders of magnitude more; the
+  deep sigmoid MLP starves its first layer, the ReLU twin does not.
 """
 
 from __future__ import annotations
@@ -21,10 +22,20 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
+def shared(tmp_path_factory):
     from tests.conftest import new_store
 
-    shared = new_store(tmp_path_factory.mktemp("cnn_depth_claims"))
+    return new_store(tmp_path_factory.mktemp("cnn_depth_claims"))
+
+
+@pytest.fixture
+def quick_config(shared, monkeypatch):
+    shared.activate(monkeypatch)
+    return to_dict(FAMILY.config("quick", {"train.epochs": 3}))
+
+
+@pytest.fixture(scope="module")
+def quick(shared):
     config = to_dict(FAMILY.config("quick", {"train.epochs": 3}))
     with pytest.MonkeyPatch.context() as patch:
         shared.activate(patch)
@@ -49,6 +60,30 @@ def test_deep_plain_net_without_normalisation_trains_worse_than_its_residual_twi
     assert residual["test_accuracy"] > 0.8
     # the plain net's gradient is tiny everywhere, first layer included
     assert plain["gradient_norm_first_layer"] < residual["gradient_norm_first_layer"] / 100
+
+
+def test_sigmoid_plain_net_starves_its_first_layer_and_shortcuts_feed_it(quick_config):
+    import keras
+    import numpy as np
+
+    from models import build_model
+    from pipelines.data.prepared import load_prepared, normalize_images
+    from pipelines.gradients import GradientNorms
+
+    data = load_prepared(common.prepare_data(FAMILY, quick_config, {"run_key": None})["data_uri"])
+    images, labels = data.split("train")
+    first_last, first = {}, {}
+    for variant in ("sigmoid_plain", "sigmoid_residual"):
+        builder, kwargs, _ = cnn_depth.variant_model(FAMILY.load(quick_config), variant)
+        keras.utils.set_random_seed(0)
+        model = build_model(builder, input_shape=data.image_shape, num_classes=data.num_classes, **kwargs)
+        model.compile(loss="sparse_categorical_crossentropy")
+        recorder = GradientNorms(normalize_images(images[:64]), labels[:64])
+        recorder.set_model(model)
+        norms = np.array(list(recorder.compute_norms().values()))
+        first_last[variant], first[variant] = norms[0] / norms[-1], norms[0]
+    assert first_last["sigmoid_plain"] < 1e-2  # the issue's bar: at least 100x smaller
+    assert first["sigmoid_residual"] > 1e6 * first["sigmoid_plain"]
 
 
 def test_deep_sigmoid_mlp_starves_its_first_layer_and_relu_does_not(quick):
