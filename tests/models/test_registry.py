@@ -18,7 +18,9 @@ TINY_KWARGS = {
     "talk_cnn": {"filters": 3},
 }
 # Models that are not image classifiers have their own module of checks instead.
-CHECKED_ELSEWHERE = {"autoencoder": "test_autoencoder.py", "rbm": "test_rbm.py"}
+CHECKED_ELSEWHERE = {"autoencoder": "test_autoencoder.py", "rbm": "test_rbm.py",
+                     "sequence_regressor": "test_recurrent.py", "sequence_tagger": "test_recurrent.py",
+                     "text_classifier": "test_recurrent.py"}
 
 
 def test_registry_lists_the_classifier_models():
