@@ -223,6 +223,40 @@ class GradientNorms(keras.callbacks.Callback):
         return tf.stack([_l2_norm(gradient) for gradient in gradients])
 
 
+class InputGradients(keras.callbacks.Callback):
+    """``|dL/dx_t|`` at every time step t of a fixed batch of sequences, at
+    initialisation (a fresh fit) and after training: how much of the loss's gradient
+    reaches each step back in time through the unrolled net. ``records`` maps
+    ``"initialisation"`` and ``"trained"`` to one mean norm per time step. ``loss``
+    (default: mean squared error against ``y``) takes ``(y, predictions)``."""
+
+    def __init__(self, x: Any, y: Any, loss: Callable[..., Any] | None = None) -> None:
+        super().__init__()
+        self._x, self._y = _check_batch(x, y)
+        if self._x.ndim < 3:
+            raise ValueError(f"x has shape {self._x.shape}: expected [examples, time steps, features]")
+        self._loss = loss
+        self.records: dict[str, list[float]] = {}
+
+    def measure(self) -> list[float]:
+        x = tf.constant(self._x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            predictions = tf.cast(self.model(x, training=False), tf.float32)
+            y = tf.cast(tf.reshape(self._y, tf.shape(predictions)), tf.float32)
+            loss = self._loss(y, predictions) if self._loss else tf.square(predictions - y)
+            loss = tf.reduce_mean(loss)
+        gradient = tf.cast(tape.gradient(loss, x), tf.float32)
+        return [float(value) for value in tf.reduce_mean(tf.norm(gradient, axis=-1), axis=0).numpy()]
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        if int(self.model.optimizer.iterations.numpy()) == 0:  # not on a resumed fit
+            self.records["initialisation"] = self.measure()
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        self.records["trained"] = self.measure()
+
+
 def _quiet_retracing(record: Any) -> bool:
     return "triggered tf.function retracing" not in record.getMessage()
 

@@ -207,6 +207,29 @@ def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: 
     return figure
 
 
+def bars(values: Mapping[str, float], title: str, ylabel: str,
+         reference: tuple[float, str] | None = None) -> plt.Figure:
+    """One bar per named model, its value printed on it; ``reference`` = ``(value,
+    label)`` draws a dashed line, e.g. a baseline or a bound."""
+    figure, axis = plt.subplots(figsize=(max(4.8, 1.3 * len(values) + 2), 4.2))
+    names = list(values)
+    drawn = axis.bar(range(len(names)), [values[name] for name in names],
+                     color=[plt.get_cmap("tab10")(index % 10) for index in range(len(names))], alpha=0.8)
+    axis.bar_label(drawn, fmt="%.3f", fontsize=8)
+    if reference is not None:
+        axis.axhline(reference[0], linestyle="--", color="black", linewidth=1, label=f"{reference[1]}: "
+                                                                                     f"{reference[0]:.3f}")
+        axis.legend(fontsize=8, loc="lower right")
+    axis.set_xticks(range(len(names)), names, fontsize=8)
+    axis.set_ylabel(ylabel)
+    low = min([*values.values(), *([reference[0]] if reference else [])])
+    axis.set_ylim(max(0.0, low - 0.1), min(1.0, max(values.values()) + 0.05) if max(values.values()) <= 1 else None)
+    axis.grid(alpha=0.3, axis="y")
+    axis.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
 def accuracy_vs_flops(points: Sequence[Mapping[str, Any]], title: str) -> plt.Figure:
     """The talk's chart: accuracy against compute, bubble area proportional to the
     parameter count. ``points``: dicts with ``name``, ``accuracy``, ``flops``,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
@@ -322,7 +323,8 @@ def log_keras_model(run_id: str, model: Any, input_example: Any, name: str = "mo
     import mlflow.keras
     from mlflow.models import infer_signature
 
-    signature = infer_signature(input_example, model.predict(input_example, verbose=0))
+    # A direct call, not predict(): Keras' predict refuses arrays of strings (raw-text models).
+    signature = infer_signature(input_example, np.asarray(model(input_example, training=False)))
     # State the requirements: MLflow would infer them by loading the model in a fresh
     # interpreter (about 6 s per model here), which also does not know nnzoo's own
     # classes (e.g. the RBM). A Keras model needs Keras and its backend to load.
@@ -345,6 +347,11 @@ def _framework_requirements() -> list[str]:
 def load_keras_model(model_uri: str) -> Any:
     import mlflow.keras
 
+    from models import model_names
+
+    # Importing every model module registers the project's own Keras objects (the RBM,
+    # the text standardizer) that a saved model may name.
+    model_names()
     configure()
     return mlflow.keras.load_model(model_uri)
 

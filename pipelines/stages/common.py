@@ -239,6 +239,10 @@ class Training:
     """One line per epoch on stdout (off for many short trainings)."""
     callbacks: Callable[[str], Sequence[Any]] | None = None
     """``callbacks(run_id)``: more Keras callbacks for the fit, e.g. gradient-norm recording."""
+    export: Callable[[Any], tuple[Any, Any]] | None = None
+    """``export(model) -> (model to log, its input example)``: what is logged and later
+    registered, when that is not the trained model itself (e.g. a text model wrapped
+    with its tokenizer so that it takes raw strings)."""
 
 
 def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any], spec: Training) -> dict[str, Any]:
@@ -290,7 +294,8 @@ def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any]
         summary: list[str] = []
         model.summary(print_fn=summary.append)
         tracking.log_bytes(run.run_id, "\n".join(summary).encode(), "model_summary.txt")
-        model_uri = tracking.log_keras_model(run.run_id, model, spec.example) if spec.keep_model else ""
+        logged, example = spec.export(model) if spec.export else (model, spec.example)
+        model_uri = tracking.log_keras_model(run.run_id, logged, example) if spec.keep_model else ""
         run.set_tags({TAG_MODEL_URI: model_uri})
     trainer.configure_precision(False)  # later steps in this process build in float32 again
     # Every metric the run holds (final values), as a reused run reports them.

@@ -339,3 +339,23 @@ def test_ratio_plot_draws_one_line_per_model():
         plt.close(figure)
     with pytest.raises(ValueError, match="at least one model"):
         ratio_plot({}, "empty")
+
+
+def test_input_gradients_measure_each_time_step_at_initialisation_and_after_training():
+    from pipelines.gradients import InputGradients
+
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 30, 2)).astype("float32")
+    y = x[:, 0, 0] + x[:, -1, 0]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((30, 2)), keras.layers.SimpleRNN(8), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    callback = InputGradients(x, y)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+    assert set(callback.records) == {"initialisation", "trained"}
+    at_start = callback.records["initialisation"]
+    assert len(at_start) == 30
+    # a simple RNN: the loss's gradient fades with the distance from the end of the sequence
+    assert at_start[0] < at_start[-1] / 10
+    with pytest.raises(ValueError, match="time steps"):
+        InputGradients(x[:, :, 0], y)

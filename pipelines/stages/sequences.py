@@ -1,0 +1,365 @@
+"""Sequence family: plan_jobs -> train (one mapped task per task x cell x direction x
+length) -> compare, register. The steps are declared in :mod:`pipelines.configs.sequences`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from pipelines import tracking
+from pipelines.config import DataConfig
+from pipelines.configs.sequences import DIRECTIONS, FAMILY
+from pipelines.stages.common import Training, nested, register_and_promote, run_training, say
+
+SPLIT = {"val_fraction": 0.1, "test_fraction": 0.2}
+
+
+@dataclasses.dataclass(frozen=True)
+class AddingData(DataConfig):
+    """The adding problem at one length (generator parameters beyond DataConfig's)."""
+
+    dataset: str = "adding_problem"
+    sequence_length: int = 50
+    examples: int = 2000
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class FutureContextData(DataConfig):
+    dataset: str = "future_context"
+    sequence_length: int = 20
+    vocabulary: int = 8
+    examples: int = 6000
+    seed: int = 0
+
+
+# --- plan --------------------------------------------------------------------------------
+
+
+def plan_jobs(config: dict[str, Any], inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Generate (or find stored) the adding-problem data at every length and the
+    future-context data, and return one job per training: small dicts with the task,
+    cell, direction, length, the data reference and a display name."""
+    from pipelines.data.prepared import prepare
+
+    typed = FAMILY.load(config)
+    seed = typed.data.split_seed
+    jobs: list[dict[str, Any]] = []
+    if "adding" in typed.tasks:
+        for length in sorted(typed.adding.lengths):
+            data = prepare(AddingData(sequence_length=length, examples=typed.adding.examples, seed=seed,
+                                      split_seed=seed, **SPLIT))
+            jobs += [_job("adding", cell, "uni", data.uri, length) for cell in typed.adding.cells]
+    if "future_context" in typed.tasks:
+        settings = typed.future_context
+        data = prepare(FutureContextData(sequence_length=settings.sequence_length, vocabulary=settings.vocabulary,
+                                         examples=settings.examples, seed=seed, split_seed=seed, **SPLIT))
+        jobs += [_job("future_context", cell, direction, data.uri) for cell in settings.cells
+                 for direction in DIRECTIONS]
+    if "sentiment" in typed.tasks:
+        jobs += [_job("sentiment", cell, direction, inputs["data_uri"]) for cell in typed.sentiment.cells
+                 for direction in DIRECTIONS]
+    say(f"sequences: {len(jobs)} trainings: " + ", ".join(job["name"] for job in jobs))
+    return jobs
+
+
+def _job(task: str, cell: str, direction: str, data_uri: str, length: int | None = None) -> dict[str, Any]:
+    label = f"{'bi' if direction == 'bi' else ''}{cell.upper() if cell != 'rnn' else 'SimpleRNN'}"
+    name = f"{task} {label}" + (f" T={length}" if length else "")
+    key = f"{task}-{cell}-{direction}" + (f"-t{length}" if length else "")
+    return {"task": task, "cell": cell, "direction": direction, "length": length, "data_uri": data_uri,
+            "name": name, "key": key}
+
+
+# --- train -------------------------------------------------------------------------------
+
+
+def train(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Train the job's model; the task decides data, model, loss and what is measured."""
+    typed = FAMILY.load(config)
+    task = inputs.get("task")
+    trainers = {"adding": _adding, "future_context": _future_context, "sentiment": _sentiment}
+    if task not in trainers:
+        raise ValueError(f"task={task!r}: expected one of {', '.join(trainers)}")
+    trained = trainers[task](typed, inputs)
+    metrics = trained["metrics"]
+    shown = ", ".join(f"{key} {metrics[key]:.4f}" for key in (
+        "test_mse", "baseline_mse", "test_accuracy", "causal_bound", "tfidf_test_accuracy") if key in metrics)
+    say(f"{inputs['name']}: {shown}")
+    return {**trained, **{key: inputs[key] for key in ("task", "cell", "direction", "length", "name", "key")}}
+
+
+def _common(inputs: dict[str, Any], data: Any, sequence_length: int, **fields: Any) -> Training:
+    return Training(inputs["key"], data=data, run_name=inputs["name"],
+                    tags={"nnzoo.task": inputs["task"], "nnzoo.cell": inputs["cell"],
+                          "nnzoo.direction": inputs["direction"]},
+                    params={"task": inputs["task"], "cell": inputs["cell"], "direction": inputs["direction"],
+                            "sequence_length": sequence_length}, **fields)
+
+
+def _arrays(data: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
+    return data.get(split, "x"), data.get(split, "y")
+
+
+def _batches(x: np.ndarray, y: np.ndarray, batch: int, *, shuffle: bool, seed: int) -> Any:
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).cache()
+    if shuffle:
+        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch).prefetch(tf.data.AUTOTUNE)
+
+
+def _adding(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    from models import build_model
+    from pipelines.data.prepared import load_prepared
+    from pipelines.gradients import InputGradients
+
+    settings = typed.adding
+    data = load_prepared(inputs["data_uri"])
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (_arrays(data, s) for s in ("train", "val", "test"))
+    length = int(train_x.shape[1])
+    through_time = InputGradients(test_x[:256], test_y[:256])
+
+    def evaluate(run: Any, model: Any, history: Any) -> dict[str, float]:
+        from pipelines import plots
+
+        predicted = model.predict(test_x, batch_size=1024, verbose=0)[:, 0]
+        metrics = {"test_mse": float(np.mean((predicted - test_y) ** 2)),
+                   # the best constant: the mean of the training targets (about 1.0; MSE about 1/6)
+                   "baseline_mse": float(np.mean((float(train_y.mean()) - test_y) ** 2))}
+        metrics["mse_vs_baseline"] = metrics["test_mse"] / metrics["baseline_mse"]
+        if through_time.records:
+            tracking.log_dict(run.run_id, {"steps": list(range(1, length + 1)), **through_time.records},
+                              "gradients/through_time.json")
+            tracking.log_figure(run.run_id, plots.lines(
+                {stage: (range(1, length + 1), norms) for stage, norms in through_time.records.items()},
+                f"{inputs['name']}: |dL/dx_t| at each time step", "time step t", "gradient norm", log_y=True),
+                "plots/gradient_through_time.png")
+            metrics["first_step_gradient_at_init"] = float(through_time.records["initialisation"][0])
+        return metrics
+
+    return run_training(FAMILY, typed, inputs, _common(
+        inputs, data, length, examples=len(train_y), after=evaluate,
+        callbacks=lambda run_id: [through_time, *_layer_gradients(train_x, train_y, run_id)],
+        build=lambda: build_model("sequence_regressor", input_shape=(length, int(train_x.shape[2])),
+                                  cell=inputs["cell"], units=settings.units,
+                                  bidirectional=inputs["direction"] == "bi",
+                                  truncation=settings.truncation or None, name=inputs["key"].replace("-", "_")),
+        datasets=lambda: (_batches(train_x, train_y, settings.batch, shuffle=True, seed=typed.train.seed),
+                          _batches(val_x, val_y, 1024, shuffle=False, seed=0)),
+        example=train_x[:4],
+        train=dataclasses.replace(typed.train, epochs=settings.max_epochs, learning_rate=settings.step_size,
+                                  batch_size=settings.batch, lr_schedule="constant",
+                                  early_stopping_patience=min(3, settings.max_epochs)),
+        fit={"loss": "mse", "metrics": ("mae",)}))
+
+
+def _future_context(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    from models import build_model
+    from pipelines.data.prepared import load_prepared
+    from pipelines.data.source_sequences import causal_bound
+
+    settings = typed.future_context
+    data = load_prepared(inputs["data_uri"])
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (_arrays(data, s) for s in ("train", "val", "test"))
+    length, vocabulary = int(train_x.shape[1]), int(data.meta["generator"]["params"]["vocabulary"])
+
+    def evaluate(run: Any, model: Any, history: Any) -> dict[str, float]:
+        predicted = model.predict(test_x, batch_size=1024, verbose=0).argmax(axis=-1)
+        by_position = (predicted == test_y).mean(axis=0)
+        tracking.log_dict(run.run_id, {"accuracy_by_position": by_position.tolist()},
+                          "evaluation/accuracy_by_position.json")
+        return {"test_accuracy": float((predicted == test_y).mean()),
+                "causal_bound": causal_bound(length, vocabulary)}
+
+    return run_training(FAMILY, typed, inputs, _common(
+        inputs, data, length, examples=len(train_y), after=evaluate,
+        build=lambda: build_model("sequence_tagger", vocabulary_size=vocabulary + 1, num_classes=2,
+                                  sequence_length=length, cell=inputs["cell"], units=settings.units,
+                                  bidirectional=inputs["direction"] == "bi", name=inputs["key"].replace("-", "_")),
+        datasets=lambda: (_batches(train_x, train_y, settings.batch, shuffle=True, seed=typed.train.seed),
+                          _batches(val_x, val_y, 1024, shuffle=False, seed=0)),
+        example=train_x[:4],
+        train=dataclasses.replace(typed.train, epochs=settings.max_epochs, learning_rate=settings.step_size,
+                                  batch_size=settings.batch, lr_schedule="constant",
+                                  early_stopping_patience=min(3, settings.max_epochs))))
+
+
+def _sentiment(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    from models import build_model
+    from models.recurrent import make_text_vectorizer, with_text_vectorizer
+    from pipelines.data.prepared import load_prepared
+
+    settings = typed.sentiment
+    data = load_prepared(inputs["data_uri"])
+    texts = {split: data.get(split, "text") for split in ("train", "val", "test")}
+    labels = {split: data.get(split, "y") for split in ("train", "val", "test")}
+    vectorizer = make_text_vectorizer(settings.max_tokens, settings.sequence_length)
+    vectorizer.adapt(texts["train"])  # the vocabulary comes from the training split only
+    tokens = {split: np.asarray(vectorizer(texts[split])) for split in texts}
+
+    def evaluate(run: Any, model: Any, history: Any) -> dict[str, float]:
+        predicted = model.predict(tokens["test"], batch_size=1024, verbose=0).argmax(axis=1)
+        baseline = tfidf_baseline(texts, labels)
+        tracking.log_dict(run.run_id, baseline, "evaluation/tfidf_baseline.json")
+        cut = float(np.mean([len(text.split()) > settings.sequence_length for text in texts["test"]]))
+        return {"test_accuracy": float((predicted == labels["test"]).mean()),
+                "tfidf_test_accuracy": baseline["test_accuracy"], "vocabulary_size": vectorizer.vocabulary_size(),
+                "test_share_truncated": cut}
+
+    return run_training(FAMILY, typed, inputs, _common(
+        inputs, data, settings.sequence_length, examples=len(labels["train"]), after=evaluate,
+        build=lambda: build_model("text_classifier", vocabulary_size=vectorizer.vocabulary_size(),
+                                  num_classes=data.num_classes, sequence_length=settings.sequence_length,
+                                  cell=inputs["cell"], units=settings.units,
+                                  bidirectional=inputs["direction"] == "bi", embedding_dim=settings.embedding_dim,
+                                  dropout_rate=settings.dropout_rate, name=inputs["key"].replace("-", "_")),
+        datasets=lambda: (_batches(tokens["train"], labels["train"], typed.train.batch_size, shuffle=True,
+                                   seed=typed.train.seed),
+                          _batches(tokens["val"], labels["val"], 1024, shuffle=False, seed=0)),
+        example=tokens["train"][:4],
+        # The registered model takes raw strings: the tokenizer is saved inside it.
+        export=lambda model: (with_text_vectorizer(vectorizer, model), texts["train"][:4])))
+
+
+def tfidf_baseline(texts: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """TF-IDF unigrams and bigrams + logistic regression on the same split, C chosen
+    on the validation split: the bag-of-words baseline the recurrent nets must beat."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    train = vectorizer.fit_transform(texts["train"])
+    scores = {}
+    for c in (0.5, 1.0, 2.0, 4.0, 8.0):
+        model = LogisticRegression(C=c, max_iter=2000).fit(train, labels["train"])
+        scores[c] = (model.score(vectorizer.transform(texts["val"]), labels["val"]), model)
+    best = max(scores, key=lambda c: scores[c][0])
+    return {"C": best, "val_accuracy": float(scores[best][0]),
+            "test_accuracy": float(scores[best][1].score(vectorizer.transform(texts["test"]), labels["test"]))}
+
+
+def _layer_gradients(x: np.ndarray, y: np.ndarray, run_id: str) -> list[Any]:
+    from pipelines.gradients import GradientNorms
+
+    return [GradientNorms(x[:64], y[:64], every=50,
+                          on_record=lambda step, norms: tracking.log_metrics(run_id, norms, step))]
+
+
+# --- compare and register -----------------------------------------------------------------
+
+
+def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """On the parent run: the results table, test MSE against T per cell with the
+    constant baseline (adding problem), the gradient reaching each time step at
+    initialisation for the longest T, accuracy per cell and direction (tagging with the
+    causal bound, sentiment with the TF-IDF baseline)."""
+    from pipelines import plots
+
+    typed = FAMILY.load(config)
+    parent = nested(inputs)
+    results = [r for r in inputs.get("train") or [] if r]
+    if not results:
+        raise ValueError("compare got no trained model: check the tasks param")
+    metrics: dict[str, float] = {}
+    adding = [r for r in results if r["task"] == "adding"]
+    if adding:
+        series = {}
+        for cell in sorted({r["cell"] for r in adding}):
+            rows = sorted((r for r in adding if r["cell"] == cell), key=lambda r: r["length"])
+            series[_cell_label(cell)] = ([r["length"] for r in rows], [r["metrics"]["test_mse"] for r in rows])
+            metrics.update({f"adding_{cell}_t{r['length']}_mse": r["metrics"]["test_mse"] for r in rows})
+        lengths = sorted({r["length"] for r in adding})
+        series["constant prediction"] = (lengths, [np.mean([r["metrics"]["baseline_mse"] for r in adding
+                                                            if r["length"] == t]) for t in lengths])
+        tracking.log_figure(parent, plots.lines(series, "Adding problem: test MSE against sequence length",
+                                                "sequence length T", "test MSE", log_y=True),
+                            "plots/mse_vs_length.png")
+        longest = [r for r in adding if r["length"] == max(lengths)]
+        curves = {_cell_label(r["cell"]): _through_time(r["run_id"]) for r in longest}
+        if all(curves.values()):
+            tracking.log_figure(parent, plots.lines(
+                {cell: (range(1, len(norms) + 1), norms) for cell, norms in curves.items()},
+                f"Gradient of the loss reaching each time step at initialisation (T={max(lengths)})",
+                "time step t (the marked values sit in either half)", "|dL/dx_t|", log_y=True),
+                "plots/gradient_through_time.png")
+    for task in ("future_context", "sentiment"):
+        rows = [r for r in results if r["task"] == task]
+        if rows:
+            reference = ("causal_bound", "best without the future") if task == "future_context" else \
+                ("tfidf_test_accuracy", "TF-IDF + logistic regression")
+            bars = {r["name"].removeprefix(f"{task} "): r["metrics"]["test_accuracy"] for r in rows}
+            metrics.update({f"{r['key'].replace('-', '_')}_accuracy": r["metrics"]["test_accuracy"] for r in rows})
+            metrics[f"{task}_{reference[0]}"] = rows[0]["metrics"][reference[0]]
+            tracking.log_figure(parent, plots.bars(bars, f"{task.replace('_', ' ')}: test accuracy",
+                                                   "test accuracy", reference=(rows[0]["metrics"][reference[0]],
+                                                                               reference[1])),
+                                f"plots/{task}_accuracy.png")
+    tracking.log_metrics(parent, metrics)
+    table = format_table(typed, results)
+    tracking.log_bytes(parent, table.encode(), "comparison/sequences.md")
+    tracking.log_dict(parent, {"results": [{k: r[k] for k in ("task", "cell", "direction", "length", "name",
+                                                              "run_id", "metrics")} for r in results]},
+                      "comparison/sequences.json")
+    say(table)
+    return {"metrics": metrics}
+
+
+def format_table(typed: Any, results: Sequence[Mapping[str, Any]]) -> str:
+    lines = [f"# Sequences ({typed.profile})", "", "| model | task | result | baseline | params | s |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        m = r["metrics"]
+        if r["task"] == "adding":
+            result, baseline = f"test MSE {m['test_mse']:.4f}", f"constant {m['baseline_mse']:.4f}"
+        elif r["task"] == "future_context":
+            result, baseline = f"accuracy {m['test_accuracy']:.4f}", f"causal bound {m['causal_bound']:.4f}"
+        else:
+            result, baseline = f"accuracy {m['test_accuracy']:.4f}", f"TF-IDF {m['tfidf_test_accuracy']:.4f}"
+        lines.append(f"| {r['name']} | {r['task']} | {result} | {baseline} | {m.get('params', 0):,.0f} | "
+                     f"{m.get('train_seconds', 0):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def register(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Register each task's best model as ``nnzoo-sequences-<task>``: the lowest test MSE
+    at the longest length (adding), the highest test accuracy (tagging, sentiment; the
+    sentiment model takes raw strings)."""
+    typed = FAMILY.load(config)
+    results = [r for r in inputs.get("train") or [] if r and r.get("model_uri")]
+    decisions = {}
+    for task in ("adding", "future_context", "sentiment"):
+        rows = [r for r in results if r["task"] == task]
+        if task == "adding":
+            rows = [r for r in rows if r["length"] == max(r["length"] for r in rows)] if rows else []
+        if not rows:
+            continue
+        lower = task == "adding"
+        metric = "test_mse" if lower else "test_accuracy"
+        best = (min if lower else max)(rows, key=lambda r: r["metrics"][metric])
+        decisions[task] = register_and_promote(FAMILY, task, best["run_id"], best["model_uri"], metric,
+                                               best["metrics"][metric], tolerance=typed.promotion_tolerance,
+                                               higher_is_better=not lower)
+        decisions[task]["model"] = best["name"]
+    return {"versions": decisions}
+
+
+def _cell_label(cell: str) -> str:
+    return {"rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}[cell]
+
+
+def _through_time(run_id: str) -> list[float]:
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = tracking.client().download_artifacts(run_id, "gradients/through_time.json", folder)
+        except Exception:  # a resumed run has no measurement at initialisation
+            return []
+        with open(path) as handle:
+            return json.load(handle).get("initialisation", [])
