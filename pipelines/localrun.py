@@ -164,13 +164,21 @@ def summary_rows(since_ms: int = 0, env: dict[str, str] | None = None,
     return rows
 
 
+def _shown(value: float) -> str:
+    """Four decimals, or four significant digits for values too small for them (2e-14)."""
+    return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.3g}"
+
+
 def print_summary(since_ms: int, env: dict[str, str]) -> None:
     rows = summary_rows(since_ms, env)
-    header = f"{'family':<14} {'model':<12} {'status':<9} {'MLflow run id':<32}  metrics"
+    family_width = max([len("family"), *(len(row["family"]) for row in rows)])
+    model_width = max([len("model"), *(len(row["model"]) for row in rows)])
+    header = f"{'family':<{family_width}} {'model':<{model_width}} {'status':<9} {'MLflow run id':<32}  metrics"
     print("\n" + header + "\n" + "-" * (len(header) + 30))
     for row in rows:
-        metric = ", ".join(f"{k}={v:.4f}" for k, v in sorted(row["metrics"].items())) or "-"
-        print(f"{row['family']:<14} {row['model']:<12} {row['status']:<9} {row['run_id']:<32}  {metric}")
+        metric = ", ".join(f"{k}={_shown(v)}" for k, v in sorted(row["metrics"].items())) or "-"
+        print(f"{row['family']:<{family_width}} {row['model']:<{model_width}} {row['status']:<9} "
+              f"{row['run_id']:<32}  {metric}")
     if not rows:
         print("(no training runs recorded)")
     store = env["MLFLOW_TRACKING_URI"]

@@ -101,3 +101,15 @@ def test_summary_shows_the_metrics_each_family_declares_as_headline(store, monke
 
 def test_console_scripts_come_from_this_environment():
     assert Path(localrun._bin("airflow")).parent == Path(sys.executable).parent
+
+
+def test_summary_columns_fit_the_longest_model_name_and_tiny_values_keep_their_digits(monkeypatch, capsys):
+    rows = [{"family": "cnn_depth", "model": "degradation_residual_shallow", "status": "FINISHED", "run_id": "a" * 32,
+             "metrics": {"first_last_gradient_ratio": 1.97e-14, "test_accuracy": 0.95}},
+            {"family": "cnn_depth", "model": "mlp_relu", "status": "FINISHED", "run_id": "b" * 32,
+             "metrics": {"test_accuracy": 0.907}}]
+    monkeypatch.setattr(localrun, "summary_rows", lambda since_ms, env: rows)
+    localrun.print_summary(0, {"MLFLOW_TRACKING_URI": "sqlite:///x.db", "AIRFLOW_HOME": "/tmp/af"})
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("cnn_depth")]
+    assert lines[0].index("FINISHED") == lines[1].index("FINISHED")
+    assert "first_last_gradient_ratio=1.97e-14" in lines[0] and "test_accuracy=0.9500" in lines[0]
