@@ -223,7 +223,7 @@ def bars(values: Mapping[str, float], title: str, ylabel: str,
     axis.set_xticks(range(len(names)), names, fontsize=8)
     axis.set_ylabel(ylabel)
     low = min([*values.values(), *([reference[0]] if reference else [])])
-    axis.set_ylim(max(0.0, low - 0.1), min(1.0, max(values.values()) + 0.05) if max(values.values()) <= 1 else None)
+    axis.set_ylim(max(0.0, low - 0.1), max(values.values()) + 0.05)
     axis.grid(alpha=0.3, axis="y")
     axis.set_title(title)
     figure.tight_layout()

@@ -61,6 +61,23 @@ class EpochProgress(keras.callbacks.Callback):
         print(f"[nnzoo] {self.label} epoch {epoch + 1}/{self.epochs} {values} ({seconds:.1f}s)", flush=True)
 
 
+class StopBelow(keras.callbacks.Callback):
+    """Stop once ``monitor`` (e.g. ``val_loss``) falls below ``threshold`` at the end of an
+    epoch: a run that has solved its task does not spend its remaining epochs."""
+
+    def __init__(self, monitor: str, threshold: float) -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.threshold = threshold
+        self.stopped_at: int | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is not None and float(value) < self.threshold:
+            self.model.stop_training = True
+            self.stopped_at = epoch + 1
+
+
 def configure_devices() -> list[str]:
     """Turn on GPU memory growth, so a task takes the memory it needs instead of all
     of it and tasks sharing a GPU host do not starve each other. Returns GPU names.

@@ -33,12 +33,19 @@ class AddingConfig(Config):
     lengths: tuple[int, ...] = knob((25, 50, 100, 200), "Sequence lengths T of the sweep.", minimum=2, maximum=5000)
     cells: tuple[str, ...] = knob(CELLS, "Recurrent cells to compare.", choices=CELLS)
     units: int = knob(64, "Units of the recurrent layer.", minimum=1, maximum=4096)
-    examples: int = knob(20000, "Generated sequences per length (split 70/10/20).", minimum=100, maximum=10_000_000)
+    examples: int = knob(14000, "Generated sequences per length (split 70/10/20).", minimum=100, maximum=10_000_000)
     truncation: int = knob(0, "Truncated backpropagation through time: gradients flow back at most this many "
                               "steps (0: the whole sequence).", minimum=0, maximum=5000)
-    max_epochs: int = knob(12, "Epochs at most (training stops early once the validation MSE stops improving).",
+    max_epochs: int = knob(40, "Epochs at most. LSTM and GRU sit on a plateau near the baseline for a while "
+                               "and then drop within an epoch or two, so they get no patience.",
                            minimum=1, maximum=1000)
-    step_size: float = knob(3e-3, "Adam learning rate.", exclusive_minimum=0.0, maximum=1.0)
+    target_mse: float = knob(0.005, "Stop a training once its validation MSE is below this (0: never).",
+                             minimum=0.0, maximum=1.0)
+    step_size: float = knob(1e-2, "Adam learning rate of LSTM and GRU.", exclusive_minimum=0.0, maximum=1.0)
+    rnn_step_size: float = knob(3e-3, "Adam learning rate of the simple RNN (1e-2 makes it unstable).",
+                                exclusive_minimum=0.0, maximum=1.0)
+    rnn_patience: int = knob(8, "Simple RNN: stop after this many epochs without a better validation MSE.",
+                             minimum=0, maximum=1000)
     batch: int = knob(128, "Sequences per gradient step.", minimum=1, maximum=4096)
 
 
@@ -50,8 +57,9 @@ class FutureContextConfig(Config):
     cells: tuple[str, ...] = knob(("lstm",), "Recurrent cells to compare, each one- and bidirectional.",
                                   choices=CELLS)
     units: int = knob(32, "Units per direction.", minimum=1, maximum=4096)
-    max_epochs: int = knob(15, "Epochs at most.", minimum=1, maximum=1000)
-    step_size: float = knob(3e-3, "Adam learning rate.", exclusive_minimum=0.0, maximum=1.0)
+    max_epochs: int = knob(25, "Epochs (all of them: the bidirectional model sits at the causal bound for a few "
+                               "epochs before it climbs).", minimum=1, maximum=1000)
+    step_size: float = knob(1e-2, "Adam learning rate.", exclusive_minimum=0.0, maximum=1.0)
     batch: int = knob(64, "Sequences per gradient step.", minimum=1, maximum=4096)
 
 
@@ -61,11 +69,11 @@ class SentimentConfig(Config):
                                   choices=CELLS)
     max_tokens: int = knob(20000, "Vocabulary of the tokenizer (adapted on the training split only).",
                            minimum=10, maximum=1_000_000)
-    sequence_length: int = knob(64, "Tokens per review; longer reviews are cut, shorter ones padded.",
+    sequence_length: int = knob(50, "Tokens per review; longer reviews are cut, shorter ones padded.",
                                 minimum=1, maximum=10000)
     embedding_dim: int = knob(64, "Size of the learned word vectors.", minimum=1, maximum=4096)
     units: int = knob(64, "Units per direction.", minimum=1, maximum=4096)
-    dropout_rate: float = knob(0.4, "Dropout before the output layer.", minimum=0.0, maximum=0.9)
+    dropout_rate: float = knob(0.5, "Dropout before the output layer.", minimum=0.0, maximum=0.9)
 
 
 @dataclasses.dataclass(frozen=True)

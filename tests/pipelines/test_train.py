@@ -127,3 +127,18 @@ def test_fit_with_cosine_schedule_ends_at_rate_zero_and_prints_one_line_per_epoc
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[nnzoo] tiny epoch")]
     assert [line.split()[3] for line in lines] == ["1/3", "2/3", "3/3"]
     assert all("loss=" in line for line in lines)
+
+
+def test_stop_below_ends_the_fit_once_the_monitored_value_is_low_enough():
+    import keras
+    import numpy as np
+
+    from pipelines.train import StopBelow
+
+    x = np.linspace(-1, 1, 64, dtype="float32")[:, None]
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    stop = StopBelow("loss", 1e-3)
+    history = model.fit(x, 3 * x, epochs=200, batch_size=64, verbose=0, callbacks=[stop])
+    assert stop.stopped_at == len(history.history["loss"]) < 200
+    assert history.history["loss"][-1] < 1e-3 <= history.history["loss"][-2]
