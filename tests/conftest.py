@@ -67,6 +67,19 @@ def new_store(root: Path) -> Store:
     return Store(home=root / "home", uri=f"sqlite:///{root / 'mlflow.db'}")
 
 
+def smoke_run(family, root: Path, run_key: str) -> dict:
+    """A family's declared pipeline once, smoke profile, in-process with a DAG-style run
+    key, into a fresh store under ``root``: ``{"store", "out" (step -> output), "parent"}``."""
+    from pipelines.config import to_dict
+    from pipelines.pipeline import run_pipeline
+
+    shared = new_store(root)
+    with pytest.MonkeyPatch.context() as patch:
+        shared.activate(patch)
+        out = run_pipeline(family, to_dict(family.config("smoke")), run_key=run_key)
+    return {"store": shared, "out": out, "parent": out["prepare_data"].get("parent_run_id")}
+
+
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
     """A fresh store, active for this test (NNZOO_HOME and MLFLOW_TRACKING_URI set)."""

@@ -89,3 +89,29 @@ def load_arrays(name: str, data_dir: str | None = None, **params: Any) -> Loaded
             raise DatasetUnavailableError(f"dataset {name!r}: array {key!r} has {length} examples on axis 0; "
                                           f"expected at least 1, as many as {first!r} (lengths {lengths})")
     return dataclasses.replace(loaded, params=dict(list(bound.arguments.items())[1:]))  # all but data_dir
+
+
+def load_tfds_supervised(name: str, data_dir: str | None, bundled: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(inputs, labels)`` of a tensorflow-datasets dataset, train and test together
+    (nnzoo splits them itself). Prepared data is used as it is; a download is tried only
+    where the user allows it (``NNZOO_TFDS_DOWNLOAD=1``), so an offline machine fails at
+    once with the reason and what to do, naming the ``bundled`` alternative."""
+    import os
+
+    import tensorflow_datasets as tfds
+
+    download = os.environ.get("NNZOO_TFDS_DOWNLOAD", "0") == "1"
+    try:
+        data = tfds.load(name, split="train+test", data_dir=data_dir, as_supervised=True, batch_size=-1,
+                         download=download)
+    except Exception as error:  # tfds raises many types; the user needs one message
+        where = data_dir or "the tensorflow-datasets default data_dir (~/tensorflow_datasets)"
+        raise DatasetUnavailableError(
+            f"tensorflow-datasets could not load {name!r} from {where} "
+            f"(download {'on' if download else 'off'}): {error}. "
+            f"Prepare it once where there is network access (NNZOO_TFDS_DOWNLOAD=1, or "
+            f"`tfds build {name} --data_dir DIR`) and pass data.data_dir=DIR, "
+            f"or use a bundled dataset ({bundled})."
+        ) from error
+    inputs, labels = tfds.as_numpy(data)
+    return inputs, labels

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.data.registry import DatasetUnavailableError, Loaded, register_dataset
+from pipelines.data.registry import DatasetUnavailableError, Loaded, load_tfds_supervised, register_dataset
 
 DIGIT_NAMES = tuple(str(d) for d in range(10))
 
@@ -45,26 +45,7 @@ def load_digits(data_dir: str | None = None):
 
 
 def _load_tfds(name: str, data_dir: str | None, class_names: tuple[str, ...]):
-    import os
-
-    import tensorflow_datasets as tfds
-
-    # Prepared data is used as it is; a download is tried only where the user allows
-    # it (NNZOO_TFDS_DOWNLOAD=1), so an offline machine fails at once with the reason.
-    download = os.environ.get("NNZOO_TFDS_DOWNLOAD", "0") == "1"
-    try:
-        data = tfds.load(name, split="train+test", data_dir=data_dir, as_supervised=True, batch_size=-1,
-                         download=download)
-    except Exception as error:  # tfds raises many types; the user needs one message
-        where = data_dir or "the tensorflow-datasets default data_dir (~/tensorflow_datasets)"
-        raise DatasetUnavailableError(
-            f"tensorflow-datasets could not load {name!r} from {where} "
-            f"(download {'on' if download else 'off'}): {error}. "
-            f"Prepare it once where there is network access (NNZOO_TFDS_DOWNLOAD=1, or "
-            f"`tfds build {name} --data_dir DIR`) and pass data.data_dir=DIR, "
-            "or use a bundled dataset (mnist_subset, digits)."
-        ) from error
-    images, labels = tfds.as_numpy(data)
+    images, labels = load_tfds_supervised(name, data_dir, "mnist_subset, digits")
     return _labelled_images(name, images.astype(np.uint8), labels, class_names)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.data.registry import DatasetUnavailableError, Loaded, register_dataset
+from pipelines.data.registry import DatasetUnavailableError, Loaded, load_tfds_supervised, register_dataset
 
 
 @register_dataset(
@@ -144,26 +144,7 @@ def load_imdb_reviews(data_dir: str | None = None) -> Loaded:
     """``text`` unicode [N]: whole reviews (train and test of tfds together; nnzoo splits
     them itself); ``y`` int64 [N]: 1 positive, 0 negative. Same text treatment as
     ``rotten_tomatoes``; the ``<br />`` tags of the source are kept."""
-    import os
-
-    import tensorflow_datasets as tfds
-
     name = "imdb_reviews"
-    # As for the image datasets: use prepared data, download only where the user allows it
-    # (NNZOO_TFDS_DOWNLOAD=1), so an offline machine fails at once with the reason.
-    download = os.environ.get("NNZOO_TFDS_DOWNLOAD", "0") == "1"
-    try:
-        data = tfds.load(name, split="train+test", data_dir=data_dir, as_supervised=True, batch_size=-1,
-                         download=download)
-    except Exception as error:  # tfds raises many types; the user needs one message
-        where = data_dir or "the tensorflow-datasets default data_dir (~/tensorflow_datasets)"
-        raise DatasetUnavailableError(
-            f"tensorflow-datasets could not load {name!r} from {where} "
-            f"(download {'on' if download else 'off'}): {error}. "
-            f"Prepare it once where there is network access (NNZOO_TFDS_DOWNLOAD=1, or "
-            f"`tfds build {name} --data_dir DIR`) and pass data.data_dir=DIR, "
-            "or use a bundled dataset (rotten_tomatoes)."
-        ) from error
-    texts, labels = tfds.as_numpy(data)
+    texts, labels = load_tfds_supervised(name, data_dir, "rotten_tomatoes")
     text, y = _clean_texts(name, list(texts), np.asarray(labels).tolist())
     return Loaded({"text": text, "y": y}, IMDB_NAMES)

@@ -12,9 +12,8 @@ import pytest
 from pipelines import tracking
 from pipelines.config import ConfigError, to_dict
 from pipelines.configs.sequences import DIRECTIONS, FAMILY
-from pipelines.pipeline import run_pipeline
 from pipelines.stages import sequences
-from tests.conftest import new_store
+from tests.conftest import smoke_run
 
 RUN_KEY = "zoo_sequences/test-run"
 SMOKE = to_dict(FAMILY.config("smoke"))
@@ -22,11 +21,7 @@ SMOKE = to_dict(FAMILY.config("smoke"))
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    shared = new_store(tmp_path_factory.mktemp("sequences"))
-    with pytest.MonkeyPatch.context() as patch:
-        shared.activate(patch)
-        out = run_pipeline(FAMILY, SMOKE, run_key=RUN_KEY)
-    return {"store": shared, "out": out, "parent": out["prepare_data"]["parent_run_id"]}
+    return smoke_run(FAMILY, tmp_path_factory.mktemp("sequences"), RUN_KEY)
 
 
 @pytest.fixture
