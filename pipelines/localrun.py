@@ -125,6 +125,11 @@ def shown(line: str) -> bool:
     return "[nnzoo]" in line or "ERROR" in line or "Traceback" in line
 
 
+SUMMARY_STAGES = ("train", "pipeline", "convert")
+"""Runs listed in summaries, by their ``nnzoo.stage`` tag: trainings, pipelines, and
+models made without training (a classifier converted to a fully-convolutional net)."""
+
+
 def summary_rows(since_ms: int = 0, env: dict[str, str] | None = None,
                  run_key_prefix: str | None = None) -> list[dict[str, Any]]:
     """One row per training or pipeline run started since ``since_ms`` (and, with
@@ -150,7 +155,7 @@ def summary_rows(since_ms: int = 0, env: dict[str, str] | None = None,
     rows = []
     for run in mlflow_client.search_runs([e.experiment_id for e in experiments], filter_string=query,
                                          order_by=["attributes.start_time ASC"], max_results=1000):
-        if run.data.tags.get(tracking.TAG_STAGE) not in ("train", "pipeline"):
+        if run.data.tags.get(tracking.TAG_STAGE) not in SUMMARY_STAGES:
             continue  # nested steps (RBM layers, fine-tunings) are summed up by their pipeline run
         family = run.data.tags.get(tracking.TAG_FAMILY, "?")
         patterns = families[family].headline if family in families else ()

@@ -265,6 +265,93 @@ def accuracy_vs_flops(points: Sequence[Mapping[str, Any]], title: str) -> plt.Fi
     return figure
 
 
+Box = tuple[float, float, float, float]
+"""(top, left, bottom, right) in pixels."""
+
+
+def _draw_box(axis: Any, box: Sequence[float], color: str, label: str | None = None) -> None:
+    top, left, bottom, right = box
+    axis.add_patch(plt.Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, color=color,
+                                 linewidth=1.2))
+    if label:
+        axis.text(left, top - 1, label, color=color, fontsize=7, va="bottom")
+
+
+def detections(images: np.ndarray, truth: Sequence[Sequence[tuple[str, Box]]],
+               found: Sequence[Sequence[tuple[str, Box]]], title: str, columns: int = 4) -> plt.Figure:
+    """Images with their true boxes (green, label above-left) and found boxes (red)."""
+    images = np.asarray(images)
+    count = len(images)
+    columns = max(1, min(columns, count))
+    rows = max(1, int(np.ceil(count / columns)))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 3.0 * rows + 0.5), squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index >= count:
+            continue
+        axis.imshow(images[index].squeeze(), cmap="gray")
+        for label, box in truth[index]:
+            _draw_box(axis, box, "lime", label)
+        for label, box in found[index]:
+            top, left, bottom, right = box
+            _draw_box(axis, box, "red")
+            axis.text(left, bottom + 1, label, color="red", fontsize=7, va="top")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def heatmaps(images: np.ndarray, maps: Sequence[Sequence[tuple[str, np.ndarray]]], window: tuple[int, int],
+             stride: tuple[int, int], title: str) -> plt.Figure:
+    """One row per image: the image, then each named heatmap ``[rows, cols]`` drawn over
+    it, each cell at the centre of the input window it scores."""
+    count = len(images)
+    columns = 1 + max((len(row) for row in maps), default=0)
+    figure, axes = plt.subplots(count, columns, figsize=(2.6 * columns, 2.6 * count + 0.5), squeeze=False)
+    for row, image in enumerate(images):
+        height, width = image.shape[:2]
+        for column in range(columns):
+            axis = axes[row, column]
+            axis.axis("off")
+            axis.imshow(image.squeeze(), cmap="gray", extent=(0, width, height, 0))
+            if column == 0:
+                axis.set_title(f"{height}x{width}", fontsize=8)
+                continue
+            if column - 1 >= len(maps[row]):
+                continue
+            name, heat = maps[row][column - 1]
+            top, left = window[0] / 2 - stride[0] / 2, window[1] / 2 - stride[1] / 2
+            axis.imshow(heat, cmap="inferno", alpha=0.6, vmin=0.0, vmax=1.0,
+                        extent=(left, left + heat.shape[1] * stride[1], top + heat.shape[0] * stride[0], top))
+            axis.set_xlim(0, width)
+            axis.set_ylim(height, 0)
+            axis.set_title(f"{name} ({heat.shape[0]}x{heat.shape[1]})", fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def segmentations(images: np.ndarray, true_masks: np.ndarray, predicted: np.ndarray, classes: int,
+                  title: str) -> plt.Figure:
+    """Columns: image, true mask, predicted mask (one colour per class, background dark)."""
+    figure, axes = plt.subplots(len(images), 3, figsize=(7.5, 2.5 * len(images) + 0.5), squeeze=False)
+    for row in range(len(images)):
+        for column, (picture, name) in enumerate(((images[row].squeeze(), "image"), (true_masks[row], "true"),
+                                                  (predicted[row], "predicted"))):
+            axis = axes[row, column]
+            axis.axis("off")
+            if column:
+                axis.imshow(picture, cmap="tab20" if classes <= 20 else "nipy_spectral", vmin=0, vmax=max(classes, 20) - 1,
+                            interpolation="nearest")
+            else:
+                axis.imshow(picture, cmap="gray")
+            if row == 0:
+                axis.set_title(name, fontsize=9)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
 def _short_count(value: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if value >= scale:

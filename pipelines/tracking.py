@@ -319,10 +319,17 @@ def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
 
 
 def log_keras_model(run_id: str, model: Any, input_example: Any, name: str = "model") -> str:
-    """Log a Keras model with its signature (inferred from ``input_example``); returns its URI."""
+    """Log a Keras model with its signature (inferred from ``input_example``: a batch, or
+    a list of batches for a model with several inputs); returns its URI."""
     import mlflow.keras
     from mlflow.models import infer_signature
 
+    if isinstance(input_example, (list, tuple)):
+        # Several inputs: MLflow wants one named tensor each (the Keras input names).
+        names = [tensor.name.split(":")[0] for tensor in model.inputs]
+        if len(names) != len(input_example):
+            raise ValueError(f"model {model.name!r} has {len(names)} inputs; the example has {len(input_example)}")
+        input_example = {name: np.asarray(value) for name, value in zip(names, input_example, strict=True)}
     # A direct call, not predict(): Keras' predict refuses arrays of strings (raw-text models).
     signature = infer_signature(input_example, np.asarray(model(input_example, training=False)))
     # State the requirements: MLflow would infer them by loading the model in a fresh

@@ -91,19 +91,19 @@ def load_arrays(name: str, data_dir: str | None = None, **params: Any) -> Loaded
     return dataclasses.replace(loaded, params=dict(list(bound.arguments.items())[1:]))  # all but data_dir
 
 
-def load_tfds_supervised(name: str, data_dir: str | None, bundled: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(inputs, labels)`` of a tensorflow-datasets dataset, train and test together
-    (nnzoo splits them itself). Prepared data is used as it is; a download is tried only
-    where the user allows it (``NNZOO_TFDS_DOWNLOAD=1``), so an offline machine fails at
-    once with the reason and what to do, naming the ``bundled`` alternative."""
+def load_tfds(name: str, data_dir: str | None, bundled: str, **kwargs: Any) -> Any:
+    """``tfds.load(name, ...)`` for a dataset nnzoo splits itself (train and test
+    together unless ``split`` is given). Prepared data is used as it is; a download is
+    tried only where the user allows it (``NNZOO_TFDS_DOWNLOAD=1``), so an offline
+    machine fails at once with the reason and what to do, naming the ``bundled``
+    alternative."""
     import os
 
     import tensorflow_datasets as tfds
 
     download = os.environ.get("NNZOO_TFDS_DOWNLOAD", "0") == "1"
     try:
-        data = tfds.load(name, split="train+test", data_dir=data_dir, as_supervised=True, batch_size=-1,
-                         download=download)
+        return tfds.load(name, **{"split": "train+test", **kwargs}, data_dir=data_dir, download=download)
     except Exception as error:  # tfds raises many types; the user needs one message
         where = data_dir or "the tensorflow-datasets default data_dir (~/tensorflow_datasets)"
         raise DatasetUnavailableError(
@@ -113,5 +113,12 @@ def load_tfds_supervised(name: str, data_dir: str | None, bundled: str) -> tuple
             f"`tfds build {name} --data_dir DIR`) and pass data.data_dir=DIR, "
             f"or use a bundled dataset ({bundled})."
         ) from error
-    inputs, labels = tfds.as_numpy(data)
+
+
+def load_tfds_supervised(name: str, data_dir: str | None, bundled: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(inputs, labels)`` of a tensorflow-datasets dataset, train and test together
+    (nnzoo splits them itself), through :func:`load_tfds`."""
+    import tensorflow_datasets as tfds
+
+    inputs, labels = tfds.as_numpy(load_tfds(name, data_dir, bundled, as_supervised=True, batch_size=-1))
     return inputs, labels

@@ -14,6 +14,7 @@ from pipelines import tracking
 from pipelines.configs.cnn_depth import FAMILY, VARIANTS
 from pipelines.stages.common import (
     Training,
+    finished_run,
     nested,
     register_and_promote,
     run_key,
@@ -102,7 +103,7 @@ def count_parameters(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str
 
     typed = FAMILY.load(config)
     key = run_key(inputs, "count_parameters")
-    earlier = _finished(key)
+    earlier = finished_run(FAMILY, key)
     if earlier is not None:
         return {"run_id": earlier.info.run_id, "metrics": dict(earlier.data.metrics)}
     nets = {"dense": build_model("mlp", input_shape=TALK_INPUT, num_classes=10, hidden_units=(100, 100, 100),
@@ -419,14 +420,6 @@ def _step0_norms(run_id: str) -> list[float]:
 def _error_curve(run_id: str) -> tuple[list[int], list[float]]:
     history = tracking.metric_history(run_id, "accuracy")
     return [step for step, _ in history], [1.0 - value for _, value in history]
-
-
-def _finished(key: str | None) -> Any | None:
-    """The FINISHED run of an earlier try of this task (same run key), if any."""
-    if not key:
-        return None
-    earlier = tracking.find_run(tracking.ensure_experiment(FAMILY.experiment_name), key)
-    return earlier if earlier is not None and earlier.info.status == "FINISHED" else None
 
 
 def _subset(metrics: Mapping[str, float], keys: Sequence[str]) -> dict[str, float]:

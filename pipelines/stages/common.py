@@ -192,6 +192,15 @@ def plan_training(
     return plan
 
 
+def finished_run(family: Family, key: str | None) -> Any | None:
+    """The FINISHED run of an earlier try of this task (same run key), if any: a step
+    that is not a training (no :func:`plan_training`) reuses it instead of running twice."""
+    if not key:
+        return None
+    earlier = tracking.find_run(tracking.ensure_experiment(family.experiment_name), key)
+    return earlier if earlier is not None and earlier.info.status == "FINISHED" else None
+
+
 def _outputs(model: str, run: Any, *, cached: bool) -> dict[str, Any]:
     return {"model": model, "run_id": run.info.run_id, "model_uri": run.data.tags[TAG_MODEL_URI], "cached": cached,
             "metrics": dict(run.data.metrics)}
@@ -275,7 +284,7 @@ def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any]
             model = spec.build()
             run.log_params(run_params(typed, spec.data, model=spec.name, parameters=model.count_params(),
                                       **spec.params))
-            log_model_cost(run, model)
+            log_model_cost(run, model, spec.example)
             callbacks = [tracking.keras_epoch_logger(run.run_id, skip_through=plan.logged_epochs),
                          *(spec.callbacks(run.run_id) if spec.callbacks else ())]
             started = time.perf_counter()
@@ -305,13 +314,22 @@ def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any]
 TAG_FLOPS_UNCOUNTED = "nnzoo.flops.uncounted"
 
 
-def log_model_cost(run: Any, model: Any) -> dict[str, float]:
+def log_model_cost(run: Any, model: Any, example: Any = None) -> dict[str, float]:
     """Log the model's size and compute: ``params`` (weights, trainable or not) and
     ``flops`` (forward pass per example, :mod:`pipelines.flops`); layers the counter does
-    not know are named in a tag instead of being guessed."""
+    not know are named in a tag instead of being guessed. A fully-convolutional model
+    (inputs of any size) is counted at the size of ``example`` (a batch, or a list of
+    batches for several inputs)."""
+    import numpy as np
+
     from pipelines.flops import count_flops
 
-    count = count_flops(model)
+    shapes = None
+    if example is not None and any(None in tuple(tensor.shape[1:]) for tensor in getattr(model, "inputs", None) or ()):
+        batches = example if isinstance(example, (list, tuple)) else [example]
+        shapes = [tuple(np.shape(batch)[1:]) for batch in batches]
+        shapes = shapes[0] if len(shapes) == 1 else shapes
+    count = count_flops(model, shapes)
     metrics = {"params": float(model.count_params()), "flops": float(count.total)}
     run.log_metrics(metrics)
     if count.uncounted:
