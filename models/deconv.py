@@ -1,0 +1,136 @@
+"""Deconvolution nets: learned upsampling (claims C11, C12).
+
+* ``deconv_segmenter``: encoder of conv + max-pool blocks, decoder of ``Conv2DTranspose``
+  layers (each doubles the resolution with learned weights, Noh et al. 2015), optional
+  skip connections from the encoder (U-Net style); a softmax over the classes at every
+  pixel. Fully convolutional: any input whose sides are multiples of ``2**len(filters)``.
+* ``digit_generator``: from a class one-hot and pose parameters to an image, through
+  Dense -> reshape -> ``Conv2DTranspose`` layers, as the chairs generator of Dosovitskiy
+  et al. 2015 (there: chair type + viewpoint; here: digit class + rotation, scale,
+  stroke thickness).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+from models.cnn import BN_MOMENTUM
+from models.registry import register_model
+
+
+def _conv_bn_relu(x: keras.KerasTensor, width: int, name: str, batch_norm: bool) -> keras.KerasTensor:
+    x = keras.layers.Conv2D(width, 3, padding="same", use_bias=not batch_norm, name=name)(x)
+    if batch_norm:
+        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    return keras.layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+@register_model("deconv_segmenter")
+def build_deconv_segmenter(
+    num_classes: int,
+    channels: int = 1,
+    filters: Sequence[int] = (16, 32, 64),
+    bottleneck: int = 128,
+    skips: bool = True,
+    batch_norm: bool = True,
+    stem_stride: int = 1,
+    name: str = "deconv_segmenter",
+) -> keras.Model:
+    """Per-pixel classes ``[batch, H, W, num_classes]`` of images ``[batch, H, W, channels]``.
+
+    Each entry of ``filters`` is an encoder level (two 3x3 convs, then a 2x2 max-pool)
+    and, mirrored, a decoder level (a stride-2 ``Conv2DTranspose`` with a 3x3 kernel,
+    the encoder level's output concatenated when ``skips``, two 3x3 convs). Between
+    them a ``bottleneck`` of two convs at the lowest resolution.
+
+    ``stem_stride=2`` starts with a stride-2 conv, so the levels work at half
+    resolution (about 4x less compute); a last ``Conv2DTranspose`` brings the features
+    back to full resolution, where (with ``skips``) the input image joins them for the
+    final conv: the class comes from the coarse features, the exact outline from the
+    pixels. Input sides must be multiples of ``stem_stride * 2**len(filters)``.
+    """
+    if num_classes < 2:
+        raise ValueError(f"num_classes={num_classes}: must be >= 2")
+    if not filters or any(width < 1 for width in filters):
+        raise ValueError(f"filters={tuple(filters)}: expected at least one level, each >= 1")
+    if bottleneck < 1:
+        raise ValueError(f"bottleneck={bottleneck}: must be >= 1")
+    if stem_stride not in (1, 2):
+        raise ValueError(f"stem_stride={stem_stride}: expected 1 or 2")
+    inputs = keras.Input(shape=(None, None, channels), name="image")
+    x, encoded = inputs, []
+    if stem_stride == 2:
+        x = keras.layers.Conv2D(filters[0], 3, strides=2, padding="same", use_bias=not batch_norm, name="stem")(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
+        x = keras.layers.Activation("relu", name="stem_relu")(x)
+    for level, width in enumerate(filters, start=1):
+        x = _conv_bn_relu(x, width, f"enc_{level}_1", batch_norm)
+        x = _conv_bn_relu(x, width, f"enc_{level}_2", batch_norm)
+        encoded.append(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool_{level}")(x)
+    x = _conv_bn_relu(x, bottleneck, "bottleneck_1", batch_norm)
+    x = _conv_bn_relu(x, bottleneck, "bottleneck_2", batch_norm)
+    for level, width in reversed(list(enumerate(filters, start=1))):
+        # Learned upsampling: the "deconvolution" of the talk.
+        x = keras.layers.Conv2DTranspose(width, 3, strides=2, padding="same", name=f"up_{level}")(x)
+        if skips:
+            x = keras.layers.Concatenate(name=f"skip_{level}")([x, encoded[level - 1]])
+        x = _conv_bn_relu(x, width, f"dec_{level}_1", batch_norm)
+        x = _conv_bn_relu(x, width, f"dec_{level}_2", batch_norm)
+    if stem_stride == 2:
+        x = keras.layers.Conv2DTranspose(filters[0], 3, strides=2, padding="same", name="up_full")(x)
+        if skips:
+            x = keras.layers.Concatenate(name="skip_image")([x, inputs])
+        x = _conv_bn_relu(x, filters[0], "full_res", batch_norm)
+    outputs = keras.layers.Conv2D(num_classes, 1, activation="softmax", dtype="float32", name="classes")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@register_model("digit_generator")
+def build_digit_generator(
+    num_classes: int = 10,
+    pose_size: int = 3,
+    dense_units: int = 128,
+    filters: Sequence[int] = (32, 16),
+    image_side: int = 28,
+    pose_mean: Sequence[float] | None = None,
+    pose_std: Sequence[float] | None = None,
+    name: str = "digit_generator",
+) -> keras.Model:
+    """``(class one-hot [batch, num_classes], pose [batch, pose_size]) -> image
+    [batch, side, side, 1]`` in 0..1: the two inputs are embedded by Dense layers,
+    joined, expanded to a ``side / 2**len(filters)`` grid of ``filters[0]`` channels and
+    upsampled by stride-2 ``Conv2DTranspose`` layers. ``pose_mean`` / ``pose_std``
+    standardise the pose inside the model, so callers pass poses in their own units."""
+    if num_classes < 1 or pose_size < 1:
+        raise ValueError(f"num_classes={num_classes}, pose_size={pose_size}: both must be >= 1")
+    if not filters:
+        raise ValueError("filters=(): at least one upsampling layer is needed")
+    base = image_side // 2 ** len(filters)
+    if base < 1 or base * 2 ** len(filters) != image_side:
+        raise ValueError(f"image_side={image_side} is not a multiple of 2**{len(filters)} "
+                         f"(one doubling per entry of filters={tuple(filters)})")
+    label = keras.Input(shape=(num_classes,), name="class_onehot")
+    pose = keras.Input(shape=(pose_size,), name="pose")
+    scaled = pose
+    if pose_mean is not None or pose_std is not None:
+        mean = list(pose_mean) if pose_mean is not None else [0.0] * pose_size
+        std = list(pose_std) if pose_std is not None else [1.0] * pose_size
+        if len(mean) != pose_size or len(std) != pose_size or min(std) <= 0:
+            raise ValueError(f"pose_mean={pose_mean}, pose_std={pose_std}: expected {pose_size} values each, "
+                             "std > 0")
+        scaled = keras.layers.Normalization(mean=mean, variance=[v * v for v in std], name="pose_scaling")(pose)
+    x = keras.layers.Concatenate(name="code")([
+        keras.layers.Dense(max(dense_units // 2, 1), activation="relu", name="class_embedding")(label),
+        keras.layers.Dense(max(dense_units // 2, 1), activation="relu", name="pose_embedding")(scaled)])
+    x = keras.layers.Dense(dense_units, activation="relu", name="joint")(x)
+    x = keras.layers.Dense(base * base * filters[0], activation="relu", name="expand")(x)
+    x = keras.layers.Reshape((base, base, filters[0]), name="grid")(x)
+    for index, width in enumerate(filters, start=1):
+        x = keras.layers.Conv2DTranspose(width, 4, strides=2, padding="same", activation="relu",
+                                         name=f"up_{index}")(x)
+    outputs = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype="float32", name="pixels")(x)
+    return keras.Model([label, pose], outputs, name=name)

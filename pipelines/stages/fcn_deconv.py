@@ -1,0 +1,651 @@
+"""FCN and deconvolution family: prepare_scenes -> (convert_to_fcn -> detect),
+(train_segmenter -> evaluate_segmenter), (train_generator -> evaluate_generator).
+The steps are declared in :mod:`pipelines.configs.fcn_deconv`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pipelines import tracking
+from pipelines.config import PROFILES, DataConfig, to_dict
+from pipelines.configs.fcn_deconv import FAMILY
+from pipelines.stages.common import (
+    TAG_EVALUATED_ON,
+    Training,
+    finished_run,
+    nested,
+    register_and_promote,
+    run_key,
+    run_tags,
+    run_training,
+    say,
+)
+
+CLASSIFIER = "nnzoo-classifiers-cnn"
+PREVIEW = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class PosedData(DataConfig):
+    """The generator's training set (parameters of ``posed_digits``)."""
+
+    dataset: str = "posed_digits"
+    poses: int = 1000
+    rotation_max: float = 40.0
+    pose_scale_min: float = 0.8
+    pose_scale_max: float = 1.1
+    digits_from: str = "mnist_subset"
+    writers: int = 1
+    pose_seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PetsData(DataConfig):
+    dataset: str = "oxford_iiit_pet"
+    side: int = 128
+
+
+def _truth(boxes: np.ndarray, digits: np.ndarray) -> list[tuple[str, tuple[float, ...]]]:
+    return [(str(int(d)), tuple(float(v) for v in box)) for box, d in zip(boxes, digits, strict=True) if d >= 0]
+
+
+def _posed_config(typed: Any) -> PosedData:
+    settings = typed.generator
+    return PosedData(poses=settings.poses, rotation_max=settings.rotation_max,
+                     pose_scale_min=settings.pose_scale_min, pose_scale_max=settings.pose_scale_max,
+                     digits_from=typed.data.digits_from, writers=settings.writers, pose_seed=settings.pose_seed,
+                     split_seed=typed.data.split_seed, val_fraction=0.1, test_fraction=0.1,
+                     data_dir=typed.data.data_dir)
+
+
+# --- scenes -------------------------------------------------------------------------------
+
+
+def prepare_scenes(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Sample scenes with their boxes and masks, and the posed digits, on the parent run;
+    prepares (or finds stored) the posed-digit set and returns its reference."""
+    from pipelines import plots
+    from pipelines.data.prepared import load_prepared, prepare
+
+    typed = FAMILY.load(config)
+    parent = nested(inputs)
+    scenes = load_prepared(inputs["data_uri"])
+    images, masks = scenes.get("test", "x")[:PREVIEW], scenes.get("test", "mask")[:PREVIEW]
+    truth = [_truth(b, d) for b, d in zip(scenes.get("test", "boxes")[:PREVIEW], scenes.get("test", "digits")[:PREVIEW], strict=True)]
+    tracking.log_figure(parent, plots.detections(images, truth, [[] for _ in truth],
+                                                 f"{scenes.name}: test scenes and their boxes"),
+                        "scenes/boxes.png")
+    tracking.log_figure(parent, plots.segmentations(images, masks, masks, len(scenes.class_names),
+                                                    "scenes and their per-pixel classes (0 = background)"),
+                        "scenes/masks.png")
+    posed = prepare(_posed_config(typed))
+    sample = np.arange(min(40, posed.sizes["train"]))
+    pose = posed.get("train", "pose")[sample]
+    tracking.log_figure(parent, plots.image_grid(
+        posed.get("train", "x")[sample], [f"{y} {p[0]:+.0f}° x{p[1]:.2f} {int(p[2]):+d}" for y, p in
+                                          zip(posed.get("train", "y")[sample], pose, strict=True)],
+        "posed digits: class, rotation, scale, stroke"), "scenes/posed_digits.png")
+    tracking.log_params(parent, {"posed.fingerprint": posed.fingerprint,
+                                 **{f"posed.{split}_size": size for split, size in posed.sizes.items()}})
+    say(f"fcn_deconv: {scenes.sizes} scenes {scenes.shape('x')}, {posed.sizes} posed digits")
+    return {"posed_uri": posed.uri, "posed_fingerprint": posed.fingerprint}
+
+
+# --- the classifier and its conversion ---------------------------------------------------
+
+
+def usable(trained_on: str | None, wanted: str) -> bool:
+    """A classifier trained on profile ``trained_on`` serves a run of profile ``wanted``
+    when that profile is at least as large (smoke < quick < full)."""
+    return trained_on in PROFILES and PROFILES.index(trained_on) >= PROFILES.index(wanted)
+
+
+def _version(version: Any, trained_here: bool) -> dict[str, Any]:
+    profile = tracking.get_run(version.run_id).data.tags.get(tracking.TAG_PROFILE) if version.run_id else None
+    return {"name": version.name, "version": str(version.version), "run_id": version.run_id, "profile": profile,
+            "model_uri": f"models:/{version.name}/{version.version}", "trained_here": trained_here}
+
+
+def find_classifier(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The registered digit CNN to convert: the version asked for, or the champion when
+    it was trained on this profile or a larger one; otherwise a CNN of this profile is
+    trained, evaluated and registered here (classifiers family, its own runs)."""
+    from mlflow.exceptions import MlflowException
+
+    client = tracking.client()
+    wanted = typed.classifier.classifier_version
+    if wanted != "champion":
+        try:
+            return _version(client.get_model_version(CLASSIFIER, wanted), False)
+        except MlflowException as error:
+            raise ValueError(f"classifier_version={wanted}: {CLASSIFIER} has no version {wanted} in the registry "
+                             f"({tracking.configure()}); use 'champion' or an existing version") from error
+    try:
+        champion = client.get_model_version_by_alias(CLASSIFIER, tracking.CHAMPION)
+    except MlflowException:
+        champion = None
+    if champion is not None:
+        found = _version(champion, False)
+        if usable(found["profile"], typed.profile):
+            return found
+        say(f"{CLASSIFIER} champion v{found['version']} was trained on the {found['profile']} profile, smaller "
+            f"than {typed.profile}: training a {typed.profile} CNN first")
+    else:
+        say(f"{CLASSIFIER} has no champion yet: training a {typed.profile} CNN first")
+    return _train_classifier(typed, inputs)
+
+
+def _train_classifier(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.configs.classifiers import FAMILY as CLASSIFIERS
+    from pipelines.stages import classifiers
+    from pipelines.stages.common import prepare_data
+
+    config = to_dict(CLASSIFIERS.config(typed.profile))
+    base = {"run_key": run_key(inputs, "classifier")} if inputs.get("run_key") else {}
+    data = prepare_data(CLASSIFIERS, config, base)
+    step = {**base, **data}
+    trained = {"cnn": classifiers.train(config, {**step, "model": "cnn"})}
+    scores = classifiers.evaluate(config, {**step, "train": trained})
+    decision = classifiers.register(config, {**step, "train": trained, "evaluate": scores})["versions"]["cnn"]
+    return _version(tracking.client().get_model_version(CLASSIFIER, decision["version"]), True)
+
+
+def _canvas(size: str) -> tuple[int, int]:
+    height, _, width = size.partition("x")
+    return int(height), int(width)
+
+
+def convert_to_fcn(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite the classifier fully convolutional; check it equals the CNN on 28x28
+    inputs (max abs difference on held-out digits and on random inputs) and run it on
+    the configured canvas sizes (heatmap shapes, heatmaps over scenes). The converted
+    net is logged here and registered by ``detect``."""
+    from models.fcn import convert_to_fcn as convert
+    from models.fcn import geometry
+    from pipelines import plots
+    from pipelines.data.prepared import load_prepared, normalize_images
+    from pipelines.data.source_scenes import held_out_digits, make_scenes
+
+    typed = FAMILY.load(config)
+    key = run_key(inputs, "fcn")
+    earlier = finished_run(FAMILY, key)
+    if earlier is not None and "nnzoo.classifier" in earlier.data.tags:
+        say(f"fcn: run {earlier.info.run_id} already finished for {key}; reusing it")
+        return _fcn_outputs(earlier)
+    classifier = find_classifier(typed, inputs)
+    cnn = tracking.load_keras_model(classifier["model_uri"])
+    scenes = load_prepared(inputs["data_uri"])
+    with tracking.run(FAMILY.experiment_name, f"fcn from cnn v{classifier['version']}", run_key=key,
+                      parent_run_id=nested(inputs), tags=run_tags(FAMILY, typed, "fcn", "convert")) as run:
+        fcn = convert(cnn, name="digit_fcn")
+        shape = geometry(fcn)
+        digits, labels = held_out_digits(typed.data.digits_from, typed.data.digit_holdout, typed.data.data_dir)
+        rng = np.random.default_rng(0)
+        checks = {"held_out_digits": normalize_images(digits[:256, ..., None]),
+                  "random_inputs": rng.random((64, *cnn.inputs[0].shape[1:])).astype(np.float32)}
+        difference = {name: float(np.abs(cnn.predict(x, verbose=0) - fcn.predict(x, verbose=0)[:, 0, 0]).max())
+                      for name, x in checks.items()}
+        sizes = {}
+        overlays = []
+        for size in typed.detection.heatmap_sizes:
+            height, width = _canvas(size)
+            shape.check(height, width)
+            scale_max = min(typed.data.scale_max, min(height, width) / 28)
+            canvas = make_scenes(np.random.default_rng(1), digits, labels, scenes=1, height=height, width=width,
+                                 digits=(1, typed.data.digits_max), scales=(min(typed.data.scale_min, scale_max),
+                                                                            scale_max))
+            heat = fcn.predict(normalize_images(canvas["x"]), verbose=0)[0]
+            sizes[size] = list(heat.shape[:2])
+            if list(heat.shape[:2]) != list(shape.heatmap_shape(height, width)):
+                raise RuntimeError(f"heatmap of a {size} input is {heat.shape[:2]}, expected "
+                                   f"{shape.heatmap_shape(height, width)}")
+            present = [int(d) for d in canvas["digits"][0] if d >= 0][:3]
+            overlays.append((canvas["x"][0], [(f"p({d})", heat[..., d]) for d in present]))
+        run.log_params({"classifier.name": CLASSIFIER, "classifier.version": classifier["version"],
+                        "classifier.run_id": classifier["run_id"], "classifier.profile": classifier["profile"],
+                        "classifier.trained_here": classifier["trained_here"],
+                        "fcn.window": f"{shape.window[0]}x{shape.window[1]}",
+                        "fcn.stride": f"{shape.stride[0]}x{shape.stride[1]}",
+                        "dataset.name": scenes.name, "dataset.fingerprint": scenes.fingerprint})
+        run.log_metrics({"max_abs_difference": max(difference.values()),
+                         **{f"max_abs_difference_{name}": value for name, value in difference.items()},
+                         "params": float(fcn.count_params())})
+        tracking.log_dict(run.run_id, {"heatmap_shapes": sizes, "window": shape.window, "stride": shape.stride,
+                                       "max_abs_difference": difference}, "fcn/geometry.json")
+        tracking.log_figure(run.run_id, plots.heatmaps(
+            [o[0] for o in overlays], [o[1] for o in overlays], shape.window, shape.stride,
+            "class heatmaps of the converted net on canvases of other sizes"), "plots/heatmaps_by_size.png")
+        summary: list[str] = []
+        fcn.summary(print_fn=summary.append)
+        tracking.log_bytes(run.run_id, "\n".join(summary).encode(), "model_summary.txt")
+        model_uri = tracking.log_keras_model(run.run_id, fcn, checks["held_out_digits"][:2])
+        run.set_tags({"nnzoo.classifier": f"{CLASSIFIER}/{classifier['version']}", "nnzoo.model_uri": model_uri})
+    say(f"fcn: {CLASSIFIER} v{classifier['version']} ({classifier['profile']}) converted; window "
+        f"{shape.window}, stride {shape.stride}; max |CNN - FCN| on 28x28 = {max(difference.values()):.2e}; "
+        f"heatmaps {sizes}")
+    return _fcn_outputs(tracking.get_run(run.run_id))
+
+
+def _fcn_outputs(run: Any) -> dict[str, Any]:
+    params = run.data.params
+    name, _, version = run.data.tags["nnzoo.classifier"].rpartition("/")
+    return {"run_id": run.info.run_id, "model_uri": run.data.tags["nnzoo.model_uri"],
+            "classifier": {"name": name, "version": version, "model_uri": f"models:/{name}/{version}",
+                           "profile": params.get("classifier.profile")},
+            "metrics": dict(run.data.metrics)}
+
+
+# --- detection ----------------------------------------------------------------------------
+
+
+def _overlap(box: Sequence[float], others: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU and intersection over the smaller area, of ``box`` with each of ``others`` [K,4]."""
+    if not len(others):
+        return np.zeros(0), np.zeros(0)
+    top, left = np.maximum(box[0], others[:, 0]), np.maximum(box[1], others[:, 1])
+    bottom, right = np.minimum(box[2], others[:, 2]), np.minimum(box[3], others[:, 3])
+    inter = np.clip(bottom - top, 0, None) * np.clip(right - left, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9), inter / np.maximum(np.minimum(area, areas), 1e-9)
+
+
+def pyramid(fcn: Any, shape: Any, images: np.ndarray, scales: Sequence[float]) -> list[tuple[np.ndarray, float, float]]:
+    """``(heatmaps [N, rows, cols, classes], row factor, column factor)`` per scale: at
+    scale s the images are shrunk by 1/s, so digits s times the window size fill it."""
+    import tensorflow as tf
+
+    from models.fcn import heatmaps
+
+    height, width = images.shape[1:3]
+    out = []
+    for scale in scales:
+        rows, columns = int(round(height / scale)), int(round(width / scale))
+        if rows < shape.window[0] or columns < shape.window[1]:
+            say(f"detect: scale {scale} shrinks {height}x{width} below the {shape.window} window; skipped")
+            continue
+        resized = images if (rows, columns) == (height, width) else tf.image.resize(images, (rows, columns)).numpy()
+        out.append((heatmaps(fcn, resized, shape), height / rows, width / columns))
+    if not out:
+        raise ValueError(f"no detection scale fits {height}x{width} images with the {shape.window} window: "
+                         "use smaller detection_scales or larger canvases")
+    return out
+
+
+def _recentre(ink: np.ndarray, box: list[float], rounds: int = 2) -> list[float]:
+    """Move ``box`` so the ink's centre of mass inside it sits at its centre (MNIST
+    frames each digit by its centre of mass); an inkless box stays."""
+    height, width = box[2] - box[0], box[3] - box[1]
+    for _ in range(rounds):
+        top, left = max(int(round(box[0])), 0), max(int(round(box[1])), 0)
+        patch = ink[top:max(int(round(box[2])), 0), left:max(int(round(box[3])), 0)]
+        total = patch.sum()
+        if total <= 0:
+            return box
+        rows, columns = np.indices(patch.shape)
+        centre = (top + (rows * patch).sum() / total + 0.5, left + (columns * patch).sum() / total + 0.5)
+        box = [centre[0] - height / 2, centre[1] - width / 2, centre[0] + height / 2, centre[1] + width / 2]
+    return box
+
+
+def find_boxes(maps: list[tuple[np.ndarray, float, float]], index: int, image: np.ndarray, shape: Any, *,
+               threshold: float, overlap: float, recentre: bool = True) -> list[tuple[int, float, list[float]]]:
+    """Boxes ``(class, score, box)`` in image ``index``: the local maxima (3x3) of each
+    scale's best-class score that reach ``threshold``, each the window of its cell in
+    image coordinates; ``recentre`` moves a box onto the ink's centre of mass and reads
+    class and score from the heatmap cell there; then non-maximum suppression (a box
+    goes when more than ``overlap`` of the smaller of two boxes is shared)."""
+    from scipy import ndimage
+
+    ink = image.astype(np.float32).mean(axis=-1)
+    found = []
+    for heat, row_factor, column_factor in maps:
+        cells = heat[index]
+        score = cells.max(axis=-1)
+        peaks = (score == ndimage.maximum_filter(score, size=3, mode="constant")) & (score >= threshold)
+        for i, j in zip(*np.nonzero(peaks), strict=True):
+            top, left = i * shape.stride[0], j * shape.stride[1]
+            box = [top * row_factor, left * column_factor, (top + shape.window[0]) * row_factor,
+                   (left + shape.window[1]) * column_factor]
+            probabilities = cells[i, j]
+            if recentre:
+                box = _recentre(ink, box)
+                i2 = int(np.clip(round(box[0] / row_factor / shape.stride[0]), 0, cells.shape[0] - 1))
+                j2 = int(np.clip(round(box[1] / column_factor / shape.stride[1]), 0, cells.shape[1] - 1))
+                probabilities = cells[i2, j2]
+            if probabilities.max() >= threshold:
+                found.append((int(probabilities.argmax()), float(probabilities.max()), box))
+    found.sort(key=lambda item: -item[1])
+    kept: list[tuple[int, float, list[float]]] = []
+    for item in found:
+        if kept and _overlap(item[2], np.array([k[2] for k in kept]))[1].max() > overlap:
+            continue
+        kept.append(item)
+    return kept
+
+
+def score_detections(found: Sequence[Sequence[tuple[int, float, Sequence[float]]]], boxes: np.ndarray,
+                     digits: np.ndarray, match_iou: float) -> dict[str, float]:
+    """Precision and recall at ``match_iou``: a found box counts when it overlaps an
+    unmatched true box of its class that much (best score first)."""
+    hits = false = missed = 0
+    for index, items in enumerate(found):
+        real = digits[index] >= 0
+        truth, classes = boxes[index][real], digits[index][real]
+        used: set[int] = set()
+        for label, _, box in items:
+            iou = _overlap(box, truth)[0]
+            candidates = [k for k in np.argsort(-iou) if iou[k] >= match_iou and k not in used and classes[k] == label]
+            if candidates:
+                used.add(int(candidates[0]))
+                hits += 1
+            else:
+                false += 1
+        missed += len(truth) - len(used)
+    precision = hits / (hits + false) if hits + false else 0.0
+    recall = hits / (hits + missed) if hits + missed else 0.0
+    return {"detection_precision": precision, "detection_recall": recall,
+            "detection_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            "true_boxes": float(hits + missed), "found_boxes": float(hits + false)}
+
+
+def detect(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Boxes from the converted net's heatmaps on the test scenes, scored at
+    ``match_iou``; also the figures without re-centring (peaks only). Logged in the
+    conversion's run, which is then registered as ``nnzoo-fcn_deconv-fcn``."""
+    from models.fcn import geometry
+    from pipelines import plots
+    from pipelines.data.prepared import load_prepared, normalize_images
+
+    typed = FAMILY.load(config)
+    converted = inputs["convert_to_fcn"]
+    settings = typed.detection
+    scenes = load_prepared(inputs["data_uri"])
+    count = min(settings.detect_scenes, scenes.sizes["test"])
+    images = scenes.get("test", "x")[:count]
+    boxes, digits = scenes.get("test", "boxes")[:count], scenes.get("test", "digits")[:count]
+    keys = ("detection_precision", "detection_recall", "detection_f1")
+    metrics = _evaluated(converted["run_id"], scenes.fingerprint, keys)
+    if metrics is None:
+        fcn = tracking.load_keras_model(converted["model_uri"])
+        shape = geometry(fcn)
+        maps = pyramid(fcn, shape, normalize_images(images), settings.detection_scales)
+        found = {mode: [find_boxes(maps, n, images[n], shape, threshold=settings.score_threshold,
+                                   overlap=settings.nms_overlap, recentre=mode == "recentred")
+                        for n in range(count)] for mode in ("recentred", "peaks_only")}
+        metrics = score_detections(found["recentred"], boxes, digits, settings.match_iou)
+        metrics.update({f"{key}_peaks_only": value for key, value in
+                        score_detections(found["peaks_only"], boxes, digits, settings.match_iou).items()
+                        if key in keys})
+        with tracking.run(FAMILY.experiment_name, "fcn", resume_run_id=converted["run_id"]) as run:
+            run.log_metrics({**metrics, "detect_scenes": float(count)})
+            shown = range(min(PREVIEW, count))
+            tracking.log_figure(run.run_id, plots.detections(
+                images[list(shown)], [_truth(boxes[n], digits[n]) for n in shown],
+                [[(f"{label} {score:.3f}", box) for label, score, box in found["recentred"][n]] for n in shown],
+                f"boxes from heatmaps: precision {metrics['detection_precision']:.3f}, recall "
+                f"{metrics['detection_recall']:.3f} at IoU {settings.match_iou} (green: true, red: found)"),
+                "plots/detections.png")
+            heat = maps[0][0]
+            tracking.log_figure(run.run_id, plots.heatmaps(
+                normalize_images(images[:4]), [[(f"p({d})", heat[n][..., d]) for d in digits[n] if d >= 0][:3]
+                                               for n in range(min(4, count))],
+                shape.window, shape.stride, f"class heatmaps over test scenes (scale {settings.detection_scales[0]})"),
+                "plots/heatmaps_over_scenes.png")
+            run.set_tags({TAG_EVALUATED_ON: scenes.fingerprint})
+    say(f"detect: precision {metrics['detection_precision']:.3f}, recall {metrics['detection_recall']:.3f} at IoU "
+        f"{settings.match_iou} on {count} test scenes (peaks only, no re-centring: "
+        f"{metrics['detection_precision_peaks_only']:.3f} / {metrics['detection_recall_peaks_only']:.3f})")
+    tracking.log_metrics(nested(inputs), {**{key: metrics[key] for key in keys},
+                                          "max_abs_difference": converted["metrics"]["max_abs_difference"]})
+    decision = register_and_promote(FAMILY, "fcn", converted["run_id"], converted["model_uri"], "detection_f1",
+                                    metrics["detection_f1"], tolerance=typed.promotion_tolerance)
+    return {"metrics": metrics, "version": decision, "classifier": converted["classifier"]}
+
+
+def _evaluated(run_id: str, fingerprint: str, keys: Sequence[str]) -> dict[str, float] | None:
+    from pipelines.stages.common import evaluated
+
+    earlier = evaluated(run_id, fingerprint, tuple(keys))
+    if earlier is None:
+        return None
+    metrics = tracking.get_run(run_id).data.metrics
+    return {key: value for key, value in metrics.items() if key.startswith("detection_") or key in keys
+            or key in ("mean_iou", "pixel_accuracy", "recognised_share")}
+
+
+# --- segmentation -------------------------------------------------------------------------
+
+
+def _segmentation_batches(images: np.ndarray, masks: np.ndarray, batch: int, *, shuffle: bool, seed: int,
+                          crop: int = 0) -> Any:
+    import tensorflow as tf
+
+    from pipelines.data.prepared import normalize_images
+
+    data = tf.data.Dataset.from_tensor_slices((images, masks)).cache()
+    if shuffle:
+        data = data.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    if crop:
+        def cut(image: Any, mask: Any) -> Any:  # one random window of image and mask together
+            both = tf.concat([tf.cast(image, tf.int32), tf.cast(mask, tf.int32)[..., None]], axis=-1)
+            both = tf.image.random_crop(both, (crop, crop, both.shape[-1]), seed=seed)
+            return both[..., :-1], both[..., -1]
+
+        data = data.map(cut, num_parallel_calls=tf.data.AUTOTUNE)
+    return data.batch(batch).map(lambda x, y: (normalize_images(x), tf.cast(y, tf.int32)),
+                                 num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _check_divisible(height: int, width: int, step: int, what: str = "canvas") -> None:
+    if height % step or width % step:
+        raise ValueError(f"{what} {height}x{width}: the segmenter halves the resolution and doubles it back, so "
+                         f"both sides must be multiples of {step} (stem_stride * 2**len(filters)), e.g. "
+                         f"{max(height // step, 1) * step}x{max(width // step, 1) * step}")
+
+
+def _train_one_segmenter(typed: Any, inputs: dict[str, Any], data: Any, key: str, name: str) -> dict[str, Any]:
+    from models import build_model
+
+    settings = typed.segmenter
+    height, width = data.shape("x")[:2]
+    step = settings.stem_stride * 2 ** len(settings.filters)
+    _check_divisible(height, width, step)
+    crop = settings.crop if settings.crop and settings.crop < min(height, width) else 0
+    if crop:
+        _check_divisible(crop, crop, step, "crop")
+    x, y = data.get("train", "x"), data.get("train", "mask")
+    return run_training(FAMILY, typed, inputs, Training(
+        key, data=data, run_name=name, examples=len(x),
+        params={"segmenter.classes": len(data.class_names), "segmenter.trained_on": f"{crop}x{crop} crops" if crop
+                else "whole scenes"},
+        build=lambda: build_model("deconv_segmenter", num_classes=len(data.class_names), channels=data.shape("x")[-1],
+                                  filters=tuple(settings.filters), bottleneck=settings.bottleneck,
+                                  skips=settings.skips, stem_stride=settings.stem_stride, name=key),
+        datasets=lambda: (_segmentation_batches(x, y, typed.train.batch_size, shuffle=True, seed=typed.train.seed,
+                                                crop=crop),
+                          _segmentation_batches(data.get("val", "x"), data.get("val", "mask"), 32, shuffle=False,
+                                                seed=0) if data.sizes["val"] else None),
+        example=(x[:2] / 255.0).astype(np.float32)))
+
+
+def train_segmenter(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Train the deconvolution segmenter on the scenes (per-pixel classes, background +
+    10 digits); with ``extra_dataset`` a second one on that dataset."""
+    from pipelines.data.prepared import load_prepared, prepare
+
+    typed = FAMILY.load(config)
+    scenes = load_prepared(inputs["data_uri"])
+    out = {"scenes": _train_one_segmenter(typed, inputs, scenes, "segmenter", f"segmenter {scenes.shape('x')[0]}"
+                                                                              f"x{scenes.shape('x')[1]} scenes")}
+    if typed.segmenter.extra_dataset:
+        extra = prepare(PetsData(dataset=typed.segmenter.extra_dataset, data_dir=typed.data.data_dir,
+                                 split_seed=typed.data.split_seed))
+        out["extra"] = {**_train_one_segmenter(typed, inputs, extra, "segmenter_pets", f"segmenter {extra.name}"),
+                        "data_uri": extra.uri}
+    return out
+
+
+def segmentation_scores(predicted: np.ndarray, truth: np.ndarray, classes: int) -> dict[str, Any]:
+    """Pixel accuracy, per-class IoU and their mean over the classes present in ``truth``."""
+    matrix = np.bincount(truth.ravel().astype(np.int64) * classes + predicted.ravel().astype(np.int64),
+                         minlength=classes * classes).reshape(classes, classes)
+    inter = np.diag(matrix).astype(np.float64)
+    union = matrix.sum(0) + matrix.sum(1) - inter
+    present = matrix.sum(1) > 0
+    iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+    return {"pixel_accuracy": float(inter.sum() / matrix.sum()), "mean_iou": float(np.nanmean(iou[present])),
+            "iou": [None if np.isnan(v) else float(v) for v in iou], "present": present.tolist()}
+
+
+def evaluate_segmenter(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Mean IoU (over the classes present) and pixel accuracy on the test scenes, in the
+    segmenter's run; predicted masks beside the true ones; then registration."""
+    from pipelines import plots
+    from pipelines.data.prepared import load_prepared, normalize_images
+
+    typed = FAMILY.load(config)
+    results = {}
+    for which, trained in sorted(inputs["train_segmenter"].items()):
+        data = load_prepared(trained.get("data_uri", inputs["data_uri"]))
+        metrics = _evaluated(trained["run_id"], data.fingerprint, ("mean_iou", "pixel_accuracy"))
+        if metrics is None:
+            model = tracking.load_keras_model(trained["model_uri"])
+            images, masks = data.get("test", "x"), data.get("test", "mask")
+            predicted = np.asarray(model.predict(normalize_images(images), batch_size=32, verbose=0)).argmax(-1)
+            scores = segmentation_scores(predicted, masks, len(data.class_names))
+            metrics = {"mean_iou": scores["mean_iou"], "pixel_accuracy": scores["pixel_accuracy"],
+                       **{f"iou_{name}": value for name, value in zip(data.class_names, scores["iou"], strict=True)
+                          if value is not None}}
+            with tracking.run(FAMILY.experiment_name, which, resume_run_id=trained["run_id"]) as run:
+                run.log_metrics(metrics)
+                tracking.log_dict(run.run_id, {"class_names": list(data.class_names), **scores},
+                                  "evaluation/iou.json")
+                tracking.log_figure(run.run_id, plots.segmentations(
+                    images[:6], masks[:6], predicted[:6], len(data.class_names),
+                    f"{data.name}: mean IoU {metrics['mean_iou']:.3f}, pixel accuracy "
+                    f"{metrics['pixel_accuracy']:.3f}"), "plots/masks.png")
+                run.set_tags({TAG_EVALUATED_ON: data.fingerprint})
+        say(f"segmenter ({data.name}): mean IoU {metrics['mean_iou']:.4f}, pixel accuracy "
+            f"{metrics['pixel_accuracy']:.4f}")
+        tracking.log_metrics(nested(inputs), {f"{key}{'' if which == 'scenes' else '_' + which}": metrics[key]
+                                              for key in ("mean_iou", "pixel_accuracy")})
+        model_name = "segmenter" if which == "scenes" else "segmenter_pets"
+        results[which] = {"metrics": metrics, "version": register_and_promote(
+            FAMILY, model_name, trained["run_id"], trained["model_uri"], "mean_iou", metrics["mean_iou"],
+            tolerance=typed.promotion_tolerance)}
+    return results
+
+
+# --- generator ----------------------------------------------------------------------------
+
+
+def _generator_inputs(labels: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.eye(10, dtype=np.float32)[labels], pose.astype(np.float32)
+
+
+def train_generator(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Train the class + pose -> image generator on the posed digits (pixel-wise
+    binary cross-entropy against the posed digit)."""
+    import tensorflow as tf
+
+    from models import build_model
+    from pipelines.data.prepared import load_prepared
+
+    typed = FAMILY.load(config)
+    settings = typed.generator
+    posed = load_prepared(inputs["prepare_scenes"]["posed_uri"])
+
+    def batches(split: str, shuffle: bool) -> Any:
+        label, pose = _generator_inputs(posed.get(split, "y"), posed.get(split, "pose"))
+        target = (posed.get(split, "x") / 255.0).astype(np.float32)
+        data = tf.data.Dataset.from_tensor_slices(((label, pose), target)).cache()
+        if shuffle:
+            data = data.shuffle(len(target), seed=typed.train.seed, reshuffle_each_iteration=True)
+        return data.batch(settings.generator_batch).prefetch(tf.data.AUTOTUNE)
+
+    # The pose inputs are standardised inside the model, so it takes degrees, zoom and stroke as they are.
+    low, high = settings.pose_scale_min, settings.pose_scale_max
+    return run_training(FAMILY, typed, inputs, Training(
+        "generator", data=posed, run_name="generator class+pose", examples=posed.sizes["train"],
+        build=lambda: build_model("digit_generator", dense_units=settings.dense_units,
+                                  pose_mean=(0.0, (low + high) / 2, 0.0),
+                                  pose_std=(max(settings.rotation_max, 1.0) / np.sqrt(3.0),
+                                            max(high - low, 1e-3) / np.sqrt(12.0), 0.8165)),
+        datasets=lambda: (batches("train", True), batches("val", False)),
+        example=list(_generator_inputs(posed.get("train", "y")[:2], posed.get("train", "pose")[:2])),
+        train=dataclasses.replace(typed.train, epochs=settings.generator_epochs, batch_size=settings.generator_batch,
+                                  learning_rate=settings.generator_step_size, lr_schedule="constant",
+                                  early_stopping_patience=0),
+        fit={"loss": "binary_crossentropy", "metrics": ("mae",)}))
+
+
+def evaluate_generator(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Generate digits of every class at random poses from the training ranges and let
+    the classifier that ``convert_to_fcn`` used label them (``recognised_share``); grids
+    of class x rotation, scale and stroke sweeps, and a morph between classes."""
+    from pipelines import plots
+
+    typed = FAMILY.load(config)
+    settings = typed.generator
+    trained = inputs["train_generator"]
+    classifier = inputs["convert_to_fcn"]["classifier"]
+    posed_fingerprint = inputs["prepare_scenes"]["posed_fingerprint"]
+    metrics = _evaluated(trained["run_id"], posed_fingerprint, ("recognised_share",))
+    if metrics is None:
+        generator = tracking.load_keras_model(trained["model_uri"])
+        cnn = tracking.load_keras_model(classifier["model_uri"])
+        rng = np.random.default_rng(0)
+        per_class = 100
+        labels = np.repeat(np.arange(10), per_class)
+        pose = np.stack([rng.uniform(-settings.rotation_max, settings.rotation_max, len(labels)),
+                         rng.uniform(settings.pose_scale_min, settings.pose_scale_max, len(labels)),
+                         rng.integers(-1, 2, len(labels))], axis=1).astype(np.float32)
+        images = np.asarray(generator.predict(list(_generator_inputs(labels, pose)), batch_size=256, verbose=0))
+        predicted = np.asarray(cnn.predict(images, batch_size=256, verbose=0)).argmax(-1)
+        hit = predicted == labels
+        metrics = {"recognised_share": float(hit.mean()),
+                   **{f"recognised_{d}": float(hit[labels == d].mean()) for d in range(10)}}
+        rotations = np.linspace(-settings.rotation_max, settings.rotation_max, 9)
+        grid_labels = np.repeat(np.arange(10), len(rotations))
+        grid_pose = np.stack([np.tile(rotations, 10), np.full(len(grid_labels), (settings.pose_scale_min +
+                              settings.pose_scale_max) / 2), np.zeros(len(grid_labels))], axis=1)
+        grid = np.asarray(generator.predict(list(_generator_inputs(grid_labels, grid_pose)), verbose=0))
+        sweeps = {}
+        for name, column, values in (("scale", 1, np.linspace(settings.pose_scale_min, settings.pose_scale_max, 9)),
+                                     ("stroke", 2, np.linspace(-1, 1, 9))):
+            pose_row = np.tile([0.0, (settings.pose_scale_min + settings.pose_scale_max) / 2, 0.0], (9, 1))
+            pose_row[:, column] = values
+            sweeps[f"{name} {values[0]:.2g}..{values[-1]:.2g}"] = generator.predict(
+                list(_generator_inputs(np.full(9, 4), pose_row)), verbose=0)
+        mix = np.linspace(0, 1, 9)[:, None]
+        onehot = np.eye(10, dtype=np.float32)
+        middle = np.tile([0.0, (settings.pose_scale_min + settings.pose_scale_max) / 2, 0.0], (9, 1))
+        for first, second in ((1, 7), (3, 8)):
+            sweeps[f"{first} -> {second}"] = generator.predict(
+                [(1 - mix) * onehot[first] + mix * onehot[second], middle.astype(np.float32)], verbose=0)
+        with tracking.run(FAMILY.experiment_name, "generator", resume_run_id=trained["run_id"]) as run:
+            run.log_params({"evaluation.classifier": f"{classifier['name']}/{classifier['version']}"})
+            run.log_metrics(metrics)
+            tracking.log_figure(run.run_id, plots.image_grid(
+                grid, [f"{d} {r:+.0f}°" for d, r in zip(grid_labels, grid_pose[:, 0], strict=True)],
+                f"generated digits: class x rotation (recognised {metrics['recognised_share']:.3f} by "
+                f"{classifier['name']} v{classifier['version']})", columns=len(rotations)), "plots/class_by_rotation.png")
+            tracking.log_figure(run.run_id, plots.image_rows(sweeps, "generator sweeps: pose of a 4, and class "
+                                                                     "interpolations"), "plots/interpolations.png")
+            wrong = np.flatnonzero(~hit)[:30]
+            if len(wrong):
+                tracking.log_figure(run.run_id, plots.image_grid(
+                    images[wrong], [f"{labels[i]}→{predicted[i]} {pose[i, 0]:+.0f}°" for i in wrong],
+                    "generated digits the classifier labels otherwise (asked→labelled)"), "plots/not_recognised.png")
+            run.set_tags({TAG_EVALUATED_ON: posed_fingerprint})
+    say(f"generator: {metrics['recognised_share']:.3f} of generated digits labelled with the requested class by "
+        f"{classifier['name']} v{classifier['version']}")
+    tracking.log_metrics(nested(inputs), {"recognised_share": metrics["recognised_share"]})
+    decision = register_and_promote(FAMILY, "generator", trained["run_id"], trained["model_uri"], "recognised_share",
+                                    metrics["recognised_share"], tolerance=typed.promotion_tolerance)
+    return {"metrics": metrics, "version": decision}
