@@ -1,5 +1,6 @@
 """``nnzoo`` command line: list families, run a family's stages without Airflow, run
-the whole zoo through Airflow, start the UIs.
+the whole zoo through Airflow, start the UIs, stylise an image with the registered
+fast stylizer (``nnzoo stylize IMAGE --out PATH``).
 
 ``nnzoo run FAMILY`` prints, as its last stdout line, one JSON object:
 ``{"family": ..., "profile": ..., "runs": {...}, "metrics": {...}}``. Bad values
@@ -113,6 +114,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stylize(args: argparse.Namespace) -> int:
+    from pipelines.stages.style_transfer import stylize_file
+
+    result = stylize_file(args.image, args.out, model=args.model, max_side=args.max_side)
+    for conversion in result["conversions"]:
+        print(f"[nnzoo] {args.image}: {conversion}", file=sys.stderr)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from pipelines import localrun
 
@@ -137,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", metavar="KEY=VALUE",
                      help="override a config value by dotted path or unique name, e.g. epochs=3")
     run.set_defaults(func=cmd_run)
+    stylize = sub.add_parser("stylize", help="stylise an image with the registered fast stylizer (style_transfer)")
+    stylize.add_argument("image", help="the image to stylise (PNG, JPEG, ...; grayscale and alpha are converted)")
+    stylize.add_argument("--out", required=True, help="where to write the result; the suffix picks the format")
+    stylize.add_argument("--model", help="model URI, registered model name or .keras file "
+                                         "(default: models:/nnzoo-style_transfer-stylizer@champion)")
+    stylize.add_argument("--max-side", type=int, default=None,
+                         help="scale larger images down to this longest side first (default 1024)")
+    stylize.set_defaults(func=cmd_stylize)
     zoo = sub.add_parser("zoo", help="run every family's DAG through Airflow (embedded SQLite) and print a table")
     zoo.add_argument("--profile", default="quick", choices=PROFILES)
     zoo.add_argument("--family", action="append", help="only these families (repeatable)")

@@ -20,7 +20,8 @@ TINY_KWARGS = {
 # Models that are not image classifiers have their own module of checks instead.
 CHECKED_ELSEWHERE = {"autoencoder": "test_autoencoder.py", "rbm": "test_rbm.py",
                      "sequence_regressor": "test_recurrent.py", "sequence_tagger": "test_recurrent.py",
-                     "text_classifier": "test_recurrent.py"}
+                     "text_classifier": "test_recurrent.py", "deconv_segmenter": "test_deconv.py",
+                     "digit_generator": "test_deconv.py", "style_transformer": "test_style.py"}
 
 
 def test_registry_lists_the_classifier_models():

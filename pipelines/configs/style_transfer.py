@@ -1,0 +1,174 @@
+"""Style-transfer family: iterative (Gatys et al.) and fast feed-forward (Johnson et al.,
+Ulyanov et al.) stylisation (claims C13, C14).
+
+* One content photo is stylised by optimising an image (from noise or from the photo) to
+  match the photo's content features and the style image's Gram matrices in a fixed
+  VGG19; the three losses are logged per step, with snapshots.
+* A fully convolutional transformer net learns the same perceptual loss on random crops of
+  the training photos for one style, then stylises the held-out photos, and sizes it was
+  not trained on, in one forward pass; it is registered as ``nnzoo-style_transfer-stylizer``
+  and served by ``nnzoo stylize IMAGE --out PATH``.
+* The two are timed on this machine: seconds per image, and the iterative method's time to
+  reach the fast net's perceptual loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
+from pipelines.families import Family, register_family
+from pipelines.pipeline import Pipeline, Step
+
+PHOTO_DATASETS = ("content_photos", "flower_photos")
+LOSS_NETS = ("auto", "imagenet", "random")
+INITS = ("noise", "content")
+
+
+@dataclasses.dataclass(frozen=True)
+class PhotoData(DataConfig):
+    dataset: str = knob("content_photos", "Content photographs: the ones installed packages ship, or tf_flowers "
+                                          "from tensorflow-datasets (full).", choices=PHOTO_DATASETS)
+    val_fraction: float = knob(0.15, "Share of the photos held out for validation.", minimum=0.0, maximum=0.5)
+    test_fraction: float = knob(0.15, "Share of the photos held out: stylised by both methods, never trained on.",
+                                exclusive_minimum=0.0, maximum=0.5)
+    photo_size: int = knob(256, "Side of the square content photos (shorter side resized, then centre-cropped).",
+                           minimum=32, maximum=1024)
+
+
+@dataclasses.dataclass(frozen=True)
+class StyleConfig(Config):
+    style_image: str = knob("mosaic", "Style: a generated one (mosaic, waves), a picture an installed package "
+                                      "ships (hubble, immunohistochemistry, a content photo's name), a file path, "
+                                      "or an http(s) URL (downloaded only when given).")
+    style_size: int = knob(256, "Longest side of the style image where its Gram matrices are measured.",
+                           minimum=32, maximum=1024)
+    loss_net: str = knob("auto", "Loss network: imagenet (VGG19 ImageNet weights from the Keras cache, or "
+                                 "downloaded if NNZOO_ALLOW_DOWNLOAD=1), random (VGG19 with seeded random "
+                                 "weights, lower quality), auto (imagenet if cached, else random with a warning).",
+                         choices=LOSS_NETS)
+    loss_net_seed: int = knob(0, "Seed of the random loss network's weights.", minimum=0, maximum=2**31 - 1)
+    content_weight: float = knob(1.0, "Weight of the content loss (relative feature error at block5_conv2).",
+                                 minimum=0.0, maximum=1e6)
+    style_weight: float = knob(30.0, "Weight of the style loss (relative Gram error, mean over block1-5 conv1).",
+                               minimum=0.0, maximum=1e6)
+    tv_weight: float = knob(5.0, "Weight of the total-variation loss (mean squared neighbour difference).",
+                            minimum=0.0, maximum=1e6)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.style_image.strip():
+            raise ConfigError("style_image='': name a style, a file or a URL")
+
+
+@dataclasses.dataclass(frozen=True)
+class IterativeConfig(Config):
+    iterations: int = knob(300, "Optimisation steps of the image (Adam).", minimum=1, maximum=100_000)
+    image_size: int = knob(128, "Side of the content photo the iterative method (and, for comparison, the fast "
+                                "net) stylises.", minimum=32, maximum=1024)
+    init: str = knob("content", "Start from the content photo, or from uniform noise as Gatys et al. did (with "
+                                "the random loss network a noise start keeps its noise: see docs/style-transfer.md).",
+                     choices=INITS)
+    pixel_step_size: float = knob(0.03, "Adam learning rate on pixel values in [0, 1].", exclusive_minimum=0.0,
+                                  maximum=1.0)
+    snapshot_every: int = knob(50, "Log the image every this many steps.", minimum=1, maximum=100_000)
+    content_photo: str = knob("", "Name of the photo both methods stylise (e.g. chelsea); empty: the first "
+                                  "photo of the test split.")
+
+
+@dataclasses.dataclass(frozen=True)
+class FastConfig(Config):
+    stylizer_filters: tuple[int, ...] = knob((32, 64, 128), "Transformer channels at full, half and quarter "
+                                                            "resolution (Johnson et al.: 32, 64, 128).",
+                                             minimum=1, maximum=1024)
+    residual_blocks: int = knob(5, "Residual blocks at quarter resolution.", minimum=0, maximum=32)
+    crop_size: int = knob(256, "Side of the random training crops.", minimum=32, maximum=1024)
+    stylizer_steps_per_epoch: int = knob(500, "Gradient steps per epoch (batches of random crops).",
+                                         minimum=1, maximum=1_000_000)
+    stylize_sizes: tuple[int, ...] = knob((192, 320), "Heights of the extra sizes the trained net stylises (width "
+                                                      "1.5 x height + 1), none of them the training crop.",
+                                          minimum=32, maximum=2048)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.stylizer_filters) != 3:
+            raise ConfigError(f"stylizer_filters={self.stylizer_filters}: expected three channel counts")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeedConfig(Config):
+    timing_size: int = knob(256, "Side of the image on which both methods are timed.", minimum=32, maximum=2048)
+    timing_repeats: int = knob(5, "Timed iterative steps and forward passes (after one warm-up each).",
+                               minimum=1, maximum=1000)
+
+
+@dataclasses.dataclass(frozen=True)
+class StyleTransferConfig(ExperimentConfig):
+    """Iterative and feed-forward style transfer with one perceptual loss.
+
+    Run: ``nnzoo run style_transfer --profile quick`` (about 9 minutes on 2 busy CPU cores,
+    with the seeded random VGG19 when the ImageNet weights are not cached): the iterative
+    method, from the photo, cuts its total loss by about 98% in 250 steps at 128x128 and
+    ends with a style loss about 300x below the photo's own; the fast net, trained for 240
+    steps on 64x64 crops, stylises a 128x128 image in about 0.045 s against about 0.5 s per
+    iterative step (about 1100x at 100 steps), and the iterative method needs about 250x
+    the fast net's time to reach the fast net's loss. ``train`` configures the fast net's
+    training (batch of crops, Adam rate, epochs of ``fast.stylizer_steps_per_epoch`` steps).
+    """
+
+    data: PhotoData = PhotoData()
+    train: TrainConfig = TrainConfig(epochs=2, batch_size=4, early_stopping_patience=0)
+    style: StyleConfig = StyleConfig()
+    iterative: IterativeConfig = IterativeConfig()
+    fast: FastConfig = FastConfig()
+    speed: SpeedConfig = SpeedConfig()
+
+
+FAMILY = register_family(
+    Family(
+        name="style_transfer",
+        description="Neural style transfer: iterative image optimisation (Gatys) vs a feed-forward stylizer "
+                    "(Johnson, Ulyanov) with one VGG19 perceptual loss",
+        config_cls=StyleTransferConfig,
+        profiles={
+            "smoke": {"data.max_examples": 10, "data.photo_size": 48, "style.style_size": 48,
+                      "iterative.iterations": 30, "iterative.image_size": 40, "iterative.snapshot_every": 10,
+                      "iterative.pixel_step_size": 0.05,
+                      "fast.stylizer_filters": (4, 8, 8), "fast.residual_blocks": 1, "fast.crop_size": 32,
+                      "fast.stylizer_steps_per_epoch": 3, "fast.stylize_sizes": (36, 52),
+                      "train.epochs": 1, "train.batch_size": 2, "train.learning_rate": 1e-2,
+                      "speed.timing_size": 48, "speed.timing_repeats": 1},
+            "quick": {"data.photo_size": 128, "style.style_size": 128,
+                      "iterative.iterations": 250, "iterative.image_size": 128,
+                      "fast.stylizer_filters": (16, 32, 64), "fast.residual_blocks": 3, "fast.crop_size": 64,
+                      "fast.stylizer_steps_per_epoch": 60, "fast.stylize_sizes": (96, 160),
+                      "train.epochs": 4, "train.batch_size": 4, "train.learning_rate": 3e-3,
+                      "speed.timing_size": 128, "speed.timing_repeats": 3},
+            "full": {"data.dataset": "flower_photos", "data.val_fraction": 0.05, "data.test_fraction": 0.05,
+                     "style.loss_net": "imagenet", "iterative.iterations": 500, "iterative.image_size": 256,
+                     "iterative.init": "noise", "fast.stylizer_steps_per_epoch": 2000, "train.epochs": 10,
+                     "train.batch_size": 4, "train.learning_rate": 1e-3, "speed.timing_size": 256},
+        },
+        pipeline=Pipeline(parent_run=True, steps=(
+            Step("prepare_images", "### Prepare the images\nReads and checks the style image (generated, shipped, "
+                                   "a file or a URL), picks the loss network (ImageNet VGG19 or the seeded "
+                                   "random one, recorded), and logs the style image."),
+            Step("stylize_iterative", "### Iterative stylisation\nOptimises an image (Gatys et al.) against "
+                                      "content, Gram-matrix style and total-variation losses, logged per step "
+                                      "with snapshots.", needs=("prepare_images",)),
+            Step("train_fast_stylizer", "### Train the fast stylizer\nA fully convolutional transformer net "
+                                        "learns the same perceptual loss on random crops of the training "
+                                        "photos (Johnson et al.).", needs=("prepare_images",), trains=True),
+            Step("stylize_fast", "### Fast stylisation\nOne forward pass per held-out photo and at sizes never "
+                                 "trained on; registers the stylizer (lower held-out perceptual loss is "
+                                 "better).", needs=("prepare_images", "train_fast_stylizer")),
+            Step("compare_speed", "### Compare speed\nSeconds per image of both methods on this machine, and the "
+                                  "iterative method's time to reach the fast net's loss; the results side by "
+                                  "side.", needs=("prepare_images", "stylize_iterative", "stylize_fast")),
+        )),
+        form_params=("style.style_image", "style.loss_net", "iterative.iterations", "iterative.init",
+                     "train.epochs", "train.seed"),
+        headline=("total_loss_drop", "style_loss_vs_content_photo", "test_perceptual_loss", "speedup_*",
+                  "loss_matched_speedup"),
+    )
+)
