@@ -130,8 +130,10 @@ class FcnDeconvConfig(ExperimentConfig):
     """Fully-convolutional conversion, detection from heatmaps, learned-upsampling
     segmentation, and a class + pose generator, on scenes of MNIST digits.
 
-    Run: ``nnzoo run fcn_deconv --profile quick`` (about 6 minutes on 2 CPU cores when a
-    quick digit classifier is registered, 3 more when it has to be trained first).
+    Run: ``nnzoo run fcn_deconv --profile quick`` (17 minutes on 2 CPU cores when a quick
+    digit classifier is registered, 14 of them the segmenter's 2,024 steps; 3 more when
+    the classifier has to be trained first): detection precision 0.965 / recall 0.932 at
+    IoU 0.5, segmentation mean IoU 0.932, 0.945 of generated digits recognised.
     ``train`` configures the segmenter; the generator has its own knobs.
     """
 
