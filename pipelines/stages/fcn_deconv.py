@@ -16,6 +16,7 @@ from pipelines.configs.fcn_deconv import FAMILY
 from pipelines.stages.common import (
     TAG_EVALUATED_ON,
     Training,
+    evaluated,
     finished_run,
     nested,
     register_and_promote,
@@ -408,14 +409,10 @@ def detect(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _evaluated(run_id: str, fingerprint: str, keys: Sequence[str]) -> dict[str, float] | None:
-    from pipelines.stages.common import evaluated
-
-    earlier = evaluated(run_id, fingerprint, tuple(keys))
-    if earlier is None:
+    """Every metric of a run already evaluated on this data (a retry), else None."""
+    if evaluated(run_id, fingerprint, tuple(keys)) is None:
         return None
-    metrics = tracking.get_run(run_id).data.metrics
-    return {key: value for key, value in metrics.items() if key.startswith("detection_") or key in keys
-            or key in ("mean_iou", "pixel_accuracy", "recognised_share")}
+    return dict(tracking.get_run(run_id).data.metrics)
 
 
 # --- segmentation -------------------------------------------------------------------------
