@@ -16,31 +16,63 @@ from pipelines.pipeline import FINISH, FINISH_STEP, PREPARE, PREPARE_STEP, stage
 
 def _run_step(family: str, step: str, data: dict | None, needs: dict, item: Any = None, job: dict | None = None,
               outlet_events: Any = None) -> Any:
-    """Body of every task: the step's stage with the DAG run's config and its inputs."""
+    """Body of every task: the step's stage with the DAG run's config and its inputs;
+    the MLflow runs it makes point back to this task instance, and its "MLflow run"
+    link to the run it made."""
     from airflow.sdk import get_current_context
 
+    from pipelines import airflow_links, tasklog, tracking
+
+    tasklog.route_native_stderr()
+    context = get_current_context()
+    ti = context["ti"]
+    tracking.set_origin(airflow_links.origin_tags(ti))
     fam = get_family(family)
     declared = fam.pipeline.step(step)
     config = orchestration.task_config(family)
     if step == FINISH and not (data or {}).get("parent_run_id"):
         raise RuntimeError(f"{PREPARE} did not complete: no parent run to close")
     if job is not None and declared.label:
-        get_current_context()["nnzoo_label"] = declared.label.format(**job)
+        context["nnzoo_label"] = declared.label.format(**job)
     run_key = orchestration.task_run_key()
     if step == PREPARE:
+        notice = getattr(orchestration, "pool_notice", lambda: None)()
+        if notice:
+            print(f"[nnzoo] {notice}", flush=True)
         output = stage_function(fam, PREPARE)(config, {"run_key": run_key})
         orchestration.announce_dataset(outlet_events, output)
-        return output
-    output = stage_function(fam, step)(config, step_inputs(declared, data, run_key, needs, item, job))
+    else:
+        output = stage_function(fam, step)(config, step_inputs(declared, data, run_key, needs, item, job))
+    _link_to_run(ti, airflow_links.run_of(output) or (data or {}).get("parent_run_id"))
     if step == FINISH and output["status"] != "FINISHED":
         raise RuntimeError(f"pipeline failed: {output['reason']}")
     return output
 
 
+def _link_to_run(ti: Any, run_id: str | None) -> None:
+    """Remember the run's URL for the task's "MLflow run" link and say where it is."""
+    from pipelines import airflow_links, tracking
+
+    if not run_id:
+        return
+    try:
+        experiment_id = tracking.get_run(run_id).info.experiment_id
+    except Exception as error:  # noqa: BLE001 - a link is not worth failing a finished step
+        print(f"[nnzoo] no link to MLflow run {run_id}: {error}", flush=True)
+        return
+    url = airflow_links.mlflow_run_url(experiment_id, run_id)
+    airflow_links.remember_run_url(ti, url)
+    print(f"[nnzoo] MLflow run {run_id}" + (f": {url}" if url else
+          f" (set {airflow_links.MLFLOW_UI_VARIABLE} for a link to it)"), flush=True)
+
+
 def build_dag(family: Family | str) -> Any:
     """The family's DAG: id ``zoo_<name>``, trigger form from its config, one task per
     step (per item of a fan-out, mapped over a planning step's jobs)."""
-    from airflow.sdk import AssetAlias, dag, task
+    from airflow.sdk import AssetAlias, dag
+    from airflow.sdk.bases.decorator import task_decorator_factory
+
+    from pipelines.airflow_links import NnzooTaskOperator
 
     fam = get_family(family) if isinstance(family, str) else family
     pipeline = fam.pipeline
@@ -48,8 +80,11 @@ def build_dag(family: Family | str) -> Any:
     def make(step: Any, task_id: str, **kwargs: Any) -> Any:
         if step.trains:
             kwargs.update(orchestration.training_task_kwargs())
-        # Outputs are one XCom each, lists included (a `-> dict` hint would split dicts up).
-        return task(_run_step, task_id=task_id, doc_md=step.doc, multiple_outputs=False, **kwargs)
+        # `@task` with the "MLflow run" link. Outputs are one XCom each, lists included
+        # (a `-> dict` hint would split dicts up).
+        return task_decorator_factory(python_callable=_run_step, multiple_outputs=False,
+                                      decorated_operator_class=NnzooTaskOperator, task_id=task_id, doc_md=step.doc,
+                                      **kwargs)
 
     @dag(schedule=orchestration.schedule(fam.name), **orchestration.family_dag_kwargs(fam))
     def family_dag() -> None:

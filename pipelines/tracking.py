@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import getpass
 import io
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 import traceback
@@ -35,8 +37,24 @@ TAG_PROFILE = "nnzoo.profile"
 TAG_RUN_KEY = "nnzoo.run_key"
 TAG_FAILURE = "nnzoo.failure_reason"
 TAG_STAGE = "nnzoo.stage"
+TAG_DATASET = "nnzoo.dataset"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PROFILE_RANK = ("smoke", "quick", "full")
+"""Profiles from smallest to largest: a larger one's model displaces a smaller one's champion."""
+# MLflow's own tags: the experiment's kind (its UI opens "custom_model_development"
+# experiments in the model-training view), its description, a run's source and user.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+TAG_NOTE = "mlflow.note.content"
+TAG_SOURCE_NAME = "mlflow.source.name"
+TAG_SOURCE_TYPE = "mlflow.source.type"
+TAG_USER = "mlflow.user"
+# Where a run or model version came from when an Airflow task made it (pipelines.dagbuilder).
+AIRFLOW_TAGS = ("airflow.dag_id", "airflow.dag_run_id", "airflow.task_id", "airflow.map_index",
+                "airflow.try_number", "airflow.url")
+
+_origin: dict[str, str] = {}
 
 _configured_uri: str | None = None
 
@@ -109,17 +127,43 @@ def client() -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def ensure_experiment(name: str) -> str:
-    """Get or create the experiment; safe when several processes race to create it."""
+def set_origin(tags: Mapping[str, Any] | None) -> None:
+    """Who makes the runs of this process: an Airflow task sets its DAG, run, task, try
+    and URL (``airflow.*``) plus ``mlflow.source.*``/``mlflow.user``; every run created or
+    resumed and every model version registered afterwards carries them. ``None``: back
+    to the command line's origin."""
+    _origin.clear()
+    _origin.update({key: str(value) for key, value in (tags or {}).items()})
+
+
+def origin_tags() -> dict[str, str]:
+    """The tags of :func:`set_origin`, or those of a local command (``LOCAL``, its
+    command line, the OS user)."""
+    if _origin:
+        return dict(_origin)
+    command = " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:4]]).strip()
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return {TAG_SOURCE_TYPE: "LOCAL", TAG_SOURCE_NAME: command[:500], TAG_USER: user}
+
+
+def ensure_experiment(name: str, description: str | None = None) -> str:
+    """Get or create the experiment (tagged for MLflow's model-training view, with
+    ``description`` as its note); safe when several processes race to create it."""
     mlflow_client = client()
     for attempt in range(5):
         found = mlflow_client.get_experiment_by_name(name)
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 mlflow_client.restore_experiment(found.experiment_id)
+            _describe_experiment(found, description)
             return found.experiment_id
         try:
-            return mlflow_client.create_experiment(name, artifact_location=settings.mlflow_artifact_root_for(name))
+            created = mlflow_client.create_experiment(name, artifact_location=settings.mlflow_artifact_root_for(name),
+                                                      tags=_experiment_tags(description))
+            return created
         except MlflowException:
             # Another process created it (or the store's tables) first; look again.
             time.sleep(0.2 * (attempt + 1))
@@ -131,6 +175,21 @@ def ensure_experiment(name: str) -> str:
     if found is None:
         raise RuntimeError(f"could not create MLflow experiment {name!r} at {configure()}")
     return found.experiment_id
+
+
+def _experiment_tags(description: str | None) -> dict[str, str]:
+    tags = {TAG_EXPERIMENT_KIND: EXPERIMENT_KIND}
+    if description:
+        tags[TAG_NOTE] = description
+    return tags
+
+
+def _describe_experiment(experiment: Any, description: str | None) -> None:
+    """Add what an experiment made by an older release (or by hand) lacks; a kind or
+    description someone set in the UI is left as it is."""
+    for key, value in _experiment_tags(description).items():
+        if key not in experiment.tags:
+            client().set_experiment_tag(experiment.experiment_id, key, value)
 
 
 @dataclasses.dataclass
@@ -192,6 +251,11 @@ def run(
             # Keep the earlier failure visible, but it no longer describes the run.
             mlflow_client.set_tag(resume_run_id, "nnzoo.previous_failure", previous.data.tags[TAG_FAILURE])
             mlflow_client.delete_tag(resume_run_id, TAG_FAILURE)
+        origin = origin_tags()
+        if previous.data.tags.get("airflow.task_id", origin.get("airflow.task_id")) == origin.get("airflow.task_id"):
+            # A later try of the task that made the run: the link back now leads to it.
+            # (A later step that reopens the run to add results, e.g. an evaluation, leaves it.)
+            set_tags(resume_run_id, origin)
         handle = RunHandle(resume_run_id, experiment_id, resumed=True)
     else:
         handle = RunHandle(_create_run(experiment_id, run_name, tags, run_key, parent_run_id), experiment_id)
@@ -211,11 +275,15 @@ def run(
 
 def _create_run(experiment_id: str, run_name: str, tags: Mapping[str, Any] | None, run_key: str | None,
                 parent_run_id: str | None) -> str:
-    all_tags = {key: str(value) for key, value in (tags or {}).items()}
+    all_tags = {**origin_tags(), **{key: str(value) for key, value in (tags or {}).items()}}
     if run_key:
         all_tags[TAG_RUN_KEY] = run_key
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
+    else:
+        # Top-level runs of the same family and profile would all be "cnn-smoke": the
+        # start time tells them apart in the runs list (nested runs are told apart by parent).
+        run_name = f"{run_name} {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}"
     return client().create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
 
 
@@ -312,6 +380,23 @@ def log_bytes(run_id: str, data: bytes, artifact_file: str) -> None:
 
 def log_dict(run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
     client().log_dict(run_id, dict(data), artifact_file)
+
+
+def log_dataset(run_id: str, name: str, digest: str, source: str, *, context: str = "training",
+                sizes: Mapping[str, int] | None = None) -> None:
+    """Record the dataset a run used as an MLflow dataset input (the runs list's
+    Datasets column: name, digest, source), once per run and context."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    logged = client().get_run(run_id).inputs.dataset_inputs
+    if any(item.dataset.name == name and item.dataset.digest == digest
+           and {tag.key: tag.value for tag in item.tags}.get(MLFLOW_DATASET_CONTEXT) == context for item in logged):
+        return  # a resumed or retried run
+    source_type = "local" if source.startswith("file:") or "://" not in source else source.split("://", 1)[0]
+    dataset = Dataset(name=name, digest=digest[:36], source_type=source_type, source=json.dumps({"uri": source}),
+                      profile=json.dumps({"num_rows": dict(sizes)}) if sizes else None)
+    client().log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
 
 
 def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
@@ -427,53 +512,116 @@ def register_model_version(model_uri: str, name: str, run_id: str, tags: Mapping
     # A logged model's URI (models:/m-<id>) needs its model_id: a tracking server refuses it without.
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
     version = mlflow_client.create_model_version(name, model_uri, run_id=run_id, model_id=model_id, tags={
-        key: str(value) for key, value in (tags or {}).items()})
+        **origin_tags(), **{key: str(value) for key, value in (tags or {}).items()}})
     return version
 
 
-def promote(
-    name: str, version: str, metric: str, value: float, *, higher_is_better: bool = True, tolerance: float = 0.0
-) -> dict[str, Any]:
-    """Give ``version`` the ``challenger`` alias, and ``champion`` unless its ``metric``
-    is worse than the current champion's by more than ``tolerance``.
+def lineage_alias(profile: str, dataset: str) -> str:
+    """The alias of the best version trained on this profile and dataset (``champion-quick-digits``)."""
+    import re
 
-    The decision and both values are written as tags on the version and its run.
-    Nothing is deleted; the previous champion keeps its version and tags.
+    return re.sub(r"[^\w-]", "_", f"{CHAMPION}-{profile}-{dataset}")
+
+
+def _lineage(mlflow_client: MlflowClient, version: Any) -> tuple[str | None, str | None]:
+    """(profile, dataset) a version was trained on: its tags, else its run's."""
+    profile, dataset = version.tags.get(TAG_PROFILE), version.tags.get(TAG_DATASET)
+    if (profile is None or dataset is None) and version.run_id:
+        with contextlib.suppress(MlflowException):
+            run = mlflow_client.get_run(version.run_id)
+            profile = profile or run.data.tags.get(TAG_PROFILE)
+            dataset = dataset or run.data.params.get("dataset.name")
+    return profile, dataset
+
+
+def _by_alias(mlflow_client: MlflowClient, name: str, alias: str) -> Any | None:
+    try:
+        return mlflow_client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def promote(
+    name: str, version: str, metric: str, value: float, *, higher_is_better: bool = True, tolerance: float = 0.0,
+    profile: str | None = None, dataset: str | None = None,
+) -> dict[str, Any]:
+    """Promote ``version``, comparing like with like.
+
+    It always gets the ``challenger`` alias. Among versions trained on the same profile
+    and dataset (its *lineage*, alias :func:`lineage_alias`) it becomes the lineage's
+    champion unless its ``metric`` is worse than that champion's by more than
+    ``tolerance``. The ``champion`` alias (what consumers load) follows the lineage
+    comparison when the current champion has the same lineage; otherwise only a
+    larger profile displaces it (smoke < quick < full): a smoke model never takes the
+    champion that a quick or full run serves, and a model of another dataset never
+    replaces one it was not compared with. Without ``profile``/``dataset`` the version's
+    tags (or its run's) say them. The decision and both values become tags on the
+    version and its run. Nothing is deleted.
     """
     mlflow_client = client()
-    try:
-        champion = mlflow_client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        champion = None
-    champion_value = None
-    champion_version = None if champion is None else str(champion.version)
-    if champion is not None and champion_version != str(version):
-        champion_value = champion.tags.get(f"nnzoo.{metric}")
-        champion_value = float(champion_value) if champion_value is not None else None
-    if champion is not None and champion_version == str(version):
-        promoted, reason = True, "already champion"
-    elif champion_value is None:
-        promoted, reason = True, "no champion with this metric yet"
-    else:
-        margin = (value - champion_value) if higher_is_better else (champion_value - value)
-        promoted = margin >= -tolerance
-        reason = (f"{metric} {value:.6g} vs champion v{champion.version} {champion_value:.6g} "
-                  f"(tolerance {tolerance:g}): {'not worse' if promoted else 'worse'}")
+    current = mlflow_client.get_model_version(name, str(version))
+    if profile is None or dataset is None:
+        found_profile, found_dataset = _lineage(mlflow_client, current)
+        profile, dataset = profile or found_profile or "unknown", dataset or found_dataset or "unknown"
+    alias = lineage_alias(profile, dataset)
     mlflow_client.set_model_version_tag(name, str(version), f"nnzoo.{metric}", str(value))
+    mlflow_client.set_model_version_tag(name, str(version), TAG_PROFILE, profile)
+    mlflow_client.set_model_version_tag(name, str(version), TAG_DATASET, dataset)
+
+    best = _by_alias(mlflow_client, name, alias)
+    best_version = None if best is None else str(best.version)
+    best_value = None
+    if best is not None and best_version != str(version):
+        best_value = best.tags.get(f"nnzoo.{metric}")
+        best_value = float(best_value) if best_value is not None else None
+    if best is not None and best_version == str(version):
+        in_lineage, reason = True, "already champion"
+    elif best_value is None:
+        in_lineage, reason = True, f"no {profile}/{dataset} champion with this metric yet"
+    else:
+        margin = (value - best_value) if higher_is_better else (best_value - value)
+        in_lineage = margin >= -tolerance
+        reason = (f"{metric} {value:.6g} vs {profile}/{dataset} champion v{best.version} {best_value:.6g} "
+                  f"(tolerance {tolerance:g}): {'not worse' if in_lineage else 'worse'}")
+
+    served = _by_alias(mlflow_client, name, CHAMPION)
+    if served is None:
+        promoted = in_lineage
+    elif str(served.version) == str(version):
+        promoted, reason = True, "already champion"
+    else:
+        served_profile, served_dataset = _lineage(mlflow_client, served)
+        if (served_profile, served_dataset) == (profile, dataset):
+            promoted = in_lineage
+        else:
+            rank = {name: index for index, name in enumerate(PROFILE_RANK)}
+            mine, theirs = rank.get(profile, -1), rank.get(served_profile or "", -1)
+            promoted = in_lineage and mine > theirs
+            relation = ("a larger profile than" if mine > theirs else "a smaller profile than" if mine < theirs
+                        else "another dataset than")
+            reason += (f"; {profile}/{dataset} is {relation} the serving champion v{served.version} "
+                       f"({served_profile}/{served_dataset}): "
+                       + ("takes champion" if promoted else f"stays {alias}, champion unchanged"))
     mlflow_client.set_registered_model_alias(name, CHALLENGER, str(version))
+    if in_lineage:
+        mlflow_client.set_registered_model_alias(name, alias, str(version))
     if promoted:
         mlflow_client.set_registered_model_alias(name, CHAMPION, str(version))
+    champion_version = None if served is None else str(served.version)
+    champion_value = None
+    if served is not None and str(served.version) != str(version):
+        raw = served.tags.get(f"nnzoo.{metric}")
+        champion_value = float(raw) if raw is not None else None
     decision = {
-        "name": name, "version": str(version), "metric": metric, "value": value,
+        "name": name, "version": str(version), "metric": metric, "value": value, "profile": profile,
+        "dataset": dataset, "lineage_alias": alias, "lineage_champion": in_lineage,
         "champion_version": champion_version, "champion_value": champion_value,
         "promoted": promoted, "reason": reason,
     }
-    tags = {"nnzoo.promotion.decision": "champion" if promoted else "challenger",
+    tags = {"nnzoo.promotion.decision": "champion" if promoted else alias if in_lineage else "challenger",
             "nnzoo.promotion.reason": reason}
     for key, tag_value in tags.items():
         mlflow_client.set_model_version_tag(name, str(version), key, tag_value)
-    run_id = mlflow_client.get_model_version(name, str(version)).run_id
-    if run_id:
-        set_tags(run_id, tags)
-    decision["version"] = str(version)
+    if current.run_id:
+        set_tags(current.run_id, tags)
     return decision

@@ -21,6 +21,7 @@ def embedded(tmp_path_factory):
     """(store, env): a migrated Airflow home and an MLflow store, both temporary."""
     store = new_store(tmp_path_factory.mktemp("e2e"))
     env = localrun.airflow_env(store.env())
+    env["NNZOO_MLFLOW_UI_URL"] = "http://mlflow.example:5000"  # where the tasks' "MLflow run" links point
     assert env["NNZOO_HOME"] == str(store.home)
     assert env["AIRFLOW_HOME"] == str(store.home / "airflow")
     assert env["MLFLOW_TRACKING_URI"] == store.uri
@@ -41,6 +42,8 @@ def _runs(store):
 
 def test_init_airflow_creates_the_training_pool(embedded):
     _store, env = embedded
+    # The embedded mode names a one-slot pool (a stock Airflow would use default_pool).
+    assert orchestration.training_pool(env) == "nnzoo_training"
     result = subprocess.run([AIRFLOW, "pools", "get", orchestration.training_pool(env), "-o", "json"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -86,6 +89,45 @@ def test_smoke_dag_run_trains_evaluates_and_registers(embedded, smoke_dag_run):
         champion = client.get_model_version_by_alias(f"nnzoo-classifiers-{model}", "champion")
         assert champion.run_id == run.info.run_id
     assert (store.home / "data" / "mnist_subset").is_dir()
+
+
+def test_the_two_uis_link_to_each_other(embedded, smoke_dag_run):
+    """Each training task's "MLflow run" link (an XCom Airflow's UI reads) leads to its
+    run; the run and its registered version lead back to the task instance."""
+    import sqlite3
+    from pathlib import Path
+
+    store, env = embedded
+    assert smoke_dag_run.returncode == 0
+    client = store.client()
+    runs = {run.data.tags["nnzoo.model"]: run for run in _runs(store)
+            if run.data.tags["nnzoo.family"] == "classifiers"}
+    experiment = client.get_experiment(runs["cnn"].info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.tags["mlflow.note.content"]
+    with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as db:
+        links = dict(db.execute("SELECT task_id, value FROM xcom WHERE dag_id = 'zoo_classifiers' "
+                                "AND key = '_link_MlflowRunLink'").fetchall())
+    for model, run in runs.items():
+        tags = run.data.tags
+        task_id = f"train_{model}"
+        assert (tags["airflow.dag_id"], tags["airflow.task_id"], tags["airflow.try_number"]) == (
+            "zoo_classifiers", task_id, "1")
+        assert tags["airflow.dag_run_id"] in tags["nnzoo.run_key"]
+        assert "/dags/zoo_classifiers/runs/" in tags["airflow.url"] and tags["airflow.url"].split("?")[0].endswith(
+            f"/tasks/{task_id}")
+        assert tags["mlflow.source.type"] == "JOB" and tags["mlflow.source.name"] == f"airflow:zoo_classifiers.{task_id}"
+        assert tags["mlflow.user"]
+        url = json.loads(links[task_id])
+        assert url == f"http://mlflow.example:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        inputs = run.inputs.dataset_inputs
+        assert [item.dataset.name for item in inputs] == ["mnist_subset"], inputs
+        assert inputs[0].dataset.digest == run.data.params["dataset.fingerprint"][:36]
+        version = client.get_model_version_by_alias(f"nnzoo-classifiers-{model}", "champion")
+        assert version.tags["airflow.dag_id"] == "zoo_classifiers" and version.tags["airflow.url"]
+        assert version.tags["nnzoo.profile"] == "smoke"
+    # The run names tell the two DAG runs' trainings apart (here: one DAG run, two models).
+    assert len({run.info.run_name for run in runs.values()}) == len(runs)
 
 
 def test_summary_rows_read_the_store_of_the_given_env(embedded, smoke_dag_run):

@@ -29,7 +29,7 @@ def prepare_data(family: Family, config: dict[str, Any], inputs: dict[str, Any])
 
     typed = family.load(config)
     prepared = prepare(typed.data)
-    tracking.ensure_experiment(family.experiment_name)
+    tracking.ensure_experiment(family.experiment_name, family.description)
     data = {"data_uri": prepared.uri, "dataset": prepared.name, "fingerprint": prepared.fingerprint,
             "sizes": dict(prepared.sizes), "profile": typed.profile,
             "changed": record_latest(typed.data, prepared.fingerprint)}
@@ -38,6 +38,7 @@ def prepare_data(family: Family, config: dict[str, Any], inputs: dict[str, Any])
         parent = tracking.start_run(family.experiment_name, f"{family.name}-{typed.profile}", run_key=key,
                                     tags=run_tags(family, typed, "pipeline", "pipeline"))
         tracking.log_params(parent, run_params(typed, prepared))
+        log_dataset(parent, prepared)
         data["parent_run_id"] = parent
         say(f"{family.name}: parent run {parent} for {prepared.name} {prepared.fingerprint} {data['sizes']}")
     return data
@@ -73,6 +74,12 @@ def nested(inputs: dict[str, Any]) -> str:
     if not parent:
         raise ValueError("inputs lack parent_run_id: run prepare_data first, it opens the pipeline's parent run")
     return parent
+
+
+def log_dataset(run_id: str, data: Any, context: str = "training") -> None:
+    """The prepared dataset as the run's MLflow dataset input (name, fingerprint, file)."""
+    tracking.log_dataset(run_id, data.name, data.fingerprint, getattr(data, "uri", "") or getattr(data, "source", ""),
+                         context=context, sizes=getattr(data, "sizes", None))
 
 
 def say(text: str) -> None:
@@ -284,6 +291,8 @@ def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any]
             model = spec.build()
             run.log_params(run_params(typed, spec.data, model=spec.name, parameters=model.count_params(),
                                       **spec.params))
+            if spec.data is not None:
+                log_dataset(run.run_id, spec.data)
             log_model_cost(run, model, spec.example)
             callbacks = [tracking.keras_epoch_logger(run.run_id, skip_through=plan.logged_epochs),
                          *(spec.callbacks(run.run_id) if spec.callbacks else ())]
@@ -351,14 +360,19 @@ def register_and_promote(
     family: Family, model: str, run_id: str, model_uri: str, metric: str, value: float,
     *, tolerance: float, higher_is_better: bool = True,
 ) -> dict[str, Any]:
-    """Register the run's model as ``nnzoo-<family>-<model>`` (once per run) and promote it."""
+    """Register the run's model as ``nnzoo-<family>-<model>`` (once per run) and promote it
+    against the versions of its own profile and dataset (:func:`pipelines.tracking.promote`)."""
     run = tracking.get_run(run_id)
     if run.info.status != "FINISHED":
         raise RuntimeError(f"run {run_id} ended {run.info.status}; only finished runs are registered")
     name = f"nnzoo-{family.name}-{model}"
+    # Its lineage: a champion is only ever compared with versions of the same profile and data.
+    profile = run.data.tags.get(tracking.TAG_PROFILE, "unknown")
+    dataset = run.data.params.get("dataset.name") or run.data.params.get("data.dataset") or "unknown"
     version = tracking.register_model_version(
-        model_uri, name, run_id, tags={f"nnzoo.{metric}": value, "nnzoo.family": family.name})
+        model_uri, name, run_id, tags={f"nnzoo.{metric}": value, "nnzoo.family": family.name,
+                                       tracking.TAG_PROFILE: profile, tracking.TAG_DATASET: dataset})
     decision = tracking.promote(name, version.version, metric, value, higher_is_better=higher_is_better,
-                                tolerance=tolerance)
+                                tolerance=tolerance, profile=profile, dataset=dataset)
     say(f"registered {name} v{decision['version']}: {decision['reason']}")
     return decision

@@ -37,7 +37,7 @@ def test_configure_follows_the_environment_per_test(tmp_path, monkeypatch):
     assert first.client().get_run(run_a.run_id).info.status == "FINISHED"
     assert second.client().get_experiment_by_name("nnzoo-a") is None
     assert first.client().get_experiment_by_name("nnzoo-b") is None
-    assert second.client().get_run(run_b.run_id).info.run_name == "in-b"
+    assert second.client().get_run(run_b.run_id).info.run_name.startswith("in-b ")
 
 
 def test_new_experiments_keep_artifacts_under_nnzoo_home(store):
@@ -253,6 +253,150 @@ def test_promoting_the_champion_again_keeps_it(registry):
     decision = tracking.promote(name, v1, "test_accuracy", 0.8)
     assert decision["promoted"] and decision["reason"] == "already champion"
     assert _champion(client, name) == v1
+
+
+# --- promotion between like and like ----------------------------------------------
+
+
+def _lineage_version(registry, profile: str, dataset: str = "digits") -> str:
+    new_version, client, name = registry
+    version = new_version()
+    client.set_model_version_tag(name, version, tracking.TAG_PROFILE, profile)
+    client.set_model_version_tag(name, version, tracking.TAG_DATASET, dataset)
+    return version
+
+
+def test_a_smoke_challenger_never_takes_the_quick_champion(registry):
+    _new, client, name = registry
+    quick = _lineage_version(registry, "quick")
+    assert tracking.promote(name, quick, "test_accuracy", 0.90)["promoted"]
+    smoke = _lineage_version(registry, "smoke")
+    decision = tracking.promote(name, smoke, "test_accuracy", 0.99)  # better, but not comparable
+    assert not decision["promoted"] and decision["lineage_champion"]
+    assert "smaller profile" in decision["reason"], decision["reason"]
+    assert _champion(client, name) == quick
+    assert str(client.get_model_version_by_alias(name, "champion-smoke-digits").version) == smoke
+    assert str(client.get_model_version_by_alias(name, "champion-quick-digits").version) == quick
+    assert client.get_model_version(name, smoke).tags["nnzoo.promotion.decision"] == "champion-smoke-digits"
+
+
+def test_a_quick_model_displaces_a_smoke_champion_and_is_then_compared_with_quick_only(registry):
+    _new, client, name = registry
+    smoke = _lineage_version(registry, "smoke")
+    tracking.promote(name, smoke, "test_accuracy", 0.99)
+    assert _champion(client, name) == smoke
+    quick = _lineage_version(registry, "quick")
+    decision = tracking.promote(name, quick, "test_accuracy", 0.5)  # worse than smoke's, yet it serves
+    assert decision["promoted"] and "larger profile" in decision["reason"]
+    assert _champion(client, name) == quick
+    worse = _lineage_version(registry, "quick")
+    assert not tracking.promote(name, worse, "test_accuracy", 0.4)["promoted"]
+    better = _lineage_version(registry, "quick")
+    decision = tracking.promote(name, better, "test_accuracy", 0.6)
+    assert decision["promoted"] and f"quick/digits champion v{quick}" in decision["reason"]
+    assert _champion(client, name) == better
+
+
+def test_another_dataset_is_not_compared_with_the_champion(registry):
+    _new, client, name = registry
+    digits = _lineage_version(registry, "quick", "digits")
+    tracking.promote(name, digits, "test_accuracy", 0.8)
+    fashion = _lineage_version(registry, "quick", "fashion_mnist")
+    decision = tracking.promote(name, fashion, "test_accuracy", 0.95)
+    assert not decision["promoted"] and "another dataset" in decision["reason"]
+    assert _champion(client, name) == digits
+    assert str(client.get_model_version_by_alias(name, "champion-quick-fashion_mnist").version) == fashion
+
+
+def test_register_and_promote_takes_the_lineage_from_the_run(registry, logged_model):
+    from pipelines.families import get_family
+    from pipelines.stages.common import register_and_promote
+
+    _new, client, name = registry
+    _shared, model_uri = logged_model
+    decisions = {}
+    for profile, accuracy in (("quick", 0.9), ("smoke", 0.95)):
+        with tracking.run("nnzoo-classifiers", f"cnn-{profile}", tags={tracking.TAG_PROFILE: profile}) as run:
+            run.log_params({"dataset.name": "digits"})
+        decisions[profile] = register_and_promote(get_family("classifiers"), "promotion-test", run.run_id, model_uri,
+                                                  "test_accuracy", accuracy, tolerance=0.0)
+    registered = "nnzoo-classifiers-promotion-test"
+    assert decisions["quick"]["promoted"] and not decisions["smoke"]["promoted"]
+    champion = client.get_model_version_by_alias(registered, tracking.CHAMPION)
+    assert str(champion.version) == decisions["quick"]["version"]
+    assert champion.tags[tracking.TAG_PROFILE] == "quick" and champion.tags[tracking.TAG_DATASET] == "digits"
+
+
+# --- MLflow's own conventions: origin, names, datasets, experiment kind ------------
+
+
+def test_runs_and_versions_carry_their_origin(registry, logged_model):
+    _new, client, name = registry
+    _shared, model_uri = logged_model
+    with tracking.run("nnzoo-origin-test", "local") as local:
+        pass
+    tags = client.get_run(local.run_id).data.tags
+    assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"] and tags["mlflow.source.name"]
+    origin = {"airflow.dag_id": "zoo_x", "airflow.dag_run_id": "manual__1", "airflow.task_id": "train_cnn",
+              "airflow.try_number": "1", "airflow.url": "http://airflow/dags/zoo_x/runs/manual__1/tasks/train_cnn",
+              "mlflow.source.type": "JOB", "mlflow.source.name": "airflow:zoo_x.train_cnn", "mlflow.user": "alice"}
+    tracking.set_origin(origin)
+    try:
+        with pytest.raises(RuntimeError), tracking.run("nnzoo-origin-test", "task") as run:
+            raise RuntimeError("killed")
+        assert origin.items() <= client.get_run(run.run_id).data.tags.items()
+        version = tracking.register_model_version(model_uri, name, run.run_id)
+        assert origin.items() <= client.get_model_version(name, version.version).tags.items()
+        # The retry that resumes the run is the one its link leads back to.
+        tracking.set_origin({**origin, "airflow.try_number": "2"})
+        with tracking.run("nnzoo-origin-test", "task", resume_run_id=run.run_id):
+            pass
+        assert client.get_run(run.run_id).data.tags["airflow.try_number"] == "2"
+    finally:
+        tracking.set_origin(None)
+    assert tracking.origin_tags()["mlflow.source.type"] == "LOCAL"
+
+
+def test_top_level_runs_get_distinct_names_nested_runs_keep_theirs(store):
+    with tracking.run("nnzoo-names", "cnn-smoke") as first:
+        pass
+    with tracking.run("nnzoo-names", "cnn-smoke", parent_run_id=first.run_id) as child:
+        pass
+    import time
+
+    time.sleep(1.1)
+    with tracking.run("nnzoo-names", "cnn-smoke") as second:
+        pass
+    names = [store.client().get_run(run.run_id).info.run_name for run in (first, second, child)]
+    assert names[0] != names[1] and all(name.startswith("cnn-smoke ") for name in names[:2]), names
+    assert names[2] == "cnn-smoke"
+
+
+def test_experiments_open_in_the_model_training_view_with_a_description(store):
+    experiment_id = tracking.ensure_experiment("nnzoo-kind", "What this family shows")
+    tags = store.client().get_experiment(experiment_id).tags
+    assert tags[tracking.TAG_EXPERIMENT_KIND] == "custom_model_development"
+    assert tags[tracking.TAG_NOTE] == "What this family shows"
+    # An experiment made before (without the tags) gets them; one set by hand is kept.
+    old = store.client().create_experiment("nnzoo-old")
+    store.client().set_experiment_tag(old, tracking.TAG_NOTE, "written by a user")
+    tracking.ensure_experiment("nnzoo-old", "default text")
+    tags = store.client().get_experiment(old).tags
+    assert tags[tracking.TAG_EXPERIMENT_KIND] == "custom_model_development"
+    assert tags[tracking.TAG_NOTE] == "written by a user"
+
+
+def test_the_dataset_is_a_run_input_once(store):
+    with tracking.run("nnzoo-inputs", "train") as run:
+        for _ in range(2):  # a retry logs it again
+            tracking.log_dataset(run.run_id, "digits", "0123456789abcdef", "file:///data/digits/abc.npz",
+                                 sizes={"train": 100, "test": 20})
+    inputs = store.client().get_run(run.run_id).inputs.dataset_inputs
+    assert len(inputs) == 1
+    dataset = inputs[0].dataset
+    assert (dataset.name, dataset.digest, dataset.source_type) == ("digits", "0123456789abcdef", "local")
+    assert "file:///data/digits/abc.npz" in dataset.source
+    assert {tag.key: tag.value for tag in inputs[0].tags}["mlflow.data.context"] == "training"
 
 
 def test_only_finished_runs_are_registered(store):
