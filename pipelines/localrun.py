@@ -20,8 +20,13 @@ from typing import Any
 from pipelines import orchestration, settings
 
 
-def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for the embedded mode; values already set in ``base`` win."""
+def airflow_env(base: dict[str, str] | None = None, mlflow_ui_url: str | None = None) -> dict[str, str]:
+    """Environment for the embedded mode; values already set in ``base`` win.
+
+    ``mlflow_ui_url``: where the MLflow UI of this store answers (``nnzoo ui`` starts
+    one), exported as ``NNZOO_MLFLOW_UI_URL`` for links to runs; without it the
+    variable is left as ``base`` has it (usually unset).
+    """
     env = dict(os.environ if base is None else base)
     home = Path(env.get("NNZOO_HOME", settings.home()))
     airflow_home = Path(env.get("AIRFLOW_HOME", home / "airflow"))
@@ -31,6 +36,11 @@ def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(settings.REPO_ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # A local playground: DAGs are ready to trigger, not paused.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        # Training tasks take the one slot of this pool, which init_airflow creates:
+        # one training at a time on a CPU laptop.
+        "NNZOO_TRAINING_POOL": orchestration.EMBEDDED_TRAINING_POOL,
         # 2-core laptops and CI: a few worker processes, not Airflow's default 32.
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
@@ -39,6 +49,8 @@ def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
+    if mlflow_ui_url:
+        defaults["NNZOO_MLFLOW_UI_URL"] = mlflow_ui_url
     for key, value in defaults.items():
         env.setdefault(key, value)
     # Task processes import `pipelines` from this checkout, whatever PYTHONPATH held.
@@ -59,13 +71,14 @@ def _bin(name: str) -> str:
 
 
 def init_airflow(env: dict[str, str]) -> None:
-    """Create or migrate the metadata DB and the training pool (idempotent)."""
+    """Create or migrate the metadata DB and the training pool, if one is configured (idempotent)."""
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     _check([_bin("airflow"), "db", "migrate"], env, "airflow db migrate")
     # The pool the DAGs put training tasks in: the same setting, read in the same environment.
     pool = orchestration.training_pool(env)
-    _check([_bin("airflow"), "pools", "set", pool, "1", "nnzoo training tasks (one at a time on CPU)"],
-           env, "airflow pools set")
+    if pool is not None:
+        _check([_bin("airflow"), "pools", "set", pool, "1", "nnzoo training tasks (one at a time on CPU)"],
+               env, "airflow pools set")
 
 
 def _check(command: list[str], env: dict[str, str], what: str) -> None:
@@ -192,10 +205,48 @@ def print_summary(since_ms: int, env: dict[str, str]) -> None:
     print(f"Airflow home: {env['AIRFLOW_HOME']}  (make ui starts Airflow at http://localhost:8080)")
 
 
+def experiment_ids(env: dict[str, str]) -> dict[str, str]:
+    """Experiment name -> id in the MLflow store, if the store exists (``{}`` when not,
+    or when it cannot be read: the links then point at the experiment list)."""
+    uri = env["MLFLOW_TRACKING_URI"]
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return {}  # opening it would create an empty store
+    try:
+        from mlflow import MlflowClient
+
+        return {e.name: e.experiment_id for e in MlflowClient(tracking_uri=uri).search_experiments()}
+    except Exception:  # an unreadable or unreachable store: links without ids
+        return {}
+
+
+def ui_links(env: dict[str, str], airflow_port: int, mlflow_port: int,
+             ids: dict[str, str] | None = None) -> str:
+    """A table of each family's DAG in the Airflow UI and experiment in the MLflow UI.
+    An experiment not in the store yet (its family never ran) gets the experiment list."""
+    from pipelines.families import all_families
+
+    ids = experiment_ids(env) if ids is None else ids
+    families = list(all_families().values())
+    width = max(len(family.name) for family in families)
+    dag_urls = {family.name: f"http://localhost:{airflow_port}/dags/{family.dag_id}" for family in families}
+    url_width = max(len(url) for url in dag_urls.values())
+    lines = ["Families (Airflow DAG | MLflow experiment):"]
+    for family in families:
+        dag_url = dag_urls[family.name]
+        experiment = family.experiment_name
+        if experiment in ids:
+            # In MLflow's model-training view (its UI opens experiments in the GenAI view).
+            mlflow_url = settings.mlflow_experiment_url(f"http://localhost:{mlflow_port}", ids[experiment])
+        else:
+            mlflow_url = f"http://localhost:{mlflow_port}/#/experiments ({experiment}: after its first run)"
+        lines.append(f"  {family.name:<{width}}  {dag_url:<{url_width}}  |  {mlflow_url}")
+    return "\n".join(lines)
+
+
 def run_ui(airflow_port: int, mlflow_port: int) -> int:
     """``airflow standalone`` and ``mlflow ui`` in their own process groups; Ctrl-C
     stops both groups, children included."""
-    env = airflow_env()
+    env = airflow_env(mlflow_ui_url=f"http://localhost:{mlflow_port}")
     env["AIRFLOW__API__PORT"] = str(airflow_port)
     env.setdefault("AIRFLOW__API__BASE_URL", f"http://localhost:{airflow_port}")
     # Tasks reach the api-server's execution API: keep it on the same port.
@@ -218,6 +269,7 @@ def run_ui(airflow_port: int, mlflow_port: int) -> int:
     password_file = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
     print(f"Airflow UI:  http://localhost:{airflow_port}   (user admin; password in {password_file})")
     print(f"MLflow UI:   http://localhost:{mlflow_port}")
+    print(ui_links(env, airflow_port, mlflow_port))
     print(f"Logs:        {log_dir}/airflow-standalone.log, {log_dir}/mlflow-ui.log")
     print("Ctrl-C stops both.", flush=True)
 

@@ -6,7 +6,7 @@ without code changes.
 | variable | default | meaning |
 |---|---|---|
 | ``NNZOO_TRAINING_QUEUE`` | ``default`` | Celery queue of training tasks (``gpu`` on GPU workers) |
-| ``NNZOO_TRAINING_POOL`` | ``nnzoo_training`` | pool of training tasks; its slots = GPUs (1 on a CPU laptop) |
+| ``NNZOO_TRAINING_POOL`` | unset | pool of training tasks (its slots = GPUs); unset: Airflow's ``default_pool``. The embedded mode sets ``nnzoo_training`` (1 slot), so does docker/compose.yaml (1 slot per GPU); a named pool must exist (``airflow pools set``) or its tasks are never scheduled |
 | ``NNZOO_TRAINING_RETRIES`` | ``2`` | retries of a training task; a retry resumes from the last epoch |
 | ``NNZOO_SCHEDULE_<FAMILY>`` | unset | cron string (or ``@daily`` ...) that retrains the family; unset: manual only |
 """
@@ -29,8 +29,28 @@ def training_queue() -> str:
     return os.environ.get("NNZOO_TRAINING_QUEUE", "default")
 
 
-def training_pool(env: Mapping[str, str] | None = None) -> str:
-    return (os.environ if env is None else env).get("NNZOO_TRAINING_POOL", "nnzoo_training")
+EMBEDDED_TRAINING_POOL = "nnzoo_training"
+"""The pool the embedded mode and docker/compose.yaml name in ``NNZOO_TRAINING_POOL``."""
+
+
+def training_pool(env: Mapping[str, str] | None = None) -> str | None:
+    """The pool of training tasks, or None (Airflow's ``default_pool``) unless
+    ``NNZOO_TRAINING_POOL`` names one: the DAGs then run in any Airflow, no set-up needed."""
+    value = ((os.environ if env is None else env).get("NNZOO_TRAINING_POOL") or "").strip()
+    return value or None
+
+
+def pool_notice(env: Mapping[str, str] | None = None) -> str | None:
+    """One line for the user about the configured training pool (None without one):
+    a task of a pool that does not exist is never scheduled, so say how to create it."""
+    pool = training_pool(env)
+    if pool is None:
+        return None
+    import shlex
+
+    return (f"training tasks use the Airflow pool {pool!r} (NNZOO_TRAINING_POOL); Airflow never schedules "
+            f"tasks of a pool that does not exist, so if it is missing create it (one slot per GPU): "
+            f"airflow pools set {shlex.quote(pool)} 1 'nnzoo training tasks'")
 
 
 def training_retries() -> int:
@@ -151,8 +171,12 @@ def family_dag_kwargs(family: Any) -> dict[str, Any]:
 
 
 def training_task_kwargs() -> dict[str, Any]:
-    """``@task`` arguments of training tasks: queue, pool and retries from the environment."""
+    """``@task`` arguments of training tasks: queue, pool and retries from the environment
+    (no ``pool`` unless one is configured: Airflow's ``default_pool`` then)."""
     from datetime import timedelta
 
-    return {"queue": training_queue(), "pool": training_pool(), "retries": training_retries(),
-            "retry_delay": timedelta(seconds=20)}
+    kwargs: dict[str, Any] = {"queue": training_queue(), "retries": training_retries(),
+                              "retry_delay": timedelta(seconds=20)}
+    if (pool := training_pool()) is not None:
+        kwargs["pool"] = pool
+    return kwargs

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -69,3 +70,36 @@ def mlflow_artifact_root_for(experiment: str) -> str | None:
     """Artifact location of a new experiment, or None to let the server decide."""
     root = mlflow_artifact_root()
     return None if root is None else f"{root.rstrip('/')}/{experiment}"
+
+
+# --- the MLflow UI (links from Airflow tasks and from `make ui`) ----------------------
+
+MLFLOW_UI_VARIABLE = "NNZOO_MLFLOW_UI_URL"
+
+
+def mlflow_ui_url(env: Mapping[str, str] | None = None) -> str | None:
+    """Base URL of the MLflow UI: ``NNZOO_MLFLOW_UI_URL``, else the tracking server's
+    when ``MLFLOW_TRACKING_URI`` is one (a file or SQLite store has no UI of its own)."""
+    env = os.environ if env is None else env
+    url = (env.get(MLFLOW_UI_VARIABLE) or "").strip()
+    if not url:
+        tracking = (env.get("MLFLOW_TRACKING_URI") or "").strip()
+        url = tracking if tracking.startswith(("http://", "https://")) else ""
+    return url.rstrip("/") or None
+
+
+ML_VIEW = "workflowType=machine_learning"
+"""MLflow 3.17's UI shows every experiment in its GenAI view unless the URL (or the
+user's sidebar switch, remembered by the browser) asks for the model-training view;
+the experiment's ``mlflow.experimentKind`` tag does not change that in this version.
+Links nnzoo gives out therefore ask for it."""
+
+
+def mlflow_run_url(experiment_id: str, run_id: str, env: Mapping[str, str] | None = None) -> str | None:
+    base = mlflow_ui_url(env)
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW}" if base else None
+
+
+def mlflow_experiment_url(base: str, experiment_id: str) -> str:
+    """The experiment's runs in MLflow's model-training view."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{ML_VIEW}"

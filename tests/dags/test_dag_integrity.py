@@ -12,10 +12,11 @@ import pytest
 from pipelines.config import PROFILES
 from pipelines.families import all_families
 from pipelines.localrun import family_dag_ids
-from pipelines.orchestration import training_pool
+from pipelines.orchestration import EMBEDDED_TRAINING_POOL
 from tests.conftest import REPO_ROOT, run_python
 
-TRAINING_POOL = training_pool()
+# The bag is loaded as the embedded mode and docker/compose.yaml run it: with a named pool.
+TRAINING_POOL = EMBEDDED_TRAINING_POOL
 FAMILIES = all_families()
 
 DAGS = REPO_ROOT / "dags"
@@ -69,7 +70,7 @@ def _bag(tmp_path: Path, **env: str) -> dict:
 
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory):
-    return _bag(tmp_path_factory.mktemp("dagbag"))
+    return _bag(tmp_path_factory.mktemp("dagbag"), NNZOO_TRAINING_POOL=TRAINING_POOL)
 
 
 def test_every_dag_file_is_found():
@@ -127,7 +128,7 @@ def test_zoo_classifiers_task_graph(bag):
     }
 
 
-def test_training_tasks_use_the_training_pool_and_default_queue(bag):
+def test_training_tasks_use_the_configured_pool_else_the_default_pool(bag, tmp_path):
     tasks = bag["dags"]["zoo_classifiers"]["tasks"]
     for task in ("train_mlp", "train_cnn"):
         assert tasks[task]["pool"] == TRAINING_POOL == "nnzoo_training"
@@ -135,6 +136,10 @@ def test_training_tasks_use_the_training_pool_and_default_queue(bag):
         assert tasks[task]["retries"] >= 1
     for task in ("prepare_data", "evaluate", "register"):
         assert tasks[task]["pool"] != TRAINING_POOL
+    # Without NNZOO_TRAINING_POOL (a stock Airflow): every task in Airflow's default_pool.
+    plain = _bag(tmp_path, NNZOO_TRAINING_POOL="")["dags"]
+    for dag_id in (family.dag_id for family in FAMILIES.values()):
+        assert {info["pool"] for info in plain[dag_id]["tasks"].values()} == {"default_pool"}, dag_id
 
 
 def test_training_queue_comes_from_the_environment(tmp_path):

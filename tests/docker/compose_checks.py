@@ -605,7 +605,11 @@ def check_airflow_init(stack: Stack) -> list[str]:
     problems = []
     if "airflow db migrate" not in command:
         problems.append("airflow-init does not run `airflow db migrate`")
-    pool = environment(svc).get("NNZOO_TRAINING_POOL", "nnzoo_training")
+    # Without NNZOO_TRAINING_POOL the DAGs put training tasks in default_pool (any number
+    # at once); with it, the pool must exist or Airflow never schedules them.
+    pool = environment(svc).get("NNZOO_TRAINING_POOL")
+    if not pool:
+        problems.append("NNZOO_TRAINING_POOL is not set: training tasks would not be limited to one per GPU")
     match = re.search(r"airflow pools set\s+(\S+)\s+(\S+)", command)
     if match is None:
         problems.append("airflow-init does not create the training pool (`airflow pools set`)")
@@ -766,11 +770,35 @@ def check_shell_scripts(stack: Stack) -> list[str]:
     return problems
 
 
+MIN_VISIBILITY_TIMEOUT_S = 6 * 3600
+"""Below this, a long training on a GPU may outlive the broker's visibility timeout."""
+
+
+def check_celery_visibility_timeout(stack: Stack) -> list[str]:
+    """Every Airflow service sets the Redis broker's visibility timeout explicitly, to one
+    value, longer than a long training (docs/distributed.md, "Long tasks")."""
+    problems = []
+    key = "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"
+    values = {}
+    for name, svc in airflow_services(stack).items():
+        value = environment(svc).get(key)
+        if value is None:
+            problems.append(f"service {name}: {key} is not set")
+            continue
+        values[name] = str(value)
+        if not str(value).isdigit() or int(value) < MIN_VISIBILITY_TIMEOUT_S:
+            problems.append(f"service {name}: {key}={value!r}: expected whole seconds >= {MIN_VISIBILITY_TIMEOUT_S}")
+    if len(set(values.values())) > 1:
+        problems.append(f"{key} differs between Airflow services: {values}")
+    return problems
+
+
 ALL_CHECKS = (
     check_top_level, check_images_and_builds, check_env_example, check_variable_forms,
     check_no_literal_secrets, check_depends_on, check_volumes, check_healthchecks,
     check_airflow_environment, check_execution_api, check_workers, check_shared_data,
-    check_airflow_init, check_mlflow, check_postgres_init, check_dockerfile, check_shell_scripts,
+    check_airflow_init, check_celery_visibility_timeout, check_mlflow, check_postgres_init, check_dockerfile,
+    check_shell_scripts,
 )
 
 

@@ -19,6 +19,15 @@ def test_airflow_env_derives_every_location_from_nnzoo_home(tmp_path):
     assert env["TF_CPP_MIN_LOG_LEVEL"] == "2"
 
 
+def test_airflow_env_unpauses_dags_and_names_the_one_slot_training_pool(tmp_path):
+    env = localrun.airflow_env({"NNZOO_HOME": str(tmp_path)})
+    assert env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
+    assert env["NNZOO_TRAINING_POOL"] == "nnzoo_training"
+    assert "NNZOO_MLFLOW_UI_URL" not in env
+    env = localrun.airflow_env({"NNZOO_HOME": str(tmp_path)}, mlflow_ui_url="http://localhost:5001")
+    assert env["NNZOO_MLFLOW_UI_URL"] == "http://localhost:5001"
+
+
 def test_airflow_env_puts_the_repository_in_front_of_an_existing_pythonpath(tmp_path):
     env = localrun.airflow_env({"NNZOO_HOME": str(tmp_path), "PYTHONPATH": "/elsewhere"})
     assert env["PYTHONPATH"].split(":") == [str(settings.REPO_ROOT), "/elsewhere"]
@@ -49,7 +58,29 @@ def test_init_airflow_creates_the_pool_the_dags_use(monkeypatch, tmp_path):
     assert [command[3] for command in pools] == ["gpu_slots"]
 
 
-def test_run_ui_closes_the_log_files_it_hands_to_its_processes(monkeypatch, tmp_path):
+def test_init_airflow_creates_no_pool_when_none_is_configured(monkeypatch, tmp_path):
+    commands = []
+    monkeypatch.setattr(localrun, "_check", lambda command, env, what: commands.append(command))
+    env = localrun.airflow_env({"NNZOO_HOME": str(tmp_path)})
+    env["NNZOO_TRAINING_POOL"] = ""
+    localrun.init_airflow(env)
+    assert [command[1:3] for command in commands] == [["db", "migrate"]]
+
+
+def test_ui_links_name_each_family_dag_and_experiment(tmp_path):
+    from pipelines.families import all_families
+
+    env = localrun.airflow_env({"NNZOO_HOME": str(tmp_path)})
+    assert localrun.experiment_ids(env) == {}  # no store yet, and none is created
+    assert not (tmp_path / "mlflow" / "mlflow.db").exists()
+    text = localrun.ui_links(env, 18080, 15000, ids={"nnzoo-classifiers": "7"})
+    for family in all_families().values():
+        assert f"http://localhost:18080/dags/{family.dag_id} " in text
+    assert "http://localhost:15000/#/experiments/7/runs?workflowType=machine_learning" in text
+    assert "http://localhost:15000/#/experiments (nnzoo-cnn_depth: after its first run)" in text
+
+
+def test_run_ui_closes_the_log_files_it_hands_to_its_processes(monkeypatch, tmp_path, capsys):
     handed = []
 
     class Exited:
@@ -65,12 +96,19 @@ def test_run_ui_closes_the_log_files_it_hands_to_its_processes(monkeypatch, tmp_
             return 1
 
     monkeypatch.setenv("NNZOO_HOME", str(tmp_path))
-    monkeypatch.setattr(localrun, "init_airflow", lambda env: None)
+    for variable in ("NNZOO_MLFLOW_UI_URL", "AIRFLOW__API__BASE_URL", "MLFLOW_TRACKING_URI", "AIRFLOW_HOME"):
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr(localrun.subprocess, "Popen", Exited)
     monkeypatch.setattr(localrun.os, "killpg", lambda pid, sig: None)
     monkeypatch.setattr(localrun.signal, "signal", lambda *args: None)
+    envs = []
+    monkeypatch.setattr(localrun, "init_airflow", lambda env: envs.append(env))
     assert localrun.run_ui(18080, 15000) == 1
     assert len(handed) == 2 and all(log.closed for log in handed)
+    assert envs[0]["NNZOO_MLFLOW_UI_URL"] == "http://localhost:15000"
+    assert envs[0]["AIRFLOW__API__BASE_URL"] == "http://localhost:18080"
+    out = capsys.readouterr().out
+    assert "http://localhost:18080/dags/zoo_classifiers" in out and "http://localhost:15000/#/experiments" in out
 
 
 def test_multi_line_progress_survives_the_make_run_filter(capsys):

@@ -20,6 +20,27 @@ def test_queue_pool_and_retries_come_from_the_environment(monkeypatch):
         "gpu", "gpus", 5)
 
 
+def test_no_named_pool_unless_configured(monkeypatch):
+    """A plain Airflow has only default_pool: without NNZOO_TRAINING_POOL no task names a pool."""
+    monkeypatch.delenv("NNZOO_TRAINING_POOL", raising=False)
+    assert orchestration.training_pool() is None
+    assert "pool" not in orchestration.training_task_kwargs()
+    assert orchestration.training_pool({"NNZOO_TRAINING_POOL": "  "}) is None
+    monkeypatch.setenv("NNZOO_TRAINING_POOL", "nnzoo_training")
+    assert orchestration.training_task_kwargs()["pool"] == "nnzoo_training"
+    assert orchestration.training_pool({}) is None  # an explicit environment is read, not os.environ
+
+
+def test_pool_notice_names_the_pool_and_the_command_that_creates_it():
+    assert orchestration.pool_notice({}) is None
+    notice = orchestration.pool_notice({"NNZOO_TRAINING_POOL": "gpu slots"})
+    assert "\n" not in notice
+    assert "'gpu slots'" in notice and "does not exist" in notice
+    assert notice.endswith("airflow pools set 'gpu slots' 1 'nnzoo training tasks'")
+    assert orchestration.pool_notice({"NNZOO_TRAINING_POOL": "nnzoo_training"}).endswith(
+        "airflow pools set nnzoo_training 1 'nnzoo training tasks'")
+
+
 def test_bad_retries_setting_names_the_variable(monkeypatch):
     monkeypatch.setenv("NNZOO_TRAINING_RETRIES", "many")
     with pytest.raises(ValueError, match="NNZOO_TRAINING_RETRIES='many'"):

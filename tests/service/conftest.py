@@ -5,7 +5,9 @@ migrate``, then scheduler, dag-processor, api-server and one ``airflow celery wo
 gpu,default``), plus an MLflow tracking server on PostgreSQL that proxies artifacts
 (``mlflow-artifacts:``). Each component is a subprocess in its own process group with
 its log under the session's tmp dir. The databases are new and uniquely named and are
-dropped at the end; the broker uses Redis DB ``REDIS_DB``, flushed before and after.
+dropped at the end; the broker uses Redis DB ``REDIS_DB`` with keys prefixed by the
+stack's id (kombu's ``global_keyprefix``), so that stacks of test sessions running at
+the same time never take each other's tasks; its keys are deleted at the end.
 
 Needs PostgreSQL on 127.0.0.1:5432 (trust auth, user ``postgres``) and Redis on
 127.0.0.1:6379 (``scripts/start_services.sh`` starts them where they are not running).
@@ -35,7 +37,7 @@ from pipelines import localrun, orchestration
 from tests.conftest import VENV_BIN
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
-REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 7
+REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 9
 TRAINING_QUEUE = "gpu"
 DAG_ID = "zoo_classifiers"
 ADMIN_USER = "admin"
@@ -45,6 +47,14 @@ STACK_MARKER = "NNZOO_TEST_STACK_ID"
 
 STARTUP_TIMEOUT_S = 240
 DAG_RUN_TIMEOUT_S = 420
+
+RETRAIN_DAG_ID = "nnzoo_retrain"
+# A family retrained on a schedule (cron every minute); its DAG stays paused until a
+# test unpauses it for one scheduled run. Its dataset is its own, so the runs it starts
+# retrain nobody else.
+SCHEDULED_FAMILY = "sequences"
+# As a deployment sets it: longer than the longest training task (docs/distributed.md).
+VISIBILITY_TIMEOUT_S = 86400
 
 
 def free_port() -> int:
@@ -177,12 +187,19 @@ def query(database: str, sql: str, params: tuple = ()) -> list[tuple]:
         return cursor.fetchall()
 
 
-def flush_redis() -> None:
+def redis_prefix(stack_id: str) -> str:
+    return f"nnzoo-test-{stack_id}:"
+
+
+def delete_redis_keys(prefix: str) -> None:
+    """Delete the broker keys of one stack (the DB is shared with other stacks)."""
     import redis
 
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_timeout=5)
     try:
-        client.flushdb()
+        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
+        if keys:
+            client.delete(*keys)
     finally:
         client.close()
 
@@ -268,6 +285,8 @@ def stack_env(tmp: Path, *, stack_id: str, airflow_db: str, mlflow_port: int, ap
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}",
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}",
+        # Queues, unacked messages and control keys of this stack only.
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": redis_prefix(stack_id),
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{pg}",
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -285,8 +304,14 @@ def stack_env(tmp: Path, *, stack_id: str, airflow_db: str, mlflow_port: int, ap
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_server_port),
         # Parse dags/ soon after start, not after the default 5-minute listing interval.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        # A message not acknowledged within this time is delivered again (Redis broker);
+        # training tasks are acknowledged when they end, so it must outlast the longest.
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S),
         "NNZOO_TRAINING_QUEUE": TRAINING_QUEUE,
+        "NNZOO_TRAINING_POOL": orchestration.EMBEDDED_TRAINING_POOL,
+        f"NNZOO_SCHEDULE_{SCHEDULED_FAMILY.upper()}": "* * * * *",
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+        "NNZOO_MLFLOW_UI_URL": f"http://127.0.0.1:{mlflow_port}",
         # MLflow's job runner (GenAI jobs, unused here) restarts its huey consumers a second
         # after they die, so some could outlive the server's process group at teardown.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
@@ -318,7 +343,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                   mlflow_url=f"http://127.0.0.1:{mlflow_port}", password=password, stack_id=stack_id,
                   databases=databases)
     airflow, mlflow = str(VENV_BIN / "airflow"), str(VENV_BIN / "mlflow")
-    flush_redis()
     try:
         for database in databases.values():
             create_database(database)
@@ -328,14 +352,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "--artifacts-destination", str(tmp / "mlflow-artifacts"),
             "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"])
         _run(stack, "airflow-db-migrate", [airflow, "db", "migrate"], timeout=300)
-        _run(stack, "airflow-pools-set", [airflow, "pools", "set", orchestration.training_pool(), "1",
+        _run(stack, "airflow-pools-set", [airflow, "pools", "set", orchestration.training_pool(stack.env), "1",
                                           "nnzoo training tasks (one at a time on CPU)"], timeout=120)
         _start(stack, "airflow-api-server", [airflow, "api-server"])
         _start(stack, "airflow-scheduler", [airflow, "scheduler"])
         _start(stack, "airflow-dag-processor", [airflow, "dag-processor"])
-        _start(stack, "airflow-celery-worker", [
-            airflow, "celery", "worker", "-q", f"{TRAINING_QUEUE},default", "--concurrency", "2",
-            "--celery-hostname", f"nnzoo-test-{stack_id}@%h", "--without-mingle", "--without-gossip"])
+        _start(stack, "airflow-celery-worker", worker_command(stack))
 
         def healthy() -> bool:
             health = requests.get(f"{stack.airflow_url}/api/v2/monitor/health", timeout=5).json()
@@ -346,13 +368,38 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                    STARTUP_TIMEOUT_S, stack)
         wait_until("Airflow /api/v2/monitor/health (metadatabase, scheduler, dag_processor)", healthy,
                    STARTUP_TIMEOUT_S, stack)
-        wait_until("the Celery worker to be ready", lambda: " ready." in tail(stack.log_dir / "airflow-celery-worker.log",
-                                                                              400), STARTUP_TIMEOUT_S, stack)
+        wait_worker_ready(stack, "airflow-celery-worker")
         wait_until(f"DAG {DAG_ID} parsed", lambda: stack.api("GET", f"/api/v2/dags/{DAG_ID}").status_code == 200,
                    STARTUP_TIMEOUT_S, stack, interval=2)
         yield stack
     finally:
         _teardown(stack)
+
+
+def worker_command(stack: Stack) -> list[str]:
+    return [str(VENV_BIN / "airflow"), "celery", "worker", "-q", f"{TRAINING_QUEUE},default", "--concurrency", "2",
+            "--celery-hostname", f"nnzoo-test-{stack.stack_id}@%h", "--without-mingle", "--without-gossip"]
+
+
+def wait_worker_ready(stack: Stack, name: str) -> None:
+    wait_until(f"the Celery worker {name} to be ready", lambda: " ready." in tail(stack.log_dir / f"{name}.log", 400),
+               STARTUP_TIMEOUT_S, stack)
+
+
+def replace_worker(stack: Stack, name: str, **env: str) -> Component:
+    """Stop the Celery worker (warm shutdown: it finishes what it runs) and start
+    another one under ``name`` with ``env`` added to the stack's environment."""
+    for old in [c for c in stack.components if c.name.startswith("airflow-celery-worker")]:
+        stop_components([old], timeout=120)
+        stack.components.remove(old)
+    saved = stack.env
+    stack.env = {**saved, **env}
+    try:
+        component = _start(stack, name, worker_command(stack))
+    finally:
+        stack.env = saved
+    wait_worker_ready(stack, name)
+    return component
 
 
 def _teardown(stack: Stack) -> None:
@@ -369,9 +416,9 @@ def _teardown(stack: Stack) -> None:
         except Exception as error:  # report, and go on cleaning up
             problems.append(f"could not drop database {database}: {error}")
     try:
-        flush_redis()
+        delete_redis_keys(redis_prefix(stack.stack_id))
     except Exception as error:
-        problems.append(f"could not flush Redis DB {REDIS_DB}: {error}")
+        problems.append(f"could not delete the Redis keys of the stack (DB {REDIS_DB}): {error}")
     if leftovers:
         problems.append("processes of the stack were still running after their groups were stopped "
                         "(killed now): " + "; ".join(f"{pid} {command[:160]}" for pid, command in leftovers))
@@ -400,9 +447,18 @@ def task_instances(stack: Stack, run_id: str) -> dict[str, dict]:
 
 @pytest.fixture(scope="session")
 def smoke_dag_run(stack: Stack) -> DagRun:
-    """``zoo_classifiers`` triggered through the REST API with profile smoke, run to its end."""
-    response = stack.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
-    assert response.status_code == 200, response.text[:500]
+    """``zoo_classifiers`` triggered through the REST API with profile smoke, run to its end.
+
+    ``nnzoo_retrain`` is unpaused first, as a deployment runs it: Airflow queues asset
+    events only for unpaused DAGs, and this run's ``prepare_data`` is the first to
+    materialise its dataset (new content), so it schedules a retraining
+    (tests/service/test_retraining.py).
+    """
+    for dag_id in (RETRAIN_DAG_ID, DAG_ID):
+        wait_until(f"DAG {dag_id} parsed", lambda d=dag_id: stack.api("GET", f"/api/v2/dags/{d}").status_code == 200,
+                   STARTUP_TIMEOUT_S, stack, interval=2)
+        response = stack.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        assert response.status_code == 200, response.text[:500]
     begin = time.monotonic()
     response = stack.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns",
                          json={"logical_date": None, "conf": {"profile": "smoke"}})
