@@ -17,13 +17,15 @@ Imported by DAG files at parse time: Airflow's SDK only, no MLflow.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
 from airflow.sdk import BaseOperatorLink
 
-MLFLOW_UI_VARIABLE = "NNZOO_MLFLOW_UI_URL"
+from pipelines.settings import MLFLOW_UI_VARIABLE, mlflow_experiment_url, mlflow_run_url, mlflow_ui_url
+
+__all__ = ["MLFLOW_UI_VARIABLE", "MlflowRunLink", "NnzooTaskOperator", "mlflow_experiment_url", "mlflow_run_url",
+           "mlflow_ui_url", "origin_tags", "remember_run_url", "run_of"]
 
 # URL of the MLflow run each task instance of this process made, by task-instance key;
 # set by the task body, read when Airflow evaluates the link at the end of the task.
@@ -48,22 +50,6 @@ class NnzooTaskOperator(_PythonDecoratedOperator):
 
     operator_extra_links = (MlflowRunLink(),)
     custom_operator_name = "@task"
-
-
-def mlflow_ui_url(env: dict[str, str] | None = None) -> str | None:
-    """Base URL of the MLflow UI: ``NNZOO_MLFLOW_UI_URL``, else the tracking server's
-    when ``MLFLOW_TRACKING_URI`` is one (a file or SQLite store has no UI of its own)."""
-    env = os.environ if env is None else env
-    url = (env.get(MLFLOW_UI_VARIABLE) or "").strip()
-    if not url:
-        tracking = (env.get("MLFLOW_TRACKING_URI") or "").strip()
-        url = tracking if tracking.startswith(("http://", "https://")) else ""
-    return url.rstrip("/") or None
-
-
-def mlflow_run_url(experiment_id: str, run_id: str, env: dict[str, str] | None = None) -> str | None:
-    base = mlflow_ui_url(env)
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
 
 
 def remember_run_url(ti: Any, url: str | None) -> None:

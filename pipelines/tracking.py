@@ -283,7 +283,7 @@ def _create_run(experiment_id: str, run_name: str, tags: Mapping[str, Any] | Non
     else:
         # Top-level runs of the same family and profile would all be "cnn-smoke": the
         # start time tells them apart in the runs list (nested runs are told apart by parent).
-        run_name = f"{run_name} {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}"
+        run_name = f"{run_name} {time.strftime('%m-%d %H:%M:%S', time.gmtime())}"
     return client().create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
 
 

@@ -119,7 +119,8 @@ def test_the_two_uis_link_to_each_other(embedded, smoke_dag_run):
         assert tags["mlflow.source.type"] == "JOB" and tags["mlflow.source.name"] == f"airflow:zoo_classifiers.{task_id}"
         assert tags["mlflow.user"]
         url = json.loads(links[task_id])
-        assert url == f"http://mlflow.example:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        assert url == (f"http://mlflow.example:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+                       "?workflowType=machine_learning")
         inputs = run.inputs.dataset_inputs
         assert [item.dataset.name for item in inputs] == ["mnist_subset"], inputs
         assert inputs[0].dataset.digest == run.data.params["dataset.fingerprint"][:36]

@@ -40,7 +40,7 @@ def test_the_link_is_the_url_remembered_for_that_task_instance():
 def test_the_mlflow_ui_url_comes_from_the_configuration(env, expected):
     assert airflow_links.mlflow_ui_url(env) == expected
     url = airflow_links.mlflow_run_url("7", "r1", env)
-    assert url == (None if expected is None else f"{expected}/#/experiments/7/runs/r1")
+    assert url == (None if expected is None else f"{expected}/#/experiments/7/runs/r1?workflowType=machine_learning")
 
 
 def test_origin_tags_lead_back_to_the_task_instance():

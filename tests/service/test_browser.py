@@ -144,7 +144,64 @@ def test_airflow_ui_login_dag_page_and_trigger_form(stack: Stack, smoke_dag_run:
         wait(driver, EC.presence_of_element_located((By.XPATH, f"//label[contains(normalize-space(.), '{label}')]")),
              f"the {label!r} field")
     assert "smoke: tiny, seconds (tests)" in form.text
+    # Each field's description shows its range and every profile's default, e.g.
+    # "1–1000; smoke 2, quick 30, full 30" under Epochs (pipelines.params).
+    from pipelines.params import form_specs
+
+    specs = form_specs("classifiers")
+    for name, shown in (("epochs", "1–1000; smoke 2, quick 30, full 30."),
+                        ("learning_rate", "> 0, ≤ 1000000; smoke 0.003, quick 0.001, full 0.001."),
+                        ("batch_size", "1–4096; smoke 64, quick 64, full 128.")):
+        assert shown in specs[name]["description"]
+        wait(driver, lambda d, text=shown: text in form.text, f"{shown!r} in the form")
+    epochs = driver.find_element(By.XPATH, "//label[contains(normalize-space(.), 'Epochs')]")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", epochs)
     screenshot(driver, shots, "03-airflow-trigger-form")
+
+    # What Airflow 3.3's number widget does (no inline error): it clamps to the schema's
+    # minimum/maximum when the field loses focus; an exclusive minimum is not passed to it.
+    import time
+
+    from selenium.webdriver.common.keys import Keys
+
+    def typed(name: str, text: str) -> str:
+        field = driver.find_element(By.CSS_SELECTOR, f"[role=dialog] input[name='element_{name}']")
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys(text, Keys.TAB)
+        time.sleep(1)  # the widget settles its value on blur
+        return field.get_attribute("value")
+
+    assert typed("epochs", "0") == "1"
+    assert typed("batch_size", "5000") == "4096"
+    assert typed("learning_rate", "-1") == "-1"
+    screenshot(driver, shots, "03b-airflow-trigger-form-clamped")
+
+    # On Trigger the api-server validates the params: a red box in the dialog, and no run.
+    def manual_runs() -> set[str]:
+        response = stack.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns", params={"limit": 100})
+        return {run["dag_run_id"] for run in response.json()["dag_runs"]
+                if (run.get("conf") or {}).get("learning_rate") == -1}
+
+    assert not manual_runs()
+    driver.find_element(By.XPATH, "//*[@role='dialog']//button[normalize-space(.)='Trigger']").click()
+    message = wait(driver, EC.presence_of_element_located(
+        (By.XPATH, "//*[contains(text(), 'Invalid input for param learning_rate')]")), "the trigger's error message")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", message)
+    assert message.is_displayed()
+    screenshot(driver, shots, "03c-airflow-trigger-refused")
+    assert not manual_runs()
+
+
+def sign_in_if_asked(driver, stack: Stack) -> None:
+    """Airflow's login page, if the browser is not signed in yet (a test run alone)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+
+    wait(driver, lambda d: "/auth/login" in d.current_url or d.find_elements(By.ID, "root"), "an Airflow page")
+    if "/auth/login" in driver.current_url:
+        wait(driver, EC.visibility_of_element_located((By.NAME, "username")), "the login form").send_keys(ADMIN_USER)
+        driver.find_element(By.NAME, "password").send_keys(stack.password)
+        wait(driver, EC.element_to_be_clickable((By.CSS_SELECTOR, "button[type=submit]")), "Sign in").click()
 
 
 def test_mlflow_ui_shows_the_experiment_and_its_runs(stack: Stack, smoke_dag_run: DagRun, browser, shots: Path):
@@ -156,13 +213,67 @@ def test_mlflow_ui_shows_the_experiment_and_its_runs(stack: Stack, smoke_dag_run
     driver.get(f"{stack.mlflow_url}/#/experiments")
     link = wait(driver, EC.presence_of_element_located((By.LINK_TEXT, EXPERIMENT)), f"experiment {EXPERIMENT}")
     screenshot(driver, shots, "04-mlflow-experiments")
-    experiment_url = link.get_attribute("href").split("?")[0]
-    # The run list of the "Model training" view (the UI opens experiments in its GenAI view).
-    driver.get(f"{experiment_url}/runs?workflowType=machine_learning")
-    run_link = wait(driver, EC.presence_of_element_located((By.LINK_TEXT, "mlp-smoke")), "run mlp-smoke")
-    wait(driver, EC.presence_of_element_located((By.LINK_TEXT, "cnn-smoke")), "run cnn-smoke")
-    screenshot(driver, shots, "05-mlflow-runs")
+    experiment_id = link.get_attribute("href").split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    experiment = stack.mlflow("GET", "experiments/get", params={"experiment_id": experiment_id})["experiment"]
+    tags = {tag["key"]: tag["value"] for tag in experiment.get("tags", [])}
+    assert tags["mlflow.experimentKind"] == "custom_model_development" and tags["mlflow.note.content"]
+    # MLflow 3.17's UI opens every experiment in its GenAI view whatever that tag says
+    # (a global switch decides): the links nnzoo gives out (`make ui`, the tasks' "MLflow
+    # run" link) ask for the model-training view. This is the one `make ui` prints.
+    from pipelines.settings import mlflow_experiment_url
+
+    driver.get(mlflow_experiment_url(stack.mlflow_url, experiment_id))
+    run_link = wait(driver, EC.presence_of_element_located((By.PARTIAL_LINK_TEXT, "mlp-smoke ")), "run mlp-smoke")
+    wait(driver, EC.presence_of_element_located((By.PARTIAL_LINK_TEXT, "cnn-smoke ")), "run cnn-smoke")
+    # The Datasets column names what each run trained on.
+    wait(driver, text_on_page("mnist_subset"), "the dataset of the runs in the Datasets column")
+    assert "Model training" in driver.page_source and tags["mlflow.note.content"] in driver.page_source
+    screenshot(driver, shots, "05-mlflow-runs-model-training-view")
     driver.get(run_link.get_attribute("href"))
     wait(driver, text_on_page("mlp-smoke", "Finished", "test_accuracy", "nnzoo-classifiers-mlp"),
          "the run page with its status, metrics and registered model")
     screenshot(driver, shots, "06-mlflow-run")
+
+
+def test_an_airflow_task_links_to_its_mlflow_run_and_the_run_back_to_the_task(stack: Stack, smoke_dag_run: DagRun,
+                                                                             browser, shots: Path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+
+    assert smoke_dag_run.state == "success", describe_run(stack, smoke_dag_run)
+    driver = browser
+    task_path = f"/dags/{DAG_ID}/runs/{smoke_dag_run.run_id}/tasks/train_cnn"
+    # The task's "MLflow run" extra link, as the API gives it to the UI.
+    links = stack.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{smoke_dag_run.run_id}/taskInstances/train_cnn/links")
+    assert links.status_code == 200, links.text[:500]
+    url = links.json()["extra_links"]["MLflow run"]
+    assert url and url.startswith(f"{stack.mlflow_url}/#/experiments/"), links.json()
+    run_id = url.split("?")[0].rsplit("/", 1)[-1]
+
+    # The task instance's Details tab lists its extra links.
+    driver.get(f"{stack.airflow_url}{task_path}/details")
+    sign_in_if_asked(driver, stack)
+    button = wait(driver, EC.presence_of_element_located(
+        (By.XPATH, "//*[self::a or self::button][contains(normalize-space(.), 'MLflow run')]")),
+        "the task instance's 'MLflow run' link")
+    href = button.get_attribute("href") or button.find_element(By.XPATH, "ancestor::a").get_attribute("href")
+    assert href == url
+    screenshot(driver, shots, "07-airflow-task-with-mlflow-link")
+
+    driver.get(href)
+    wait(driver, text_on_page("cnn-smoke", "airflow.url", "train_cnn"), "the MLflow run page with its Airflow tags")
+    screenshot(driver, shots, "08-mlflow-run-with-link-back")
+    tags = {tag["key"]: tag["value"] for tag in stack.mlflow("GET", "runs/get", params={"run_id": run_id})
+            ["run"]["data"]["tags"]}
+    from urllib.parse import unquote
+
+    assert unquote(tags["airflow.url"]).startswith(f"{stack.airflow_url}{task_path}"), tags["airflow.url"]
+    assert (tags["airflow.dag_id"], tags["airflow.dag_run_id"], tags["airflow.task_id"]) == (
+        DAG_ID, smoke_dag_run.run_id, "train_cnn")
+
+    driver.get(tags["airflow.url"])
+    sign_in_if_asked(driver, stack)
+    wait(driver, lambda d: unquote(d.current_url.split("?")[0]).endswith(task_path) and "train_cnn" in d.page_source,
+         "the task instance page the run links back to")
+    wait(driver, text_on_page("Logs", "Details"), "the task instance page's tabs")
+    screenshot(driver, shots, "09-back-at-the-airflow-task")
