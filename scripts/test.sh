@@ -15,7 +15,20 @@ case " $* " in
   *) bash scripts/system_deps.sh || exit 1 ;;
 esac
 
-.venv/bin/python -m pytest "$@"
+# Two workers (NNZOO_TEST_WORKERS): a test trains small models on about one core at a
+# time and the service tests mostly wait on Airflow, so two share 2 cores well. Each
+# test file stays on one worker (its module fixtures run once) and the tests of the
+# shared service stack stay together (tests/conftest.py assigns the groups).
+workers="${NNZOO_TEST_WORKERS:-2}"
+case " $* " in
+  *" -n "*|*" -n="*|*" --numprocesses"*) workers=0 ;;  # the caller chose
+esac
+parallel=()
+if [ "$workers" -gt 1 ]; then
+  parallel=(-n "$workers" --dist loadgroup)
+fi
+
+.venv/bin/python -m pytest "${parallel[@]}" "$@"
 code=$?
 if [ "$code" -eq 5 ]; then
   echo "test: pytest collected no tests; that is a failure" >&2

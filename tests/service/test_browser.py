@@ -227,7 +227,9 @@ def test_mlflow_ui_shows_the_experiment_and_its_runs(stack: Stack, smoke_dag_run
     wait(driver, EC.presence_of_element_located((By.PARTIAL_LINK_TEXT, "cnn-smoke ")), "run cnn-smoke")
     # The Datasets column names what each run trained on.
     wait(driver, text_on_page("mnist_subset"), "the dataset of the runs in the Datasets column")
-    assert "Model training" in driver.page_source and tags["mlflow.note.content"] in driver.page_source
+    # The view's switch reads "Model training", and the experiment's description is shown.
+    wait(driver, text_on_page("Model training", tags["mlflow.note.content"].split("(")[0].strip()[:40]),
+         "the model-training view with the experiment's description")
     screenshot(driver, shots, "05-mlflow-runs-model-training-view")
     driver.get(run_link.get_attribute("href"))
     wait(driver, text_on_page("mlp-smoke", "Finished", "test_accuracy", "nnzoo-classifiers-mlp"),
