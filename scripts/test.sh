@@ -16,16 +16,17 @@ case " $* " in
 esac
 
 # Two workers (NNZOO_TEST_WORKERS): a test trains small models on about one core at a
-# time and the service tests mostly wait on Airflow, so two share 2 cores well. Each
-# test file stays on one worker (its module fixtures run once) and the tests of the
-# shared service stack stay together (tests/conftest.py assigns the groups).
+# time and the service tests mostly wait on Airflow, so two share 2 cores. Each test
+# file stays on one worker (--dist loadfile), so its module fixtures (a whole smoke
+# pipeline) run once; a worker that runs tests of tests/service starts its own stack
+# (unique databases, Redis key prefix and ports, so two stacks do not collide).
 workers="${NNZOO_TEST_WORKERS:-2}"
 case " $* " in
   *" -n "*|*" -n="*|*" --numprocesses"*) workers=0 ;;  # the caller chose
 esac
 parallel=()
 if [ "$workers" -gt 1 ]; then
-  parallel=(-n "$workers" --dist loadgroup)
+  parallel=(-n "$workers" --dist loadfile)
 fi
 
 .venv/bin/python -m pytest "${parallel[@]}" "$@"

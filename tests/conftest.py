@@ -36,19 +36,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for ``pytest -n 2 --dist loadgroup`` (scripts/test.sh): the tests of one
-    file run on one worker, so a module fixture (a whole smoke pipeline) runs once;
-    the tests of the shared service stack (tests/service/conftest.py) run on one
-    worker, so the stack starts once."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            path = item.nodeid.split("::", 1)[0]
-            stack = path.startswith("tests/service/") and "stack" in getattr(item, "fixturenames", ())
-            item.add_marker(pytest.mark.xdist_group("service-stack" if stack else path))
-
-
 @dataclasses.dataclass(frozen=True)
 class Store:
     """An isolated nnzoo home with its SQLite MLflow store."""
