@@ -36,7 +36,7 @@ def _run_step(family: str, step: str, data: dict | None, needs: dict, item: Any 
         context["nnzoo_label"] = declared.label.format(**job)
     run_key = orchestration.task_run_key()
     if step == PREPARE:
-        notice = getattr(orchestration, "pool_notice", lambda: None)()
+        notice = orchestration.pool_notice()
         if notice:
             print(f"[nnzoo] {notice}", flush=True)
         output = stage_function(fam, PREPARE)(config, {"run_key": run_key})

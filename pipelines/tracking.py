@@ -50,9 +50,6 @@ TAG_NOTE = "mlflow.note.content"
 TAG_SOURCE_NAME = "mlflow.source.name"
 TAG_SOURCE_TYPE = "mlflow.source.type"
 TAG_USER = "mlflow.user"
-# Where a run or model version came from when an Airflow task made it (pipelines.dagbuilder).
-AIRFLOW_TAGS = ("airflow.dag_id", "airflow.dag_run_id", "airflow.task_id", "airflow.map_index",
-                "airflow.try_number", "airflow.url")
 
 _origin: dict[str, str] = {}
 
