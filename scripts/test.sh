@@ -18,8 +18,8 @@ esac
 # Two workers (NNZOO_TEST_WORKERS): a test trains small models on about one core at a
 # time and the service tests mostly wait on Airflow, so two share 2 cores. Each test
 # file stays on one worker (--dist loadfile), so its module fixtures (a whole smoke
-# pipeline) run once; a worker that runs tests of tests/service starts its own stack
-# (unique databases, Redis key prefix and ports, so two stacks do not collide).
+# pipeline) run once, and all of tests/service on one worker, which starts one stack and
+# stops it after the last of them; the longest files go first (tests/conftest.py).
 workers="${NNZOO_TEST_WORKERS:-2}"
 case " $* " in
   *" -n "*|*" -n="*|*" --numprocesses"*) workers=0 ;;  # the caller chose

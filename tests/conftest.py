@@ -36,6 +36,66 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
 
+# --- order and distribution -------------------------------------------------------------------
+# tests/service shares one running stack (tests/service/conftest.py), started by its first
+# test and stopped after its last: its tests stay together, in one process.
+SERVICE_SCOPE = "tests/service"
+# The longest work units (minutes each on 2 cores) go first, so that the two workers of
+# scripts/test.sh end together instead of one finishing a long file alone. Only the order
+# depends on this list; a file missing from it still runs.
+LONGEST_FIRST = (
+    SERVICE_SCOPE,
+    "tests/test_end_to_end.py",
+    "tests/pipelines/stages/test_sequences_claims.py",
+    "tests/pipelines/stages/test_unsupervised.py",
+    "tests/pipelines/stages/test_cnn_depth_claims.py",
+    "tests/pipelines/stages/test_cnn_depth.py",
+    "tests/pipelines/stages/test_resume_and_cache.py",
+    "tests/pipelines/stages/test_unsupervised_resume.py",
+    "tests/pipelines/stages/test_unsupervised_claims.py",
+    "tests/test_toy_family.py",
+)
+
+
+def _scope(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return SERVICE_SCOPE if path.startswith(SERVICE_SCOPE + "/") else path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the service tests together (at the place of the first one) in a serial run."""
+    service = [item for item in items if _scope(item.nodeid) == SERVICE_SCOPE]
+    if service:
+        first = items.index(service[0])
+        rest = [item for item in items if _scope(item.nodeid) != SERVICE_SCOPE]
+        items[:] = rest[:first] + service + rest[first:]
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """With ``--dist loadfile`` (scripts/test.sh): one work unit per file, but one for all
+    of tests/service, and the units of LONGEST_FIRST handed out first."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongestFirst(LoadFileScheduling):
+        _ordered = False
+
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+        def _assign_work_unit(self, node) -> None:
+            if not self._ordered:
+                self._ordered = True
+                rank = {scope: index for index, scope in enumerate(LONGEST_FIRST)}
+                units = sorted(self.workqueue.items(), key=lambda unit: rank.get(unit[0], len(rank)))
+                self.workqueue.clear()
+                self.workqueue.update(units)
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
+
+
 @dataclasses.dataclass(frozen=True)
 class Store:
     """An isolated nnzoo home with its SQLite MLflow store."""

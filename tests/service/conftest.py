@@ -96,6 +96,7 @@ class Stack:
     stack_id: str
     databases: dict[str, str]
     components: list[Component] = dataclasses.field(default_factory=list)
+    stopped: bool = False
     _token: str | None = None
 
     @property
@@ -371,9 +372,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         wait_worker_ready(stack, "airflow-celery-worker")
         wait_until(f"DAG {DAG_ID} parsed", lambda: stack.api("GET", f"/api/v2/dags/{DAG_ID}").status_code == 200,
                    STARTUP_TIMEOUT_S, stack, interval=2)
+        _RUNNING.append(stack)
         yield stack
     finally:
-        _teardown(stack)
+        with contextlib.suppress(ValueError):
+            _RUNNING.remove(stack)
+        _teardown(stack)  # nothing left to do if the last service test stopped it already
+
+
+# The session's stack while it runs: stopped as soon as the last test of tests/service is
+# done, not when the session ends, so that an idle scheduler, dag-processor and worker do
+# not take CPU from the tests that run after them in the same process.
+_RUNNING: list[Stack] = []
+SERVICE_DIR = Path(__file__).resolve().parent
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if _RUNNING and (nextitem is None or SERVICE_DIR not in Path(nextitem.path).resolve().parents):
+        _teardown(_RUNNING.pop())
 
 
 def worker_command(stack: Stack) -> list[str]:
@@ -403,6 +419,9 @@ def replace_worker(stack: Stack, name: str, **env: str) -> Component:
 
 
 def _teardown(stack: Stack) -> None:
+    if stack.stopped:
+        return
+    stack.stopped = True
     stop_components(stack.components)
     # Anything of the stack that left its group (task processes, a worker's children).
     leftovers = stack_processes(stack.stack_id)
