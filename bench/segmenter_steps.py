@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--digits")
     parser.add_argument("--no-jit", action="store_true", help="compile without XLA")
     parser.add_argument("--cosine", action="store_true", help="cosine decay of the learning rate over --steps")
+    parser.add_argument("--digit-weight", type=float, default=1.0,
+                        help="loss weight of digit pixels (background pixels weigh 1)")
     args = parser.parse_args()
 
     import keras
@@ -102,8 +104,9 @@ def main() -> None:
                                   for p, tt, ss in zip(picks, tops, lefts, strict=True)])
             model.train_on_batch(batches_x[0], batches_y[0])  # compiled before timing
             started = time.perf_counter()
+            weights = np.where(batches_y > 0, args.digit_weight, 1.0).astype(np.float32)
             for step in range(block):
-                loss = model.train_on_batch(batches_x[step], batches_y[step])
+                loss = model.train_on_batch(batches_x[step], batches_y[step], sample_weight=weights[step])
             float(np.asarray(loss).ravel()[0])
             seconds += time.perf_counter() - started
             done += block

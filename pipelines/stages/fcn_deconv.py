@@ -419,7 +419,9 @@ def _evaluated(run_id: str, fingerprint: str, keys: Sequence[str]) -> dict[str, 
 
 
 def _segmentation_batches(images: np.ndarray, masks: np.ndarray, batch: int, *, shuffle: bool, seed: int,
-                          crop: int = 0) -> Any:
+                          crop: int = 0, digit_weight: float = 1.0) -> Any:
+    """Batches of (image, mask), or (image, mask, per-pixel loss weight) when
+    ``digit_weight`` is not 1: a pixel that is not background (class 0) weighs that much."""
     import tensorflow as tf
 
     from pipelines.data.prepared import normalize_images
@@ -434,8 +436,11 @@ def _segmentation_batches(images: np.ndarray, masks: np.ndarray, batch: int, *, 
             return both[..., :-1], both[..., -1]
 
         data = data.map(cut, num_parallel_calls=tf.data.AUTOTUNE)
-    return data.batch(batch).map(lambda x, y: (normalize_images(x), tf.cast(y, tf.int32)),
-                                 num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    data = data.batch(batch).map(lambda x, y: (normalize_images(x), tf.cast(y, tf.int32)),
+                                 num_parallel_calls=tf.data.AUTOTUNE)
+    if digit_weight != 1.0:
+        data = data.map(lambda x, y: (x, y, tf.where(y > 0, digit_weight, 1.0)), num_parallel_calls=tf.data.AUTOTUNE)
+    return data.prefetch(tf.data.AUTOTUNE)
 
 
 def _check_divisible(height: int, width: int, step: int, what: str = "canvas") -> None:
@@ -459,12 +464,13 @@ def _train_one_segmenter(typed: Any, inputs: dict[str, Any], data: Any, key: str
     return run_training(FAMILY, typed, inputs, Training(
         key, data=data, run_name=name, examples=len(x),
         params={"segmenter.classes": len(data.class_names), "segmenter.trained_on": f"{crop}x{crop} crops" if crop
-                else "whole scenes"},
+                else "whole scenes", "segmenter.loss": "per-pixel cross-entropy" if settings.digit_weight == 1.0
+                else f"per-pixel cross-entropy, non-background pixels weighted {settings.digit_weight:g}"},
         build=lambda: build_model("deconv_segmenter", num_classes=len(data.class_names), channels=data.shape("x")[-1],
                                   filters=tuple(settings.filters), bottleneck=settings.bottleneck,
                                   skips=settings.skips, stem_stride=settings.stem_stride, name=key),
         datasets=lambda: (_segmentation_batches(x, y, typed.train.batch_size, shuffle=True, seed=typed.train.seed,
-                                                crop=crop),
+                                                crop=crop, digit_weight=settings.digit_weight),
                           _segmentation_batches(data.get("val", "x"), data.get("val", "mask"), 32, shuffle=False,
                                                 seed=0) if data.sizes["val"] else None),
         example=(x[:2] / 255.0).astype(np.float32)))

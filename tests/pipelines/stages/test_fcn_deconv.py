@@ -72,6 +72,8 @@ def test_every_branch_logs_its_metrics_and_figures_and_registers_its_model(clien
     segmenter = client.get_run(out["train_segmenter"]["scenes"]["run_id"])
     assert 0.0 <= segmenter.data.metrics["mean_iou"] <= 1.0 and "pixel_accuracy" in segmenter.data.metrics
     assert segmenter.data.metrics["flops"] > 0  # counted at the scenes' size although the net takes any size
+    assert segmenter.data.params["segmenter.loss"] == \
+        "per-pixel cross-entropy, non-background pixels weighted 5"  # the smoke profile's digit_weight
     generator = client.get_run(out["train_generator"]["run_id"])
     assert 0.0 <= generator.data.metrics["recognised_share"] <= 1.0
     assert generator.data.params["evaluation.classifier"] == \
@@ -177,6 +179,23 @@ def test_mean_iou_is_over_the_classes_present():
     assert scores["pixel_accuracy"] == pytest.approx(7 / 8)
     assert scores["iou"][:3] == [1.0, 0.5, pytest.approx(2 / 3)]
     assert scores["mean_iou"] == pytest.approx((1 + 0.5 + 2 / 3) / 3)  # classes 3..10 are absent
+
+
+@pytest.mark.parametrize("crop", [0, 4])
+def test_digit_pixels_weigh_digit_weight_in_the_loss_and_background_pixels_one(crop):
+    rng = np.random.default_rng(0)
+    masks = rng.integers(0, 11, (6, 8, 8)).astype(np.uint8)
+    images = (masks * 20)[..., None].astype(np.uint8)  # the image tells its own mask
+    batches = list(fcn_deconv._segmentation_batches(images, masks, 3, shuffle=True, seed=0, crop=crop,
+                                                    digit_weight=5.0))
+    assert len(batches) == 2
+    for x, y, weight in batches:
+        y, weight = y.numpy(), weight.numpy()
+        assert x.shape[:3] == y.shape == weight.shape == (3, crop or 8, crop or 8)
+        np.testing.assert_array_equal(np.rint(x.numpy()[..., 0] * 255 / 20), y)  # cropped together
+        np.testing.assert_array_equal(weight, np.where(y > 0, 5.0, 1.0))
+    plain = next(iter(fcn_deconv._segmentation_batches(images, masks, 3, shuffle=False, seed=0)))
+    assert len(plain) == 2  # no weights: every pixel counts the same
 
 
 def test_a_canvas_the_segmenter_cannot_halve_is_a_clear_error():
