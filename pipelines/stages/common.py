@@ -234,6 +234,9 @@ class Training:
     """The prepared dataset trained on (its identity goes into params and cache key)."""
     fingerprint: str | None = None
     """Identity of data that is not a prepared dataset."""
+    depends_on: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Identities of other inputs the result depends on (a style image, the weights of a
+    loss network): part of the cache key, so a changed one is never served from cache."""
     run_name: str | None = None
     model_tag: str | None = None
     stage: str = "train"
@@ -261,6 +264,12 @@ class Training:
     with its tokenizer so that it takes raw strings)."""
 
 
+def training_fingerprint(spec: Training) -> str:
+    """Identity of what a training reads besides its config: its data and ``depends_on``."""
+    fingerprint = spec.data.fingerprint if spec.data else spec.fingerprint
+    return f"{fingerprint}" + "".join(f"+{name}:{value}" for name, value in sorted(spec.depends_on.items()))
+
+
 def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any], spec: Training) -> dict[str, Any]:
     """Plan (reuse a finished run, resume an unfinished one, or start), then in one MLflow
     run: devices, precision, seed, distribution scope, fit with checkpoints and per-epoch
@@ -269,7 +278,7 @@ def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any]
     from pipelines import plots
     from pipelines import train as trainer
 
-    plan = plan_training(family, typed, spec.name, inputs, spec.data.fingerprint if spec.data else spec.fingerprint)
+    plan = plan_training(family, typed, spec.name, inputs, training_fingerprint(spec))
     if plan.reuse is not None:
         return plan.reuse
     train_config = spec.train or typed.train

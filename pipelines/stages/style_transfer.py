@@ -374,6 +374,7 @@ def train_fast_stylizer(config: dict[str, Any], inputs: dict[str, Any]) -> dict[
         MODEL, data=data, build=build, datasets=datasets, example=example, after=after,
         run_name="fast stylizer", stage="train_fast_stylizer", tags=_image_tags(images),
         params={**_image_params(images), "crop_size": crop},
+        depends_on={"style": images["style_fingerprint"], "loss_net": images["loss_net"]},
         examples=fast.stylizer_steps_per_epoch * typed.train.batch_size,
         fit={"loss": None, "metrics": (), "steps_per_epoch": fast.stylizer_steps_per_epoch},
         export=lambda model: (model.transformer, example)))

@@ -169,6 +169,21 @@ def test_nnzoo_stylize_writes_the_stylised_image_of_a_users_file(client, smoke, 
     assert "no stylizer at models:/nnzoo-style_transfer-nothing@champion" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_the_cache_serves_a_stylizer_only_for_the_same_style_image_and_loss_net(client, smoke):
+    from pipelines.config import to_dict
+
+    out = smoke["out"]
+    config = to_dict(FAMILY.config("smoke", {"cache": "true"}))
+    inputs = {**out["prepare_data"], "prepare_images": out["prepare_images"], "run_key": None}
+    same = style_transfer.train_fast_stylizer(config, inputs)
+    assert same["cached"] and same["run_id"] == out["train_fast_stylizer"]["run_id"]
+    # Another file behind the same style path: prepare_images gives it another fingerprint.
+    restyled = {**out["prepare_images"], "style_fingerprint": "0" * 16}
+    other = style_transfer.train_fast_stylizer(config, {**inputs, "prepare_images": restyled})
+    assert not other["cached"] and other["run_id"] != same["run_id"]
+
+
 def test_nnzoo_stylize_without_a_registered_stylizer_says_how_to_get_one(store, tmp_path, capsys):
     from PIL import Image
 
