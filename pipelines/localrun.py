@@ -119,8 +119,9 @@ def run_zoo(profile: str, families: list[str] | None = None) -> int:
             assert process.stdout is not None
             for line in process.stdout:
                 log.write(line)
-                if shown(line):
-                    print("   ", line.rstrip()[-200:], flush=True)
+                text = echoed(line)
+                if text is not None:
+                    print("   ", text, flush=True)
             code = process.wait()
         state = "ok" if code == 0 else f"FAILED (exit {code})"
         print(f"[nnzoo] {dag_id}: {state} in {time.perf_counter() - begin:.0f}s", flush=True)
@@ -133,9 +134,17 @@ def run_zoo(profile: str, families: list[str] | None = None) -> int:
     return 0
 
 
-def shown(line: str) -> bool:
-    """Lines of a DAG's log that ``make run`` echoes: what stages say, and errors."""
-    return "[nnzoo]" in line or "ERROR" in line or "Traceback" in line
+def echoed(line: str) -> str | None:
+    """What ``make run`` echoes of a line of a DAG's log (None: nothing): what a stage
+    says, whole, from its ``[nnzoo]`` on; the end of an error line (Airflow's start
+    with a timestamp and logger fields)."""
+    text = line.rstrip()
+    start = text.find("[nnzoo]")
+    if start >= 0:
+        return text[start:]
+    if "ERROR" in text or "Traceback" in text:
+        return text[-200:]
+    return None
 
 
 SUMMARY_STAGES = ("train", "pipeline", "convert")

@@ -116,7 +116,7 @@ def test_multi_line_progress_survives_the_make_run_filter(capsys):
 
     say("DBN vs random init, test accuracy:\n| labels | init |\n| 1% | dbn |")
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and all(localrun.shown(line) for line in lines)
+    assert len(lines) == 3 and all(localrun.echoed(line) for line in lines)
 
 
 def test_summary_shows_the_metrics_each_family_declares_as_headline(store, monkeypatch):
@@ -151,3 +151,12 @@ def test_summary_columns_fit_the_longest_model_name_and_tiny_values_keep_their_d
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("cnn_depth")]
     assert lines[0].index("FINISHED") == lines[1].index("FINISHED")
     assert "first_last_gradient_ratio=1.97e-14" in lines[0] and "test_accuracy=0.9500" in lines[0]
+
+
+def test_make_run_echoes_what_stages_say_whole_and_the_end_of_error_lines():
+    notice = "[nnzoo] training tasks use the Airflow pool 'nnzoo_training' " + "x" * 300
+    assert localrun.echoed(f"2026-11-28T01:05:00Z [info] {notice}\n") == notice
+    assert localrun.echoed(notice + "\n") == notice
+    error = "2026-11-28T01:05:00Z [error] " + "y" * 300 + " ERROR: the data file is corrupt"
+    assert localrun.echoed(error).endswith("ERROR: the data file is corrupt") and len(localrun.echoed(error)) == 200
+    assert localrun.echoed("2026-11-28T01:05:00Z [info] Task started\n") is None
