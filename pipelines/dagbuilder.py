@@ -62,8 +62,10 @@ def _link_to_run(ti: Any, run_id: str | None) -> None:
         return
     url = airflow_links.mlflow_run_url(experiment_id, run_id)
     airflow_links.remember_run_url(ti, url)
-    print(f"[nnzoo] MLflow run {run_id}" + (f": {url}" if url else
-          f" (set {airflow_links.MLFLOW_UI_VARIABLE} for a link to it)"), flush=True)
+    if url:
+        print(f"[nnzoo] MLflow run {run_id}: {url}", flush=True)
+    else:  # in the task log only: `make run` (no MLflow UI) does not repeat it for every task
+        print(f"MLflow run {run_id} (set {airflow_links.MLFLOW_UI_VARIABLE} for a link to it)", flush=True)
 
 
 def build_dag(family: Family | str) -> Any:
