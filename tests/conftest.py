@@ -40,40 +40,39 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # tests/service shares one running stack (tests/service/conftest.py), started by its first
 # test and stopped after its last: its tests stay together, in one process.
 SERVICE_SCOPE = "tests/service"
-# The longest work units (minutes each on 2 cores) go first, so that the two workers of
-# scripts/test.sh end together instead of one finishing a long file alone. Only the order
-# depends on this list; a file missing from it still runs.
-LONGEST_FIRST = (
-    SERVICE_SCOPE,
-    "tests/test_end_to_end.py",
-    "tests/pipelines/stages/test_sequences_claims.py",
-    "tests/pipelines/stages/test_unsupervised.py",
-    "tests/pipelines/stages/test_cnn_depth_claims.py",
-    "tests/pipelines/stages/test_cnn_depth.py",
-    "tests/pipelines/stages/test_resume_and_cache.py",
-    "tests/pipelines/stages/test_unsupervised_resume.py",
-    "tests/pipelines/stages/test_unsupervised_claims.py",
-    "tests/test_toy_family.py",
-)
 
 
-def _scope(nodeid: str) -> str:
+def _cost_rank(scope: str) -> int:
+    """Longest work units first (0), so that the two workers of scripts/test.sh end
+    together instead of one finishing a long file alone: the service stack, then the
+    claim tests on quick data, then the files that run whole pipelines; the rest after,
+    most tests first. Only the order depends on this."""
+    if scope == SERVICE_SCOPE:
+        return 0
+    if scope.endswith("_claims.py"):
+        return 1
+    if scope == "tests/test_end_to_end.py" or scope.startswith("tests/pipelines/stages/"):
+        return 2
+    return 3
+
+
+def scope_of(nodeid: str) -> str:
     path = nodeid.split("::", 1)[0]
     return SERVICE_SCOPE if path.startswith(SERVICE_SCOPE + "/") else path
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Keep the service tests together (at the place of the first one) in a serial run."""
-    service = [item for item in items if _scope(item.nodeid) == SERVICE_SCOPE]
+    service = [item for item in items if scope_of(item.nodeid) == SERVICE_SCOPE]
     if service:
         first = items.index(service[0])
-        rest = [item for item in items if _scope(item.nodeid) != SERVICE_SCOPE]
+        rest = [item for item in items if scope_of(item.nodeid) != SERVICE_SCOPE]
         items[:] = rest[:first] + service + rest[first:]
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """With ``--dist loadfile`` (scripts/test.sh): one work unit per file, but one for all
-    of tests/service, and the units of LONGEST_FIRST handed out first."""
+    of tests/service, and the longest units (``_cost_rank``) handed out first."""
     if config.getoption("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
@@ -82,13 +81,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
         _ordered = False
 
         def _split_scope(self, nodeid: str) -> str:
-            return _scope(nodeid)
+            return scope_of(nodeid)
 
         def _assign_work_unit(self, node) -> None:
             if not self._ordered:
                 self._ordered = True
-                rank = {scope: index for index, scope in enumerate(LONGEST_FIRST)}
-                units = sorted(self.workqueue.items(), key=lambda unit: rank.get(unit[0], len(rank)))
+                units = sorted(self.workqueue.items(), key=lambda unit: _cost_rank(unit[0]))
                 self.workqueue.clear()
                 self.workqueue.update(units)
             super()._assign_work_unit(node)

@@ -264,9 +264,11 @@ class Training:
     with its tokenizer so that it takes raw strings)."""
 
 
-def training_fingerprint(spec: Training) -> str:
+def training_fingerprint(spec: Training) -> str | None:
     """Identity of what a training reads besides its config: its data and ``depends_on``."""
     fingerprint = spec.data.fingerprint if spec.data else spec.fingerprint
+    if not spec.depends_on:
+        return fingerprint
     return f"{fingerprint}" + "".join(f"+{name}:{value}" for name, value in sorted(spec.depends_on.items()))
 
 

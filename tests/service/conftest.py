@@ -34,7 +34,7 @@ import pytest
 import requests
 
 from pipelines import localrun, orchestration
-from tests.conftest import VENV_BIN
+from tests.conftest import SERVICE_SCOPE, VENV_BIN, scope_of
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 9
@@ -384,11 +384,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 # done, not when the session ends, so that an idle scheduler, dag-processor and worker do
 # not take CPU from the tests that run after them in the same process.
 _RUNNING: list[Stack] = []
-SERVICE_DIR = Path(__file__).resolve().parent
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    if _RUNNING and (nextitem is None or SERVICE_DIR not in Path(nextitem.path).resolve().parents):
+    if _RUNNING and (nextitem is None or scope_of(nextitem.nodeid) != SERVICE_SCOPE):
         _teardown(_RUNNING.pop())
 
 
