@@ -1,10 +1,14 @@
 """``nnzoo`` command line: list families, run a family's stages without Airflow, run
-the whole zoo through Airflow, start the UIs, stylise an image with the registered
-fast stylizer (``nnzoo stylize IMAGE --out PATH``).
+the whole zoo through Airflow, judge the talk's claims from the store (``nnzoo
+report``), start the UIs, stylise an image with the registered fast stylizer
+(``nnzoo stylize IMAGE --out PATH``).
 
 ``nnzoo run FAMILY`` prints, as its last stdout line, one JSON object:
-``{"family": ..., "profile": ..., "runs": {...}, "metrics": {...}}``. Bad values
-print one line naming the value and what is allowed, and exit with status 2.
+``{"family": ..., "profile": ..., "status": "FINISHED", "runs": {...}, "metrics": {...}}``;
+when a step fails also ``"step"``, ``"error"`` and the steps ``"finished"`` before it
+(exit status 1). ``nnzoo run all`` goes on past a failed family and reports each
+family's status under ``"families"``. Bad values print one line naming the value and
+what is allowed, and exit with status 2.
 """
 
 from __future__ import annotations
@@ -58,7 +62,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _run_one(name: str, profile: str, params: dict[str, str]) -> dict[str, Any]:
+    """Run one family in-process; its result, also when a step fails: ``status``
+    (FINISHED or FAILED), and on failure the failed ``step``, the ``error`` and the
+    steps ``finished`` before it, with the runs those left in the store."""
     import datetime
+    import traceback
     import uuid
 
     from pipelines.localrun import summary_rows
@@ -69,10 +77,27 @@ def _run_one(name: str, profile: str, params: dict[str, str]) -> dict[str, Any]:
     print(f"[nnzoo] running {name} ({profile} profile)", file=sys.stderr, flush=True)
     # Keyed like a DAG run (<dag id>/<run id>), so the run's MLflow runs can be found again.
     run_key = f"{family.dag_id}/cli-{datetime.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    run_pipeline(family, to_dict(config), run_key=run_key)
-    rows = summary_rows(env=dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri()), run_key_prefix=run_key)
-    return {"family": name, "profile": profile, "runs": {row["model"]: row["run_id"] for row in rows},
-            "metrics": {row["model"]: row["metrics"] for row in rows}}
+    result: dict[str, Any] = {"family": name, "profile": profile, "status": "FINISHED"}
+    try:
+        run_pipeline(family, to_dict(config), run_key=run_key)
+    except Exception as error:  # noqa: BLE001 - reported in the JSON line, and the exit status
+        traceback.print_exc(file=sys.stderr)
+        step = getattr(error, "nnzoo_step", None)
+        result.update(status="FAILED", step=step, error=f"{type(error).__name__}: {error}",
+                      finished=list(getattr(error, "nnzoo_finished", [])))
+        print(f"nnzoo: error: {name} failed at step {step}: {result['error']}", file=sys.stderr, flush=True)
+    try:
+        rows = summary_rows(env=dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri()), run_key_prefix=run_key,
+                            family=name)
+    except Exception as error:  # noqa: BLE001 - an unreadable store after a failure: say so, keep the result
+        rows = []
+        result.setdefault("error", f"reading the results: {type(error).__name__}: {error}")
+    result.update(runs={row["model"]: row["run_id"] for row in rows},
+                  metrics={row["model"]: row["metrics"] for row in rows})
+    reused = sorted(row["model"] for row in rows if row["reused"])
+    if reused:
+        result["reused"] = reused
+    return result
 
 
 def _params_for(name: str, params: dict[str, str], others: list[str]) -> dict[str, str]:
@@ -103,15 +128,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     chosen = {name: _params_for(name, params, names) if args.family == "all" else params for name in names}
     for name in names:  # validate everything before the first (slow) run starts
         get_family(name).config(args.profile, chosen[name])
-    results = [_run_one(name, args.profile, chosen[name]) for name in names]
+    results = [_run_one(name, args.profile, chosen[name]) for name in names]  # a failed family stops none
+    failed = [r["family"] for r in results if r["status"] != "FINISHED"]
     if args.family != "all":
         output = results[0]
     else:
-        output = {"family": "all", "profile": args.profile,
+        output = {"family": "all", "profile": args.profile, "status": "FAILED" if failed else "FINISHED",
+                  "families": {r["family"]: {k: v for k, v in r.items() if k not in ("family", "profile", "runs",
+                                                                                        "metrics")}
+                               for r in results},
                   "runs": {r["family"]: r["runs"] for r in results},
                   "metrics": {r["family"]: r["metrics"] for r in results}}
-    print(json.dumps(output, sort_keys=True))
-    return 0
+        if failed:
+            print(f"nnzoo: error: failed families: {', '.join(failed)}", file=sys.stderr, flush=True)
+    print(json.dumps(output, sort_keys=True), flush=True)
+    return 1 if failed else 0
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
@@ -121,6 +152,21 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     for conversion in result["conversions"]:
         print(f"[nnzoo] {args.image}: {conversion}", file=sys.stderr)
     print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipelines.report import make_report
+
+    if args.profile is not None and args.profile not in PROFILES:
+        raise ConfigError(f"--profile {args.profile!r}: expected one of {', '.join(PROFILES)}")
+    result = make_report(args.profile, Path(args.out) if args.out else None)
+    print(result["table"])
+    print(f"[nnzoo] report: {result['html']} (Markdown: {result['markdown']})", flush=True)
+    print(json.dumps({key: result[key] for key in ("profile", "html", "markdown", "run_id", "verdicts", "values")},
+                     sort_keys=True))
     return 0
 
 
@@ -156,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--max-side", type=int, default=None,
                          help="scale larger images down to this longest side first (default 1024)")
     stylize.set_defaults(func=cmd_stylize)
+    report = sub.add_parser("report", help="judge every claim of the talk from the MLflow store (no training): "
+                                           "HTML + Markdown under $NNZOO_HOME/reports, logged in nnzoo-report")
+    report.add_argument("--profile", default=None,
+                        help=f"the runs of which profile ({', '.join(PROFILES)}; default: the newest with runs)")
+    report.add_argument("--out", help="write into this folder instead of $NNZOO_HOME/reports/<profile>-<time>")
+    report.set_defaults(func=cmd_report)
     zoo = sub.add_parser("zoo", help="run every family's DAG through Airflow (embedded SQLite) and print a table")
     zoo.add_argument("--profile", default="quick", choices=PROFILES)
     zoo.add_argument("--family", action="append", help="only these families (repeatable)")

@@ -32,13 +32,33 @@ class Family:
     pipeline: Pipeline
     form_params: tuple[str, ...] = ()
     """Dotted config paths shown in the Airflow trigger form (by their leaf name)."""
-    headline: tuple[str, ...] = ()
-    """Metric names (``fnmatch`` patterns) shown in run summaries (``make run``, ``nnzoo run``)."""
+    headline: tuple[tuple[str, str], ...] = ()
+    """``(model, metric)`` pairs (``fnmatch`` patterns on the run's ``nnzoo.model`` tag and
+    the metric's name) shown in run summaries (``make run``, ``nnzoo run``); a claim's
+    metrics are shown too."""
+    claims: tuple[Any, ...] = ()
+    """The talk's claims this family's runs answer (:class:`pipelines.claims.Claim`)."""
 
     def __post_init__(self) -> None:
         missing = set(PROFILES) - set(self.profiles)
         if missing:
             raise ValueError(f"family {self.name!r} lacks profiles {sorted(missing)}")
+        for pair in self.headline:
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise ValueError(f"family {self.name!r}: headline entry {pair!r} is not a (model, metric) pair")
+        for claim in self.claims:
+            if claim.family != self.name:
+                raise ValueError(f"family {self.name!r}: claim {claim.id} is declared for {claim.family!r}; "
+                                 "wrap the family's claims in pipelines.claims.owned(name, ...)")
+
+    def summary_metrics(self, model: str) -> tuple[str, ...]:
+        """Metric patterns the summary shows for a run of ``model``: its headline metrics
+        and what the family's claims read from it (empty: the run is not summarised)."""
+        import fnmatch
+
+        patterns = [metric for pattern, metric in self.headline if fnmatch.fnmatchcase(model, pattern)]
+        patterns += [name for claim in self.claims for name in claim.metrics_of(model)]
+        return tuple(dict.fromkeys(patterns))
 
     @property
     def stages(self) -> tuple[str, ...]:

@@ -128,6 +128,7 @@ def run_zoo(profile: str, families: list[str] | None = None) -> int:
         if code != 0:
             failed.append(dag_id)
     print_summary(started_ms, env)
+    print_report(profile, env)
     if failed:
         print(f"[nnzoo] failed DAGs: {', '.join(failed)}; see the logs under {log_dir}", file=sys.stderr)
         return 1
@@ -147,22 +148,21 @@ def echoed(line: str) -> str | None:
     return None
 
 
-SUMMARY_STAGES = ("train", "pipeline", "convert")
-"""Runs listed in summaries, by their ``nnzoo.stage`` tag: trainings, pipelines, and
-models made without training (a classifier converted to a fully-convolutional net)."""
-
-
 def summary_rows(since_ms: int = 0, env: dict[str, str] | None = None,
-                 run_key_prefix: str | None = None) -> list[dict[str, Any]]:
-    """One row per training or pipeline run started since ``since_ms`` (and, with
-    ``run_key_prefix``, of that DAG run only), from the MLflow store, with the metrics
-    its family declares as headline."""
+                 run_key_prefix: str | None = None, family: str | None = None) -> list[dict[str, Any]]:
+    """One row per run started since ``since_ms`` (and, with ``run_key_prefix``, of that
+    DAG or CLI run only, the finished runs it reused from the cache included) whose model
+    its family declares something about: its headline metrics and what its claims read
+    (:meth:`pipelines.families.Family.summary_metrics`). Runs of a model the family
+    declares nothing about (an RBM layer, one fine-tuning of many) are summed up by
+    another run. With ``family``, only that family's runs."""
     import fnmatch
 
     from mlflow import MlflowClient
 
     from pipelines import tracking
     from pipelines.families import all_families
+    from pipelines.stages.common import TAG_CACHE_HIT
 
     env = env or airflow_env()
     uri = env["MLFLOW_TRACKING_URI"]
@@ -170,23 +170,35 @@ def summary_rows(since_ms: int = 0, env: dict[str, str] | None = None,
     experiments = [e for e in mlflow_client.search_experiments() if e.name.startswith("nnzoo-")]
     if not experiments:
         return []
-    query = f"attributes.start_time >= {since_ms}"
+    queries = [f"attributes.start_time >= {since_ms}"]
     if run_key_prefix:
-        query += f" and tags.`{tracking.TAG_RUN_KEY}` LIKE '{run_key_prefix}/%'"
+        queries = [f"tags.`{tracking.TAG_RUN_KEY}` LIKE '{run_key_prefix}/%'",
+                   # a cache hit: a finished run of another key, reused by this one
+                   f"tags.`{TAG_CACHE_HIT}` LIKE '{run_key_prefix}/%'"]
+        queries[0] += f" and attributes.start_time >= {since_ms}"
+    runs: dict[str, Any] = {}
+    for query in queries:
+        for run in mlflow_client.search_runs([e.experiment_id for e in experiments], filter_string=query,
+                                             order_by=["attributes.start_time ASC"], max_results=5000):
+            runs.setdefault(run.info.run_id, run)
     families = all_families()
     rows = []
-    for run in mlflow_client.search_runs([e.experiment_id for e in experiments], filter_string=query,
-                                         order_by=["attributes.start_time ASC"], max_results=1000):
-        if run.data.tags.get(tracking.TAG_STAGE) not in SUMMARY_STAGES:
-            continue  # nested steps (RBM layers, fine-tunings) are summed up by their pipeline run
-        family = run.data.tags.get(tracking.TAG_FAMILY, "?")
-        patterns = families[family].headline if family in families else ()
+    for run in sorted(runs.values(), key=lambda run: run.info.start_time):
+        name = run.data.tags.get(tracking.TAG_FAMILY, "?")
+        if family and name != family:
+            continue
+        model = run.data.tags.get(tracking.TAG_MODEL, run.info.run_name)
+        patterns = families[name].summary_metrics(model) if name in families else ()
+        if not patterns:
+            continue
         rows.append({
-            "family": family,
-            "model": run.data.tags.get(tracking.TAG_MODEL, run.info.run_name),
+            "family": name,
+            "model": model,
             "status": run.info.status,
-            "metrics": {k: v for k, v in run.data.metrics.items() if any(fnmatch.fnmatch(k, p) for p in patterns)},
+            "metrics": {k: v for k, v in run.data.metrics.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)},
             "run_id": run.info.run_id,
+            "reused": bool(run_key_prefix) and not run.data.tags.get(tracking.TAG_RUN_KEY, "").startswith(
+                run_key_prefix + "/"),
         })
     return rows
 
@@ -212,6 +224,23 @@ def print_summary(since_ms: int, env: dict[str, str]) -> None:
     print(f"\nMLflow store: {store}")
     print(f"  browse it:  make ui   (or: .venv/bin/mlflow ui --backend-store-uri {store})")
     print(f"Airflow home: {env['AIRFLOW_HOME']}  (make ui starts Airflow at http://localhost:8080)")
+
+
+def print_report(profile: str, env: dict[str, str]) -> None:
+    """The zoo report of ``profile`` (:mod:`pipelines.report`): the claims table and where
+    the HTML page is. It reads the store only; a failure to write it is reported, and
+    does not hide the DAGs' results above."""
+    for key in ("MLFLOW_TRACKING_URI", "NNZOO_HOME"):
+        os.environ[key] = env[key]
+    try:
+        from pipelines.report import make_report
+
+        result = make_report(profile)
+    except Exception as error:  # noqa: BLE001 - the runs above are the main result
+        print(f"[nnzoo] the zoo report could not be made: {type(error).__name__}: {error}", file=sys.stderr)
+        return
+    print(f"\nClaims of the talk ({profile} profile):\n{result['table']}")
+    print(f"Report: {result['html']}")
 
 
 def experiment_ids(env: dict[str, str]) -> dict[str, str]:

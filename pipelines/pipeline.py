@@ -145,7 +145,8 @@ def step_inputs(step: Step, data: dict[str, Any] | None, run_key: str | None, ne
 def run_pipeline(family: Any, config: dict[str, Any], run_key: str | None = None) -> dict[str, Any]:
     """Every step in-process, in declaration order; returns ``{step name: output}``.
 
-    A failure ends the parent run (if any) FAILED with the reason, then re-raises.
+    A failure ends the parent run (if any) FAILED with the reason, then raises
+    the error, which :func:`failed_at` marks with the step and the steps that finished.
     """
     pipeline = family.pipeline
     outputs: dict[str, Any] = {}
@@ -156,9 +157,15 @@ def run_pipeline(family: Any, config: dict[str, Any], run_key: str | None = None
             needs[step.name] = outputs.get(step.name)
         return stage_function(family, step.name)(config, step_inputs(step, data, run_key, needs, **kwargs))
 
-    data = outputs[PREPARE] = stage_function(family, PREPARE)(config, {"run_key": run_key})
+    try:
+        data = outputs[PREPARE] = stage_function(family, PREPARE)(config, {"run_key": run_key})
+    except Exception as error:
+        failed_at(error, PREPARE, [])
+        raise
+    current = PREPARE
     try:
         for step in pipeline.steps:
+            current = step.name
             if step.chain:
                 for item in step.over:
                     outputs[step.name] = call(step, item=item)
@@ -171,7 +178,17 @@ def run_pipeline(family: Any, config: dict[str, Any], run_key: str | None = None
     except BaseException as error:
         if pipeline.parent_run:
             call(FINISH_STEP, job={"reason": f"{type(error).__name__}: {error}"})
+        if isinstance(error, Exception):  # not KeyboardInterrupt or SystemExit
+            failed_at(error, current, list(outputs))
         raise
     if pipeline.parent_run:
         outputs[FINISH] = call(dataclasses.replace(FINISH_STEP, needs=pipeline.leaves()))
     return outputs
+
+
+def failed_at(error: Exception, step: str, finished: list[str]) -> Exception:
+    """Mark ``error`` with the step that raised it (``error.nnzoo_step``) and the steps
+    that finished before it (``error.nnzoo_finished``): ``nnzoo run`` reports both."""
+    if getattr(error, "nnzoo_step", None) is None:
+        error.nnzoo_step, error.nnzoo_finished = step, finished  # type: ignore[attr-defined]
+    return error

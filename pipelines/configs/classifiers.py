@@ -80,6 +80,6 @@ FAMILY = register_family(
                              "tolerance.", needs=("train", "evaluate")),
         )),
         form_params=("data.dataset", "train.epochs", "train.batch_size", "train.learning_rate", "train.seed"),
-        headline=("test_accuracy",),
+        headline=(("*", "test_accuracy"),),
     )
 )

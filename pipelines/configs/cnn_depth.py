@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from pipelines.claims import Claim, Picture, owned
 from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.configs.classifiers import IMAGE_DATASETS
 from pipelines.families import Family, register_family
@@ -135,6 +136,37 @@ class CNNDepthConfig(ExperimentConfig):
                                       f"stage of widths={widths!r} (depth >= {2 * len(widths) + 2})")
 
 
+CLAIMS = owned(
+    "cnn_depth",
+    Claim("C1", "A single neuron with a sigmoid is logistic regression",
+          "1-unit sigmoid model vs scikit-learn LogisticRegression on a two-class slice: test accuracy gap",
+          metric="accuracy_gap", comparator="<=", threshold=0.02, model="single_neuron",
+          pictures=(Picture("single_neuron", "plots/weights.png", "the neuron's and the regression's weights"),)),
+    Claim("C2", "A dense net on 100x100 inputs has ~1M parameters; a comparable CNN over 10x fewer",
+          "The talk's 3x100 dense net vs its two-conv CNN, parameters counted",
+          metric="parameter_ratio", comparator=">=", threshold=10.0, model="talk_nets",
+          profiles=("smoke", "quick", "full")),
+    Claim("C3", "Deep nets lose the gradient on the way down; skip connections carry it to the first layers",
+          "First/last-layer gradient norm at initialisation, deep plain sigmoid CNN vs its residual twin",
+          metric="sigmoid_plain_first_last_gradient_ratio", comparator="<=", threshold=1e-2,
+          baseline="sigmoid_residual_first_last_gradient_ratio",
+          pictures=(Picture("pipeline", "plots/gradient_norms_at_init.png", "gradient norm by layer at step 0"),
+                    Picture("vanishing_plain", "plots/gradient_heatmap.png", "plain ReLU net: gradients per step"),
+                    Picture("vanishing_residual", "plots/gradient_heatmap.png",
+                            "residual ReLU net: gradients per step"))),
+    Claim("C7", "A CNN learns hierarchical features, edges first",
+          "Likeness of the first-layer filters to oriented edge detectors, trained vs random filters",
+          metric="first_layer_edge_score", comparator=">=", threshold=0.5, model="max_pool",
+          baseline="first_layer_edge_score_random",
+          pictures=(Picture("max_pool", "plots/first_layer_filters.png", "first-layer filters"),
+                    Picture("max_pool", "plots/feature_maps.png", "one image through every layer"))),
+    Claim("C8", "Max pooling gives a small invariance to shifts",
+          "Share of predictions unchanged under 2-pixel shifts, max-pool CNN vs the same CNN with strided convs",
+          metric="shift_agreement_2", comparator=">=", threshold=0.8, model="max_pool",
+          baseline="shift_agreement_2", baseline_model="strided",
+          pictures=(Picture("pipeline", "plots/shift_agreement.png", "agreement by shift"),)),
+)
+
 FAMILY = register_family(
     Family(
         name="cnn_depth",
@@ -178,6 +210,8 @@ FAMILY = register_family(
         )),
         form_params=("data.dataset", "train.epochs", "train.learning_rate", "variants", "vanishing.depth",
                      "vanishing.activation", "degradation.depths", "train.seed"),
-        headline=("test_accuracy", "first_last_gradient_ratio", "parameter_ratio", "neuron_*_accuracy"),
+        claims=CLAIMS,
+        headline=(("*", "test_accuracy"), ("*", "first_last_gradient_ratio"), ("talk_nets", "parameter_ratio"),
+                  ("single_neuron", "logistic_test_accuracy")),
     )
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from pipelines.claims import Claim, Picture, owned
 from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.families import Family, register_family
 from pipelines.pipeline import Pipeline, Step
@@ -36,6 +37,10 @@ class ScenesData(DataConfig):
     digit_holdout: float = knob(0.3, "Scenes use only the share of the digits that the classifiers family holds "
                                      "out (its val + test share at split seed 0), so the converted classifier "
                                      "never saw them.", exclusive_minimum=0.0, maximum=1.0)
+    unseen_digits: float = knob(0.2, "Share of those digits (of each class) kept for the test scenes: every scene is "
+                                     "also drawn over the same layout in these, and detection and segmentation are "
+                                     "scored on that drawing of the test scenes, so on digits no training scene "
+                                     "holds.", exclusive_minimum=0.0, maximum=0.5)
     scene_seed: int = knob(0, "Seed of the scene generator.", minimum=0, maximum=2**31 - 1)
 
     def __post_init__(self) -> None:
@@ -148,6 +153,28 @@ class FcnDeconvConfig(ExperimentConfig):
     generator: GeneratorConfig = GeneratorConfig()
 
 
+CLAIMS = owned(
+    "fcn_deconv",
+    Claim("C9", "A classifier's dense head can be rewritten as convolutions and run on any image size",
+          "Largest |CNN - FCN| output difference on 28x28 inputs; heatmaps on larger images",
+          metric="max_abs_difference", comparator="<", threshold=1e-5, model="fcn",
+          profiles=("smoke", "quick", "full"),
+          pictures=(Picture("fcn", "plots/heatmaps_by_size.png", "heatmaps at several input sizes"),)),
+    Claim("C10", "Heatmaps localise objects (detection)",
+          "Boxes from heatmap peaks over an image pyramid on unseen test scenes: F1 at IoU 0.5",
+          metric="detection_f1", comparator=">=", threshold=0.85, model="fcn",
+          pictures=(Picture("fcn", "plots/detections.png", "true (green) and found (red) boxes"),
+                    Picture("fcn", "plots/heatmaps_over_scenes.png", "class heatmaps over scenes"))),
+    Claim("C11", "Deconvolution is learned upsampling: an encoder-decoder maps images to per-pixel classes",
+          "Conv2DTranspose segmenter on unseen test scenes: mean IoU over the classes present",
+          metric="mean_iou", comparator=">=", threshold=0.75, model="segmenter",
+          pictures=(Picture("segmenter", "plots/masks.png", "predicted masks beside the true ones"),)),
+    Claim("C12", "A net can generate an image from a class id and pose parameters",
+          "Share of generated digits that the trained classifier labels with the requested class",
+          metric="recognised_share", comparator=">=", threshold=0.8, model="generator",
+          pictures=(Picture("generator", "plots/class_by_rotation.png", "generated digits: class x rotation"),)),
+)
+
 FAMILY = register_family(
     Family(
         name="fcn_deconv",
@@ -196,7 +223,8 @@ FAMILY = register_family(
         )),
         form_params=("data.canvas_height", "data.canvas_width", "data.scenes", "train.epochs",
                      "detection.score_threshold", "train.seed"),
-        headline=("detection_precision", "detection_recall", "mean_iou", "pixel_accuracy", "recognised_share",
-                  "max_abs_difference"),
+        claims=CLAIMS,
+        headline=(("fcn", "max_abs_difference"), ("fcn", "detection_precision"), ("fcn", "detection_recall"),
+                  ("segmenter", "mean_iou"), ("segmenter", "pixel_accuracy"), ("generator", "recognised_share")),
     )
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from pipelines.claims import Claim, Picture, owned
 from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.families import Family, register_family
 from pipelines.pipeline import Pipeline, Step
@@ -102,6 +103,21 @@ class SequencesConfig(ExperimentConfig):
             raise ConfigError(f"tasks=(): name at least one of {', '.join(TASKS)}")
 
 
+CLAIMS = owned(
+    "sequences",
+    Claim("C15", "RNNs lose the gradient over long spans; LSTM and GRU gates fix it",
+          "Adding problem at the longest length: simple RNN's test MSE over the worse gated cell's",
+          metric="adding_longest_rnn_over_gated_mse", comparator=">=", threshold=10.0,
+          pictures=(Picture("pipeline", "plots/mse_vs_length.png", "test MSE against sequence length"),
+                    Picture("pipeline", "plots/gradient_through_time.png", "gradient reaching each time step"))),
+    Claim("C16", "Bidirectional RNNs beat one-directional ones when the whole sequence is known",
+          "Future-context tagging: bidirectional LSTM's per-position accuracy vs the one-directional one",
+          metric="future_context_lstm_bi_accuracy", comparator=">=", threshold=0.95,
+          baseline="future_context_lstm_uni_accuracy",
+          pictures=(Picture("pipeline", "plots/future_context_accuracy.png", "tagging accuracy vs causal bound"),
+                    Picture("pipeline", "plots/sentiment_accuracy.png", "review sentiment accuracy"))),
+)
+
 FAMILY = register_family(
     Family(
         name="sequences",
@@ -139,6 +155,8 @@ FAMILY = register_family(
         )),
         form_params=("data.dataset", "tasks", "adding.lengths", "adding.cells", "adding.truncation",
                      "train.epochs", "train.seed"),
-        headline=("test_mse", "test_accuracy", "tfidf_test_accuracy", "causal_bound"),
+        claims=CLAIMS,
+        headline=(("adding-*", "test_mse"), ("future_context-*", "test_accuracy"), ("future_context-*", "causal_bound"),
+                  ("sentiment-*", "test_accuracy"), ("sentiment-*", "tfidf_test_accuracy")),
     )
 )

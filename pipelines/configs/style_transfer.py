@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from pipelines.claims import Claim, Picture, owned
 from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.families import Family, register_family
 from pipelines.pipeline import Pipeline, Step
@@ -124,6 +125,19 @@ class StyleTransferConfig(ExperimentConfig):
     speed: SpeedConfig = SpeedConfig()
 
 
+CLAIMS = owned(
+    "style_transfer",
+    Claim("C13", "Style transfer: optimise an image so a fixed net's style and content features match two images",
+          "Iterative stylisation: drop of the total (content + style + variation) loss over the run's steps",
+          metric="total_loss_drop", comparator=">=", threshold=0.9, model="iterative",
+          pictures=(Picture("pipeline", "images/side_by_side.png", "content, style, iterative and fast results"),
+                    Picture("iterative", "plots/losses.png", "losses per step"))),
+    Claim("C14", "Feed-forward networks stylise in one pass, far faster than the iterative method",
+          "Seconds per image at the same size: 100 iterative steps over one forward pass of the fast net",
+          metric="speedup_100_steps", comparator=">=", threshold=20.0,
+          pictures=(Picture("pipeline", "plots/seconds_per_image.png", "seconds per image on this machine"),)),
+)
+
 FAMILY = register_family(
     Family(
         name="style_transfer",
@@ -168,7 +182,8 @@ FAMILY = register_family(
         )),
         form_params=("style.style_image", "style.loss_net", "iterative.iterations", "iterative.init",
                      "train.epochs", "train.seed"),
-        headline=("total_loss_drop", "style_loss_vs_content_photo", "test_perceptual_loss", "speedup_*",
-                  "loss_matched_speedup"),
+        claims=CLAIMS,
+        headline=(("iterative", "total_loss_drop"), ("iterative", "style_loss_vs_content_photo"),
+                  ("stylizer", "test_perceptual_loss"), ("pipeline", "speedup_*"), ("pipeline", "loss_matched_speedup*")),
     )
 )

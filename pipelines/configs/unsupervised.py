@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from pipelines.claims import Claim, Picture, owned
 from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.configs.classifiers import IMAGE_DATASETS
 from pipelines.families import Family, register_family
@@ -98,6 +99,25 @@ class UnsupervisedConfig(ExperimentConfig):
     rbm_features: RBMFeaturesConfig = RBMFeaturesConfig()
 
 
+CLAIMS = owned(
+    "unsupervised",
+    Claim("C4", "An autoencoder with a ~10-unit bottleneck compresses its input",
+          "Test reconstruction error per pixel of the 10-unit autoencoder over PCA with 10 components",
+          metric="mse_ratio_vs_pca", comparator="<=", threshold=0.8, model="autoencoder",
+          pictures=(Picture("autoencoder", "plots/reconstructions.png", "test digits and reconstructions"),
+                    Picture("autoencoder", "plots/code_map.png", "the code of the test digits"))),
+    Claim("C5", "An RBM is a stochastic generative model: it generates slightly different new samples",
+          "Mean difference between two Gibbs chains started from the same test digit (RBM layer 1)",
+          metric="gibbs_chain_disagreement", comparator=">=", threshold=0.02, model="rbm_layer_1",
+          pictures=(Picture("rbm_layer_1", "plots/gibbs_samples.png", "two Gibbs chains per start digit"),
+                    Picture("rbm_layer_1", "plots/filters.png", "RBM layer 1 weights"))),
+    Claim("C6", "Greedy layer-wise RBM pretraining helps fine-tuning with few labels",
+          "Test accuracy gain of DBN init over random init at the smallest label share, mean over seeds",
+          metric="finetune_gain_fewest_labels_mean", comparator=">", threshold=0.0,
+          spread="finetune_gain_fewest_labels_std",
+          pictures=(Picture("pipeline", "plots/accuracy_vs_labels.png", "accuracy vs share of labels"),)),
+)
+
 FAMILY = register_family(
     Family(
         name="unsupervised",
@@ -139,6 +159,8 @@ FAMILY = register_family(
         )),
         form_params=("data.dataset", "autoencoder.bottleneck", "rbm.layers", "rbm.epochs",
                      "finetune.label_fractions", "finetune.seeds", "finetune.steps", "train.seed"),
-        headline=("test_mse", "pca_test_mse", "finetune_gain_*_mean", "rbm_logistic_accuracy"),
+        claims=CLAIMS,
+        headline=(("autoencoder", "test_mse"), ("autoencoder", "pca_test_mse"), ("pipeline", "finetune_gain_*_mean"),
+                  ("pipeline", "rbm_logistic_accuracy")),
     )
 )

@@ -119,22 +119,41 @@ def test_multi_line_progress_survives_the_make_run_filter(capsys):
     assert len(lines) == 3 and all(localrun.echoed(line) for line in lines)
 
 
-def test_summary_shows_the_metrics_each_family_declares_as_headline(store, monkeypatch):
+def test_summary_shows_the_metrics_each_family_declares_per_model_and_those_its_claims_read(store, monkeypatch):
     import dataclasses
 
     from pipelines import families, tracking
+    from pipelines.claims import Claim, owned
     from pipelines.families import get_family
 
     family = get_family("classifiers")
-    tags = {tracking.TAG_FAMILY: family.name, tracking.TAG_MODEL: "cnn", tracking.TAG_STAGE: "train"}
-    with tracking.run(family.experiment_name, "cnn-smoke", tags=tags, run_key="zoo_classifiers/r1/cnn") as run:
-        run.log_metrics({"test_accuracy": 0.9, "test_loss": 0.3, "odd_score": 2.0})
+    for model, stage in (("cnn", "train"), ("helper", "whatever")):
+        tags = {tracking.TAG_FAMILY: family.name, tracking.TAG_MODEL: model, tracking.TAG_STAGE: stage}
+        with tracking.run(family.experiment_name, model, tags=tags, run_key=f"zoo_classifiers/r1/{model}") as run:
+            run.log_metrics({"test_accuracy": 0.9, "test_loss": 0.3, "odd_score": 2.0, "claimed": 5.0})
     env = {"MLFLOW_TRACKING_URI": store.uri}
-    assert localrun.summary_rows(0, env)[0]["metrics"] == {"test_accuracy": 0.9}
+    # Every run under the key whatever its stage tag; each model with what is declared for it.
+    rows = {row["model"]: row["metrics"] for row in localrun.summary_rows(0, env)}
+    assert rows == {"cnn": {"test_accuracy": 0.9}, "helper": {"test_accuracy": 0.9}}
     assert localrun.summary_rows(0, env, run_key_prefix="zoo_classifiers/other") == []
-    declared = dataclasses.replace(family, headline=("odd_*",))
+    declared = dataclasses.replace(family, headline=(("cnn", "odd_*"),), claims=owned(family.name, Claim(
+        "C99", "a claim", "an experiment", metric="claimed", comparator=">", threshold=1.0, model="helper")))
     monkeypatch.setitem(families._FAMILIES, family.name, declared)
-    assert localrun.summary_rows(0, env, run_key_prefix="zoo_classifiers/r1")[0]["metrics"] == {"odd_score": 2.0}
+    rows = {row["model"]: row["metrics"] for row in localrun.summary_rows(0, env, run_key_prefix="zoo_classifiers/r1")}
+    assert rows == {"cnn": {"odd_score": 2.0}, "helper": {"claimed": 5.0}}
+
+
+def test_summary_of_a_run_that_reused_cached_trainings_reports_the_reused_runs(store):
+    from pipelines import tracking
+    from pipelines.stages.common import TAG_CACHE_HIT
+
+    tags = {tracking.TAG_FAMILY: "classifiers", tracking.TAG_MODEL: "cnn", tracking.TAG_STAGE: "train"}
+    with tracking.run("nnzoo-classifiers", "cnn", tags=tags, run_key="zoo_classifiers/first/cnn") as run:
+        run.log_metrics({"test_accuracy": 0.97})
+    tracking.set_tags(run.run_id, {TAG_CACHE_HIT: "zoo_classifiers/second/cnn"})
+    rows = localrun.summary_rows(0, {"MLFLOW_TRACKING_URI": store.uri}, run_key_prefix="zoo_classifiers/second")
+    assert [(row["run_id"], row["metrics"], row["reused"]) for row in rows] == [(run.run_id, {"test_accuracy": 0.97},
+                                                                                 True)]
 
 
 def test_console_scripts_come_from_this_environment():
