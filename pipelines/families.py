@@ -60,6 +60,27 @@ class Family:
         patterns += [name for claim in self.claims for name in claim.metrics_of(model)]
         return tuple(dict.fromkeys(patterns))
 
+    def missing_results(self, metrics: Mapping[str, Mapping[str, float]]) -> list[str]:
+        """What a run's summary (``{model: {metric: value}}``, as ``nnzoo run`` prints it)
+        lacks of what this family declares: a headline ``(model, metric)`` that no row
+        shows, a claim's metric, baseline or spread. Empty: the result contract holds."""
+        import fnmatch
+
+        gaps = []
+        for pattern, metric in self.headline:
+            if not any(fnmatch.fnmatchcase(model, pattern) and any(fnmatch.fnmatchcase(k, metric) for k in values)
+                       for model, values in metrics.items()):
+                gaps.append(f"headline {metric!r} of model {pattern!r}")
+        for claim in self.claims:
+            wanted = [(claim.model, claim.metric)]
+            if claim.baseline:
+                wanted.append((claim.baseline_model or claim.model, claim.baseline))
+            if claim.spread:
+                wanted.append((claim.model, claim.spread))
+            gaps += [f"{claim.id} metric {metric!r} of model {model!r}" for model, metric in wanted
+                     if metric not in metrics.get(model, {})]
+        return gaps
+
     @property
     def stages(self) -> tuple[str, ...]:
         """Step names in order, from the pipeline declaration."""

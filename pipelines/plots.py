@@ -357,3 +357,80 @@ def _short_count(value: float) -> str:
         if value >= scale:
             return f"{value / scale:.3g}{unit}"
     return f"{value:.0f}"
+
+
+def accuracy_vs_flops_panels(models: Sequence[Mapping[str, Any]], frontier: Mapping[str, Sequence[str]],
+                             title: str) -> plt.Figure:
+    """The report's C17 chart: one panel per dataset (models scored on different data
+    never share an axis), test accuracy against forward FLOPs per example (log), bubble
+    area proportional to the parameter count, one colour per family; the models on the
+    dataset's accuracy-per-parameter frontier (``frontier[dataset]``, as
+    ``family/model``) are ringed. Models that sit on top of each other (several nets at
+    chance) share one label. ``models``: dicts with ``family``, ``model``, ``dataset``,
+    ``accuracy``, ``flops``, ``params``."""
+    datasets = sorted({str(row["dataset"]) for row in models})
+    families = sorted({str(row["family"]) for row in models})
+    colours = {family: plt.get_cmap("tab10")(index % 10) for index, family in enumerate(families)}
+    largest = max((float(row["params"]) for row in models), default=1.0)
+    widths = [2.0 if sum(str(r["dataset"]) == d for r in models) > 4 else 1.0 for d in datasets] or [1.0]
+    figure, axes = plt.subplots(1, len(widths), figsize=(5.0 * sum(widths) + 1.0, 6.4), squeeze=False,
+                                gridspec_kw={"width_ratios": widths})
+    for axis, dataset in zip(axes[0], datasets, strict=False):
+        rows = [row for row in models if str(row["dataset"]) == dataset]
+        ringed = set(frontier.get(dataset, ()))
+        for row in rows:
+            axis.scatter(float(row["flops"]), float(row["accuracy"]), s=30 + 1400 * float(row["params"]) / largest,
+                         color=colours[str(row["family"])], alpha=0.45, edgecolors="black",
+                         linewidths=2.2 if f"{row['family']}/{row['model']}" in ringed else 0.4, zorder=3)
+        top = max(float(row["accuracy"]) for row in rows)
+        low = min(float(row["accuracy"]) for row in rows)
+        span = max(top - low, 0.05)
+        logs = [np.log(float(row["flops"])) for row in rows]
+        middle = (min(logs) + max(logs)) / 2
+        placed: list[float] = []
+        for group in _label_groups(rows, span):
+            x = float(np.exp(np.mean([np.log(float(row["flops"])) for row in group])))
+            y = float(np.mean([float(row["accuracy"]) for row in group]))
+            names = [f"{row['model']} ({_short_count(float(row['params']))})" for row in group]
+            text = "\n".join(names) if len(names) <= 4 else "\n".join([*names[:3], f"+{len(names) - 3} more"])
+            side = 1 if np.log(x) <= middle else -1  # labels point into the panel
+            # Labels of neighbours at about the same accuracy step down, not onto each other.
+            lift = -14 * sum(abs(y - other) < 0.05 * span for other in placed)
+            placed.append(y)
+            axis.annotate(text, (x, y), xytext=(side * 16, lift), textcoords="offset points", fontsize=8,
+                          ha="left" if side > 0 else "right", va="center", linespacing=1.1,
+                          bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "#ccc", "alpha": 0.85},
+                          arrowprops={"arrowstyle": "-", "color": "#888", "lw": 0.6}, zorder=4)
+        axis.set_xscale("log")
+        axis.set_xlabel("forward FLOPs per example (log scale)")
+        axis.set_ylabel("test accuracy")
+        axis.set_title(f"{dataset}: {len(rows)} model{'s' if len(rows) != 1 else ''}", fontsize=11)
+        axis.grid(alpha=0.3, which="major")
+        axis.set_ylim(max(0.0, low - 0.15 * span - 0.02), min(1.05, top + 0.15 * span + 0.02))
+        axis.margins(x=0.35)
+    handles = [axes[0][0].scatter([], [], color=colours[family], alpha=0.6, s=80, label=family) for family in families]
+    handles.append(axes[0][0].scatter([], [], facecolors="none", edgecolors="black", linewidths=2.2, s=80,
+                                      label="on the accuracy-per-parameter frontier"))
+    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3 if len(widths) == 1 else 6),
+                  fontsize=10, frameon=False)
+    import textwrap
+
+    figure.suptitle(textwrap.fill(title, int(figure.get_figwidth() * 11)), fontsize=12)
+    figure.tight_layout(rect=(0, 0.1 if len(widths) == 1 else 0.06, 1, 0.93))
+    return figure
+
+
+def _label_groups(rows: Sequence[Mapping[str, Any]], span: float) -> list[list[Mapping[str, Any]]]:
+    """Rows close enough on the chart (within 3% of the accuracy range and a quarter
+    decade of FLOPs) to share a label, highest accuracy first."""
+    groups: list[list[Mapping[str, Any]]] = []
+    for row in sorted(rows, key=lambda r: (-float(r["accuracy"]), float(r["flops"]))):
+        for group in groups:
+            anchor = group[0]
+            if abs(float(anchor["accuracy"]) - float(row["accuracy"])) <= 0.03 * span and \
+                    abs(np.log10(float(anchor["flops"])) - np.log10(float(row["flops"]))) <= 0.25:
+                group.append(row)
+                break
+        else:
+            groups.append([row])
+    return groups

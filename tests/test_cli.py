@@ -112,36 +112,3 @@ def test_list_prints_each_familys_steps_from_its_declaration(env):
     assert "train x 2 (model = mlp, cnn) [training]: Train" in result.stdout
     assert "finetune mapped over the jobs of plan_finetuning" in result.stdout
 
-
-@pytest.mark.slow
-def test_run_all_goes_past_a_failed_family_and_reports_every_familys_status(tmp_path, monkeypatch, capsys):
-    """One family fails at a step: the JSON line still comes, last, with its status, the
-    failed step, the error and what finished; the other family's results are in it."""
-    from pipelines import families
-    from pipelines.stages import cnn_depth
-
-    store = new_store(tmp_path / "store").activate(monkeypatch)
-    two = {name: families.get_family(name) for name in ("cnn_depth", "classifiers")}  # the failing one first
-    monkeypatch.setattr(cli, "all_families", lambda: two)
-
-    def broken(config, inputs):
-        raise RuntimeError("the neuron is broken")
-
-    monkeypatch.setattr(cnn_depth, "single_neuron", broken)
-    assert cli.main(["run", "all", "--profile", "smoke"]) == 1
-    captured = capsys.readouterr()
-    summary = json.loads(captured.out.strip().splitlines()[-1])
-    assert (summary["family"], summary["status"]) == ("all", "FAILED")
-    assert summary["families"]["cnn_depth"] == {"status": "FAILED", "step": "single_neuron",
-                                                "error": "RuntimeError: the neuron is broken",
-                                                "finished": ["prepare_data"]}
-    assert summary["families"]["classifiers"] == {"status": "FINISHED"}
-    assert set(summary["runs"]["classifiers"]) == {"mlp", "cnn"}
-    assert all(0.0 <= m["test_accuracy"] <= 1.0 for m in summary["metrics"]["classifiers"].values())
-    assert "nnzoo: error: cnn_depth failed at step single_neuron" in captured.err
-    # The failed family's parent run ended FAILED with the reason; nothing of it is left RUNNING.
-    client = store.client()
-    experiment = client.get_experiment_by_name("nnzoo-cnn_depth")
-    runs = client.search_runs([experiment.experiment_id])
-    assert [run.info.status for run in runs] == ["FAILED"]
-    assert "the neuron is broken" in runs[0].data.tags["nnzoo.failure_reason"]

@@ -93,7 +93,8 @@ def test_dag_file_imports_fast_without_heavy_libraries(path, tmp_path):
 
 def test_dagbag_loads_without_import_errors(bag):
     assert bag["import_errors"] == {}
-    assert {family.dag_id for family in FAMILIES.values()} | {"zoo_all", "nnzoo_retrain"} == set(bag["dags"])
+    assert {family.dag_id for family in FAMILIES.values()} | {"zoo_all", "zoo_report", "nnzoo_retrain"} == \
+        set(bag["dags"])
     for family in FAMILIES.values():
         assert bag["dags"][family.dag_id]["heavy"] == [], family.name
 
@@ -157,17 +158,27 @@ def test_zoo_classifiers_params_render_with_the_profile_enum(bag):
     assert all(dag["defaults"][name] is None for name in dag["params"] if name != "profile")
 
 
-def test_zoo_all_triggers_every_family_dag_in_order(bag):
+def test_zoo_all_triggers_every_family_dag_in_order_then_the_report_whatever_happened(bag):
     dag = bag["dags"]["zoo_all"]
     triggers = {info["trigger_dag_id"]: task for task, info in dag["tasks"].items()}
     # From the family registry, not a file glob: every id it triggers is a DAG that exists.
-    assert sorted(triggers) == family_dag_ids() == [f"zoo_{name}" for name in sorted(FAMILIES)]
+    assert sorted(set(triggers) - {"zoo_report"}) == family_dag_ids() == [f"zoo_{name}" for name in sorted(FAMILIES)]
     assert set(triggers) <= set(bag["dags"])
+    assert dag["params"]["profile"]["enum"] == list(PROFILES)
+    report = dag["tasks"][triggers["zoo_report"]]
+    assert report["upstream"] == [triggers[family_dag_ids()[-1]]]
+    assert report["trigger_rule"] == "all_done"
+
+
+def test_zoo_report_is_one_task_that_never_trains(bag):
+    dag = bag["dags"]["zoo_report"]
+    assert set(dag["tasks"]) == {"report"}
+    assert dag["tasks"]["report"]["pool"] == "default_pool"
     assert dag["params"]["profile"]["enum"] == list(PROFILES)
 
 
 def test_dags_are_manual_only(bag):
-    for dag_id in (*family_dag_ids(), "zoo_all"):
+    for dag_id in (*family_dag_ids(), "zoo_all", "zoo_report"):
         assert bag["dags"][dag_id]["timetable"] == "NullTimetable", dag_id
 
 
