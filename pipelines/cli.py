@@ -163,6 +163,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.profile is not None and args.profile not in PROFILES:
         raise ConfigError(f"--profile {args.profile!r}: expected one of {', '.join(PROFILES)}")
     result = make_report(args.profile, Path(args.out) if args.out else None)
+    if result["profile"] is None:
+        print(f"[nnzoo] the store {tracking_uri()} holds no nnzoo runs: every claim is NOT RUN "
+              "(make run, or nnzoo run FAMILY, fills it)", file=sys.stderr)
     print(result["table"])
     print(f"[nnzoo] report: {result['html']} (Markdown: {result['markdown']})", flush=True)
     print(json.dumps({key: result[key] for key in ("profile", "html", "markdown", "run_id", "verdicts", "values")},
