@@ -81,3 +81,15 @@ def test_a_missing_metric_breaks_the_contract():
     assert family.missing_results(full) == ["C10 metric 'detection_f1' of model 'fcn'"]
     del full["segmenter"]
     assert "headline 'pixel_accuracy' of model 'segmenter'" in family.missing_results(full)
+
+
+@pytest.mark.parametrize("name", sorted(all_families()))
+def test_every_picture_a_claim_declares_is_logged(run_all, name):
+    from pipelines import report
+
+    with pytest.MonkeyPatch.context() as patch:
+        run_all["store"].activate(patch)
+        runs = report._runs(report._client(), "smoke")
+        for claim in all_families()[name].claims:
+            result = report.judge_claim(claim, runs, "smoke", report._client())
+            assert [caption for caption, _ in result.pictures] == [p.caption for p in claim.pictures], claim.id
