@@ -10,9 +10,19 @@ MNIST subset (``mnist_subset``) or, for the full profile, tensorflow-datasets ``
 The digits come from the share of the source that the classifiers family holds out by
 default (its val + test splits at split seed 0: ``digit_holdout``), so the classifier
 that is converted into a detector never trained on a digit of a scene.
+
+That pool is cut once more, by class: ``unseen_digits`` of it is never drawn in ``x``.
+Every scene is drawn twice over one layout (positions, sizes, classes): ``x`` / ``mask``
+with the other digits, ``unseen_x`` / ``unseen_mask`` with a digit of the same class
+from that share. Models train (and validate) on ``x``; the detector and the segmenter
+are scored on ``unseen_x`` of the test scenes, digits that no training scene holds,
+whatever the split of the scenes (which the generator does not know). ``x`` of the test
+scenes is the same layouts in training digits: the seen-digit comparison.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -31,18 +41,27 @@ def held_out_digits(source: str, holdout: float, data_dir: str | None = None) ->
     """``(images uint8 [N,28,28], labels)``: the first ``holdout`` share of each class of
     ``source`` in the order of the kit's stratified split at seed 0, i.e. the digits a
     classifier trained with val + test = ``holdout`` at split seed 0 never saw.
-    ``holdout=1`` takes every digit."""
-    from pipelines.data.prepared import stratified_split
-
+    ``holdout=1`` takes every digit. Read-only arrays, kept for the next call (a scenes
+    pipeline asks three times and parsing the bundled subset takes seconds)."""
     if source not in DIGIT_SOURCES:
         raise ValueError(f"digits_from={source!r}: expected one of {', '.join(DIGIT_SOURCES)}")
     if not 0.0 < holdout <= 1.0:
         raise ValueError(f"digit_holdout={holdout}: expected a share in (0, 1]")
-    loaded = load_arrays(source, data_dir)
-    images, labels = loaded.arrays["x"][..., 0], loaded.arrays["y"]
+    return _digits(source, data_dir, holdout)
+
+
+@functools.lru_cache(maxsize=4)
+def _digits(source: str, data_dir: str | None, holdout: float) -> tuple[np.ndarray, np.ndarray]:
+    from pipelines.data.prepared import stratified_split
+
     if holdout < 1.0:
+        images, labels = _digits(source, data_dir, 1.0)
         index = np.sort(stratified_split(labels, 0.0, holdout, seed=0)["test"])
         images, labels = images[index], labels[index]
+    else:
+        loaded = load_arrays(source, data_dir)
+        images, labels = loaded.arrays["x"][..., 0].copy(), loaded.arrays["y"].copy()
+    images.flags.writeable = labels.flags.writeable = False
     return images, labels
 
 
@@ -52,31 +71,63 @@ def _resize(image: np.ndarray, height: int, width: int | None = None) -> np.ndar
     return np.asarray(Image.fromarray(image).resize((width or height, height), Image.BILINEAR))
 
 
+def split_digits(labels: np.ndarray, unseen: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(seen, unseen)``: sorted indices of ``labels`` cut by class, ``unseen`` of each
+    class (at least one) in the second."""
+    if not 0.0 < unseen <= 0.5:
+        raise ValueError(f"unseen_digits={unseen}: expected a share in (0, 0.5]")
+    from pipelines.data.prepared import stratified_split
+
+    held = np.sort(stratified_split(labels, 0.0, unseen, seed=seed)["test"])
+    return np.setdiff1d(np.arange(len(labels)), held), held
+
+
 @register_dataset(
     "mnist_scenes",
     "Canvases of 2-4 non-overlapping MNIST digits at random positions and scales, with a per-pixel "
-    "class mask and a box per digit (generated from mnist_subset, or tfds mnist)",
+    "class mask and a box per digit, each also drawn in digits kept for the test scenes (generated from "
+    "mnist_subset, or tfds mnist)",
     "generated:mnist_scenes",
-    generator_version="1",
+    generator_version="2",
 )
 def load_mnist_scenes(data_dir: str | None = None, canvas_height: int = 112, canvas_width: int = 112,
                       digits_min: int = 2, digits_max: int = 4, scale_min: float = 1.0, scale_max: float = 1.5,
                       scenes: int = 2000, digits_from: str = "mnist_subset", digit_holdout: float = 0.3,
-                      scene_seed: int = 0) -> Loaded:
+                      unseen_digits: float = 0.2, scene_seed: int = 0) -> Loaded:
     """``x`` uint8 [N,H,W,1]; ``mask`` uint8 [N,H,W] (0 background, digit d -> d+1);
     ``boxes`` float32 [N,digits_max,4] as (top, left, bottom, right) in pixels and
     ``digits`` int64 [N,digits_max] (the class of each box), both padded with -1.
     A box is the digit's scaled 28x28 MNIST frame (the field MNIST centres each digit
-    in), the window a 28x28 classifier sees. Digits never overlap."""
-    return Loaded(make_scenes(np.random.default_rng(scene_seed), *held_out_digits(digits_from, digit_holdout, data_dir),
-                              scenes=scenes, height=canvas_height, width=canvas_width, digits=(digits_min, digits_max),
-                              scales=(scale_min, scale_max)), MASK_CLASSES)
+    in), the window a 28x28 classifier sees. Digits never overlap.
+    ``unseen_x`` and ``unseen_mask``: the same scenes (same boxes and classes) drawn with
+    the ``unseen_digits`` share of the digits that ``x`` never shows; ``digit_index`` and
+    ``unseen_index`` int64 [N,digits_max]: the digit in each box of either drawing, as an
+    index into :func:`held_out_digits` (padded with -1)."""
+    images, labels = held_out_digits(digits_from, digit_holdout, data_dir)
+    seen, unseen = split_digits(labels, unseen_digits, scene_seed)
+    arrays = make_scenes(np.random.default_rng(scene_seed), images[seen], labels[seen], scenes=scenes,
+                         height=canvas_height, width=canvas_width, digits=(digits_min, digits_max),
+                         scales=(scale_min, scale_max), unseen=(images[unseen], labels[unseen]))
+    for key, pool in (("digit_index", seen), ("unseen_index", unseen)):  # indices into the whole held-out pool
+        arrays[key] = np.where(arrays[key] >= 0, pool[np.maximum(arrays[key], 0)], -1)
+    return Loaded(arrays, MASK_CLASSES)
+
+
+def _paste(canvas: np.ndarray, mask: np.ndarray, image: np.ndarray, label: int, box: tuple[int, int, int, int]) -> None:
+    top, left, bottom, right = box
+    digit = _resize(image, bottom - top)
+    canvas[top:bottom, left:right] = np.maximum(canvas[top:bottom, left:right], digit)
+    mask[top:bottom, left:right][digit >= INK] = label + 1
 
 
 def make_scenes(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray, *, scenes: int, height: int,
-                width: int, digits: tuple[int, int] = (2, 4), scales: tuple[float, float] = (1.0, 1.5)
-                ) -> dict[str, np.ndarray]:
-    """The scene arrays of :func:`load_mnist_scenes` from digit ``images`` [N,28,28]."""
+                width: int, digits: tuple[int, int] = (2, 4), scales: tuple[float, float] = (1.0, 1.5),
+                unseen: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The scene arrays of :func:`load_mnist_scenes` from digit ``images`` [N,28,28]
+    (``digit_index``: the index in ``images`` of each box's digit). With ``unseen``
+    (other digits and their labels), each scene is drawn a second time over the same
+    layout, each box with a digit of its class from those (``unseen_x``, ``unseen_mask``,
+    ``unseen_index``); the first drawing is the same with or without it."""
     low, high = digits
     if not 1 <= low <= high:
         raise ValueError(f"digits_min={low}, digits_max={high}: expected 1 <= digits_min <= digits_max")
@@ -92,6 +143,14 @@ def make_scenes(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray
     mask = np.zeros((scenes, height, width), np.uint8)
     boxes = np.full((scenes, high, 4), -1.0, np.float32)
     classes = np.full((scenes, high), -1, np.int64)
+    index = np.full((scenes, high), -1, np.int64)
+    if unseen is not None:
+        other_images, other_labels = unseen
+        by_class = {int(c): np.flatnonzero(other_labels == c) for c in np.unique(labels)}
+        if missing := sorted(c for c, members in by_class.items() if not len(members)):
+            raise ValueError(f"the unseen digits have no {', '.join(map(str, missing))}: every class drawn needs one")
+        other_rng = rng.spawn(1)[0]  # its own stream: the first drawing does not depend on it
+        other_canvas, other_mask, other_index = np.zeros_like(canvas), np.zeros_like(mask), np.full_like(index, -1)
     for n in range(scenes):
         placed: list[tuple[int, int, int, int]] = []
         for _ in range(int(rng.integers(low, high + 1))):
@@ -104,14 +163,20 @@ def make_scenes(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray
                     break
             else:
                 continue  # the canvas is full: this scene gets fewer digits
-            digit = _resize(images[pick], side)
-            canvas[n, top:top + side, left:left + side, 0] = np.maximum(canvas[n, top:top + side, left:left + side, 0],
-                                                                        digit)
-            mask[n, top:top + side, left:left + side][digit >= INK] = labels[pick] + 1
+            _paste(canvas[n, ..., 0], mask[n], images[pick], int(labels[pick]), box)
+            if unseen is not None:
+                members = by_class[int(labels[pick])]
+                other = int(members[other_rng.integers(len(members))])
+                _paste(other_canvas[n, ..., 0], other_mask[n], other_images[other], int(labels[pick]), box)
+                other_index[n, len(placed)] = other
             boxes[n, len(placed)] = box
             classes[n, len(placed)] = labels[pick]
+            index[n, len(placed)] = pick
             placed.append(box)
-    return {"x": canvas, "mask": mask, "boxes": boxes, "digits": classes}
+    out = {"x": canvas, "mask": mask, "boxes": boxes, "digits": classes, "digit_index": index}
+    if unseen is not None:
+        out.update({"unseen_x": other_canvas, "unseen_mask": other_mask, "unseen_index": other_index})
+    return out
 
 
 POSE_NAMES = ("rotation", "scale", "thickness")

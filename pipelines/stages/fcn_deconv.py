@@ -54,6 +54,13 @@ def _truth(boxes: np.ndarray, digits: np.ndarray) -> list[tuple[str, tuple[float
     return [(str(int(d)), tuple(float(v) for v in box)) for box, d in zip(boxes, digits, strict=True) if d >= 0]
 
 
+def scored_scenes(data: Any, key: str) -> np.ndarray:
+    """Array ``key`` (``x`` or ``mask``) of the test split as it is scored: for scenes, their
+    drawing in the digits no training scene holds (``unseen_<key>``, see
+    :mod:`pipelines.data.source_scenes`); other data as it is."""
+    return data.get("test", f"unseen_{key}" if f"test_unseen_{key}" in data.arrays else key)
+
+
 def _posed_config(typed: Any) -> PosedData:
     settings = typed.generator
     return PosedData(poses=settings.poses, rotation_max=settings.rotation_max,
@@ -75,7 +82,7 @@ def prepare_scenes(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
     typed = FAMILY.load(config)
     parent = nested(inputs)
     scenes = load_prepared(inputs["data_uri"])
-    images, masks = scenes.get("test", "x")[:PREVIEW], scenes.get("test", "mask")[:PREVIEW]
+    images, masks = scored_scenes(scenes, "x")[:PREVIEW], scored_scenes(scenes, "mask")[:PREVIEW]
     truth = [_truth(b, d) for b, d in zip(scenes.get("test", "boxes")[:PREVIEW], scenes.get("test", "digits")[:PREVIEW], strict=True)]
     tracking.log_figure(parent, plots.detections(images, truth, [[] for _ in truth],
                                                  f"{scenes.name}: test scenes and their boxes"),
@@ -355,9 +362,10 @@ def score_detections(found: Sequence[Sequence[tuple[int, float, Sequence[float]]
 
 
 def detect(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
-    """Boxes from the converted net's heatmaps on the test scenes, scored at
-    ``match_iou``; also the figures without re-centring (peaks only). Logged in the
-    conversion's run, which is then registered as ``nnzoo-fcn_deconv-fcn``."""
+    """Boxes from the converted net's heatmaps on the test scenes (drawn in digits no
+    training scene holds), scored at ``match_iou``; also the figures without re-centring
+    (peaks only). Logged in the conversion's run, which is then registered as
+    ``nnzoo-fcn_deconv-fcn``."""
     from models.fcn import geometry
     from pipelines import plots
     from pipelines.data.prepared import load_prepared, normalize_images
@@ -367,7 +375,7 @@ def detect(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     settings = typed.detection
     scenes = load_prepared(inputs["data_uri"])
     count = min(settings.detect_scenes, scenes.sizes["test"])
-    images = scenes.get("test", "x")[:count]
+    images = scored_scenes(scenes, "x")[:count]
     boxes, digits = scenes.get("test", "boxes")[:count], scenes.get("test", "digits")[:count]
     keys = ("detection_precision", "detection_recall", "detection_f1")
     metrics = _evaluated(converted["run_id"], scenes.fingerprint, keys)
@@ -506,8 +514,10 @@ def segmentation_scores(predicted: np.ndarray, truth: np.ndarray, classes: int) 
 
 
 def evaluate_segmenter(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
-    """Mean IoU (over the classes present) and pixel accuracy on the test scenes, in the
-    segmenter's run; predicted masks beside the true ones; then registration."""
+    """Mean IoU (over the classes present) and pixel accuracy on the test scenes, drawn in
+    digits no training scene holds, in the segmenter's run (``mean_iou_seen_digits``: the
+    same scenes in training digits); predicted masks beside the true ones; then
+    registration."""
     from pipelines import plots
     from pipelines.data.prepared import load_prepared, normalize_images
 
@@ -518,12 +528,17 @@ def evaluate_segmenter(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
         metrics = _evaluated(trained["run_id"], data.fingerprint, ("mean_iou", "pixel_accuracy"))
         if metrics is None:
             model = tracking.load_keras_model(trained["model_uri"])
-            images, masks = data.get("test", "x"), data.get("test", "mask")
+            images, masks = scored_scenes(data, "x"), scored_scenes(data, "mask")
             predicted = np.asarray(model.predict(normalize_images(images), batch_size=32, verbose=0)).argmax(-1)
             scores = segmentation_scores(predicted, masks, len(data.class_names))
             metrics = {"mean_iou": scores["mean_iou"], "pixel_accuracy": scores["pixel_accuracy"],
                        **{f"iou_{name}": value for name, value in zip(data.class_names, scores["iou"], strict=True)
                           if value is not None}}
+            if images is not data.get("test", "x"):  # the same test scenes drawn in training digits
+                seen = np.asarray(model.predict(normalize_images(data.get("test", "x")), batch_size=32,
+                                                verbose=0)).argmax(-1)
+                metrics["mean_iou_seen_digits"] = segmentation_scores(seen, data.get("test", "mask"),
+                                                                      len(data.class_names))["mean_iou"]
             with tracking.run(FAMILY.experiment_name, which, resume_run_id=trained["run_id"]) as run:
                 run.log_metrics(metrics)
                 tracking.log_dict(run.run_id, {"class_names": list(data.class_names), **scores},

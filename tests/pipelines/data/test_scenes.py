@@ -1,5 +1,6 @@
 """Generated scenes of MNIST digits and posed digits: deterministic, masks and boxes that
-agree, digits the classifier never trained on, clear errors."""
+agree, digits the classifier never trained on, test scenes in digits no training scene
+holds, clear errors."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from pipelines.data.prepared import stratified_split
 from pipelines.data.registry import load_arrays
-from pipelines.data.source_scenes import apply_pose, held_out_digits, make_scenes
+from pipelines.data.source_scenes import _resize, apply_pose, held_out_digits, make_scenes, split_digits
 
 
 @pytest.fixture(scope="module")
@@ -19,13 +20,17 @@ def scenes():
 def test_scenes_are_deterministic_by_seed(scenes):
     again = load_arrays("mnist_scenes", scenes=40, canvas_height=96, canvas_width=128, scene_seed=3)
     other = load_arrays("mnist_scenes", scenes=40, canvas_height=96, canvas_width=128, scene_seed=4)
-    for key in ("x", "mask", "boxes", "digits"):
+    assert set(scenes.arrays) == {"x", "mask", "boxes", "digits", "digit_index", "unseen_x", "unseen_mask",
+                                  "unseen_index"}
+    for key in scenes.arrays:
         np.testing.assert_array_equal(scenes.arrays[key], again.arrays[key])
     assert not np.array_equal(scenes.arrays["x"], other.arrays["x"])
 
 
-def test_each_digit_has_a_box_inside_the_canvas_and_the_mask_agrees_with_the_boxes(scenes):
-    x, mask, boxes, digits = (scenes.arrays[k] for k in ("x", "mask", "boxes", "digits"))
+@pytest.mark.parametrize("drawing", ["", "unseen_"])
+def test_each_digit_has_a_box_inside_the_canvas_and_the_mask_agrees_with_the_boxes(scenes, drawing):
+    x, mask = scenes.arrays[f"{drawing}x"], scenes.arrays[f"{drawing}mask"]
+    boxes, digits = scenes.arrays["boxes"], scenes.arrays["digits"]
     assert x.shape == (40, 96, 128, 1) and x.dtype == np.uint8 and mask.shape == (40, 96, 128)
     assert scenes.class_names[0] == "background" and len(scenes.class_names) == 11
     counts = (digits >= 0).sum(axis=1)
@@ -45,7 +50,8 @@ def test_each_digit_has_a_box_inside_the_canvas_and_the_mask_agrees_with_the_box
 
 
 def test_scene_digits_come_from_the_share_the_classifier_holds_out():
-    images, labels = load_arrays("mnist_subset").arrays["x"][..., 0], load_arrays("mnist_subset").arrays["y"]
+    source = load_arrays("mnist_subset").arrays
+    images, labels = source["x"][..., 0], source["y"]
     pool, pool_labels = held_out_digits("mnist_subset", 0.3)
     assert len(pool) == 1500 and np.bincount(pool_labels).tolist() == [150] * 10
     split = stratified_split(labels, 0.1, 0.2, 0)  # the classifiers family's default split
@@ -53,6 +59,49 @@ def test_scene_digits_come_from_the_share_the_classifier_holds_out():
     assert not any(digit.tobytes() in trained_on for digit in pool)
     held = {images[i].tobytes() for i in np.concatenate([split["val"], split["test"]])}
     assert all(digit.tobytes() in held for digit in pool)
+
+
+def test_no_test_scene_shows_a_digit_of_a_training_scene(tmp_path):
+    from pipelines.configs.fcn_deconv import ScenesData
+    from pipelines.data.prepared import prepare
+    from pipelines.stages.fcn_deconv import scored_scenes
+
+    data = prepare(ScenesData(scenes=60, canvas_height=56, canvas_width=56, digits_max=2), root=tmp_path)
+    pool, _ = held_out_digits("mnist_subset", 0.3)
+    trained_on = np.concatenate([data.get(split, "digit_index").ravel() for split in ("train", "val")])
+    tested = data.get("test", "unseen_index")
+    assert (tested >= 0).sum() == (data.get("test", "digits") >= 0).sum() > 0
+    assert not set(tested[tested >= 0].tolist()) & set(trained_on[trained_on >= 0].tolist())
+    # the pixels tell the same: no digit of a test scene as scored is one a training scene was drawn with
+    seen = {pool[i].tobytes() for i in trained_on[trained_on >= 0]}
+    assert not any(pool[i].tobytes() in seen for i in tested[tested >= 0])
+    scored = scored_scenes(data, "x")
+    for n, (boxes, digits, index) in enumerate(zip(data.get("test", "boxes"), data.get("test", "digits"), tested,
+                                                   strict=True)):
+        for (top, left, bottom, right), digit, i in zip(boxes.astype(int), digits, index, strict=True):
+            if digit >= 0:  # the index names the digit drawn there
+                np.testing.assert_array_equal(scored[n, top:bottom, left:right, 0],
+                                              _resize(pool[i], bottom - top))
+    np.testing.assert_array_equal(scored_scenes(data, "mask"), data.get("test", "unseen_mask"))
+
+
+def test_both_drawings_of_a_scene_share_its_layout_and_keep_the_classifier_held_out_digits_apart(scenes):
+    arrays = scenes.arrays
+    images, labels = held_out_digits("mnist_subset", 0.3)
+    seen, unseen = split_digits(labels, 0.2, 3)
+    assert np.bincount(labels[unseen]).tolist() == [30] * 10 and not set(seen) & set(unseen)
+    drawn, kept = arrays["digit_index"], arrays["unseen_index"]
+    assert set(drawn[drawn >= 0].tolist()) <= set(seen.tolist())
+    assert set(kept[kept >= 0].tolist()) <= set(unseen.tolist())
+    np.testing.assert_array_equal(drawn >= 0, arrays["digits"] >= 0)
+    np.testing.assert_array_equal(kept >= 0, arrays["digits"] >= 0)
+    real = arrays["digits"] >= 0
+    assert (labels[drawn[real]] == arrays["digits"][real]).all() and (labels[kept[real]] == arrays["digits"][real]).all()
+    first = make_scenes(np.random.default_rng(3), images[seen], labels[seen], scenes=5, height=96, width=128)
+    again = make_scenes(np.random.default_rng(3), images[seen], labels[seen], scenes=5, height=96, width=128,
+                        unseen=(images[unseen], labels[unseen]))
+    for key in ("x", "mask", "boxes", "digits"):  # asking for the second drawing leaves the first as it is
+        np.testing.assert_array_equal(first[key], again[key])
 
 
 @pytest.mark.parametrize("kwargs, message", [
