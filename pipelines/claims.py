@@ -56,6 +56,9 @@ class Claim:
     """A metric of the same run the value must beat or tie (in ``comparator``'s direction)."""
     baseline_model: str | None = None
     """The run holding ``baseline``, when not ``model``'s."""
+    baseline_factor: float = 1.0
+    """The value must beat or tie ``baseline_factor`` times the baseline (e.g. 0.01 with
+    ``<=``: at least 100x smaller); 1: beat or tie the baseline itself."""
     spread: str | None = None
     """A metric of the same run holding the spread (sd) over seeds, where there are seeds."""
     profiles: tuple[str, ...] = ("quick", "full")
@@ -83,7 +86,8 @@ class Claim:
         text = f"{self.metric} {self.comparator} {self.threshold:g}"
         if self.baseline:
             where = f"{self.baseline_model}." if self.baseline_model else ""
-            text += f" and {'<=' if self.comparator.startswith('<') else '>='} {where}{self.baseline}"
+            factor = f"{self.baseline_factor:g} x " if self.baseline_factor != 1 else ""
+            text += f" and {'<=' if self.comparator.startswith('<') else '>='} {factor}{where}{self.baseline}"
         return text
 
     def judge(self, value: float | None, baseline: float | None, profile: str) -> str:
@@ -97,7 +101,7 @@ class Claim:
             if baseline is None:
                 return FAIL
             tie = operator.le if self.comparator.startswith("<") else operator.ge
-            passed = passed and tie(value, baseline)
+            passed = passed and tie(value, self.baseline_factor * baseline)
         return PASS if passed else FAIL
 
     def metrics_of(self, model: str) -> tuple[str, ...]:

@@ -24,6 +24,8 @@ from pipelines.stages.common import (
 )
 
 METRIC = "test_accuracy"
+RANDOM_DRAWS = 16
+"""Untrained kernels drawn for the reference edge score of the first layer (C7)."""
 TALK_INPUT = (100, 100, 1)
 """The talk's example: 100x100 inputs, three hidden layers of 100 units, 10 classes."""
 
@@ -170,7 +172,8 @@ def train_variant(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, A
     """Train ``inputs["variant"]`` with every layer's gradient norm recorded on a fixed
     batch (step 0 and every ``gradients.record_every`` steps); then test accuracy, the
     training error (inference mode, whole training split), the gradient heatmap and,
-    for the pooling pair, shift agreement (C8) and filters and feature maps (C7)."""
+    for the pooling pair, shift agreement (C8) and the first layer's edge score against
+    random filters' (C7); the max-pool net's filters and feature maps are drawn (C7)."""
     from models import build_model
     from pipelines import plots
     from pipelines.data.prepared import load_prepared, normalize_images, tf_dataset
@@ -205,6 +208,7 @@ def train_variant(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, A
             agreement = shift_agreement(model, test_x, typed.pooling.max_shift, test_y)
             metrics.update({f"shift_agreement_{shift}": value for shift, value in agreement["agreement"].items()})
             metrics.update({f"shifted_accuracy_{shift}": value for shift, value in agreement["accuracy"].items()})
+            metrics.update(first_layer_edge_scores(model.get_layer("conv_1_1"), typed.train.seed))
         if variant == "max_pool":
             tracking.log_figure(run.run_id, plots.conv_filters(model.get_layer("conv_1_1").get_weights()[0],
                                                                f"{description}: first-layer filters"),
@@ -228,6 +232,17 @@ def train_variant(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, A
         f"{metrics.get('first_last_gradient_ratio', float('nan')):.2e}, {metrics['params']:,.0f} parameters, "
         f"{metrics['flops'] / 1e6:.2f} MFLOPs")
     return {**trained, "variant": variant, "description": description}
+
+
+def first_layer_edge_scores(layer: Any, seed: int) -> dict[str, float]:
+    """C7: how much a conv layer's filters look like oriented edge detectors
+    (:func:`pipelines.filters.edge_score`), and the same for untrained filters of the same
+    shape drawn by the layer's initializer from ``seed`` on (:data:`RANDOM_DRAWS` draws, so
+    that a layer of few filters gets a steady reference)."""
+    from pipelines.filters import edge_score, random_filters
+
+    return {"first_layer_edge_score": edge_score(layer.get_weights()[0]),
+            "first_layer_edge_score_random": edge_score(random_filters(layer, seed, RANDOM_DRAWS))}
 
 
 def _accuracy(model: Any, images: np.ndarray, labels: np.ndarray) -> float:

@@ -265,9 +265,10 @@ def _layer_gradients(x: np.ndarray, y: np.ndarray, run_id: str) -> list[Any]:
 
 def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     """On the parent run: the results table, test MSE against T per cell with the
-    constant baseline (adding problem), the gradient reaching each time step at
-    initialisation for the longest T, accuracy per cell and direction (tagging with the
-    causal bound, sentiment with the TF-IDF baseline)."""
+    constant baseline (adding problem) and, at the longest T, the simple RNN's MSE over
+    the worse gated cell's (C15) and the gradient reaching each time step, accuracy per
+    cell and direction (tagging with the causal bound, C16; sentiment with the TF-IDF
+    baseline)."""
     from pipelines import plots
 
     typed = FAMILY.load(config)
@@ -290,6 +291,7 @@ def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
                                                 "sequence length T", "test MSE", log_y=True),
                             "plots/mse_vs_length.png")
         longest = [r for r in adding if r["length"] == max(lengths)]
+        metrics.update(longest_rnn_over_gated(longest))
         curves = {}
         for r in longest:
             for stage, norms in _through_time(r["run_id"]).items():
@@ -319,6 +321,17 @@ def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
                       "comparison/sequences.json")
     say(table)
     return {"metrics": metrics}
+
+
+def longest_rnn_over_gated(longest: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """C15's metric from the adding-problem results at the longest length: the simple
+    RNN's test MSE over the worse (larger) of the LSTM's and the GRU's, with that length
+    (nothing unless all three cells ran there)."""
+    mse = {r["cell"]: r["metrics"]["test_mse"] for r in longest}
+    if not {"rnn", "lstm", "gru"} <= mse.keys():
+        return {}
+    return {"adding_longest_rnn_over_gated_mse": mse["rnn"] / max(mse["lstm"], mse["gru"], 1e-12),
+            "adding_longest_length": float(max(r["length"] for r in longest))}
 
 
 def format_table(typed: Any, results: Sequence[Mapping[str, Any]]) -> str:

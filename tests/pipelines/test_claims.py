@@ -78,3 +78,11 @@ def test_every_claim_metric_is_shown_in_its_familys_summary():
             assert claim.metric in family.summary_metrics(claim.model), claim.id
             if claim.baseline:
                 assert claim.baseline in family.summary_metrics(claim.baseline_model or claim.model), claim.id
+
+
+def test_a_baseline_factor_asks_for_a_margin_over_the_baseline():
+    claim = Claim("C3", "s", "e", metric="plain", comparator="<=", threshold=1e-2, baseline="residual",
+                  baseline_factor=0.01)
+    assert claim.judge(1e-14, 1e-3, "quick") == PASS
+    assert claim.judge(1e-3, 1e-3, "quick") == FAIL  # a tie with the residual net: no shortcut effect
+    assert claim.bar == "plain <= 0.01 and <= 0.01 x residual"

@@ -97,6 +97,9 @@ def test_pooling_variants_log_shift_agreement_and_the_max_pool_one_its_features(
         for shift in range(1, SMOKE["pooling"]["max_shift"] + 1):
             assert 0.0 <= metrics[f"shift_agreement_{shift}"] <= 1.0
             assert 0.0 <= metrics[f"shifted_accuracy_{shift}"] <= 1.0
+        # C7: the first layer's edge score beside that of random filters of its shape
+        assert 0.0 < metrics["first_layer_edge_score"] <= 1.0
+        assert 0.0 < metrics["first_layer_edge_score_random"] < 0.5
     plots = _artifacts(client, by_variant["max_pool"]["run_id"], "plots")
     assert {"plots/first_layer_filters.png", "plots/feature_maps.png"} <= plots
     _png(client, by_variant["max_pool"]["run_id"], "plots/feature_maps.png")

@@ -107,6 +107,10 @@ def test_parent_carries_the_comparison_plots_and_table(client, smoke):
     metrics = client.get_run(smoke["parent"]).data.metrics
     for length in SMOKE["adding"]["lengths"]:
         assert f"adding_lstm_t{length}_mse" in metrics
+    longest = max(SMOKE["adding"]["lengths"])
+    assert metrics["adding_longest_length"] == longest
+    assert metrics["adding_longest_rnn_over_gated_mse"] == pytest.approx(metrics[f"adding_rnn_t{longest}_mse"] / max(
+        metrics[f"adding_lstm_t{longest}_mse"], metrics[f"adding_gru_t{longest}_mse"]))
 
 
 @pytest.mark.slow
@@ -135,6 +139,15 @@ def test_plan_prepares_generated_data_once_per_length_and_names_jobs_uniquely(st
     assert all(len(uris) == 1 for uris in by_length.values())
     assert len({uri for uris in by_length.values() for uri in uris}) == len(by_length)
     assert sequences.plan_jobs(config, {"data_uri": "unused"}) == jobs  # stored data is found again
+
+
+def test_c15_ratio_reads_the_worse_gated_cell_and_needs_all_three_cells():
+    def row(cell, mse):
+        return {"cell": cell, "length": 200, "metrics": {"test_mse": mse}}
+
+    assert sequences.longest_rnn_over_gated([row("rnn", 0.16), row("lstm", 0.004), row("gru", 0.002)]) == \
+        {"adding_longest_rnn_over_gated_mse": pytest.approx(40.0), "adding_longest_length": 200.0}
+    assert sequences.longest_rnn_over_gated([row("rnn", 0.16), row("gru", 0.002)]) == {}
 
 
 def test_tfidf_baseline_learns_a_separable_toy_corpus():
