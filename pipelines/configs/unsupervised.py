@@ -107,7 +107,8 @@ CLAIMS = owned(
           pictures=(Picture("autoencoder", "plots/reconstructions.png", "test digits and reconstructions"),
                     Picture("autoencoder", "plots/code_map.png", "the code of the test digits"))),
     Claim("C5", "An RBM is a stochastic generative model: it generates slightly different new samples",
-          "Mean difference between two Gibbs chains started from the same test digit (RBM layer 1)",
+          "Share of pixels on which two Gibbs chains started from the same test digit end more than 0.5 apart "
+          "in probability (RBM layer 1)",
           metric="gibbs_chain_disagreement", comparator=">=", threshold=0.02, model="rbm_layer_1",
           pictures=(Picture("rbm_layer_1", "plots/gibbs_samples.png", "two Gibbs chains per start digit"),
                     Picture("rbm_layer_1", "plots/filters.png", "RBM layer 1 weights"))),

@@ -105,9 +105,14 @@ def _code_map(model: Any, images: np.ndarray, labels: np.ndarray, class_names: t
     shown = np.random.default_rng(0).permutation(len(labels))[:CODE_MAP_POINTS]
     codes = np.asarray(model.get_layer("encoder").predict(images[shown], batch_size=512, verbose=0))
     if codes.shape[1] > 2:
-        # t-SNE keeps neighbours together, so clusters of digits show; PCA smears them.
-        flat = TSNE(n_components=2, init="pca", perplexity=min(30.0, (len(codes) - 1) / 3), max_iter=500,
-                    random_state=0).fit_transform(codes)
+        from threadpoolctl import threadpool_limits
+
+        # t-SNE keeps neighbours together, so clusters of digits show; PCA smears them. One
+        # thread: on shared cores its OpenMP threads wait for each other far longer than the
+        # work takes (1,000 points: about 3 s alone, 10-20 s with two threads on 2 busy cores).
+        with threadpool_limits(limits=1, user_api="openmp"):
+            flat = TSNE(n_components=2, init="pca", perplexity=min(30.0, (len(codes) - 1) / 3), max_iter=500,
+                        random_state=0).fit_transform(codes)
         axes, how = ("t-SNE 1", "t-SNE 2"), "t-SNE map"
     elif codes.shape[1] == 2:
         flat, axes, how = codes, ("code 1", "code 2"), "the codes themselves"

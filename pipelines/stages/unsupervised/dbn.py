@@ -38,7 +38,8 @@ def pretrain_rbm_layer(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
     layers below (``inputs["pretrain_rbm_layer"]["stack"]``, their model URIs), with CD-k
     or PCD. Returns ``{"stack": stack + [this layer]}``; a layer beyond ``rbm.layers``
     passes the stack on untouched (the DAG has a fixed number of layer tasks). Logs the
-    filters and, for the first layer, Gibbs samples."""
+    filters and, for the first layer, Gibbs samples and ``gibbs_chain_disagreement`` (C5)
+    by Gibbs step."""
     import tensorflow as tf
 
     from models.dbn import propagate
@@ -73,7 +74,14 @@ def pretrain_rbm_layer(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
             + (" (projected to pixels through the layers below)" if below else ""), columns=10,
             normalize_each=True), "plots/filters.png")
         if layer == 1:
-            tracking.log_figure(run.run_id, _gibbs_figure(rbm, data, typed), "plots/gibbs_samples.png")
+            figure, disagreement = gibbs_samples(rbm, data, typed)
+            tracking.log_figure(run.run_id, figure, "plots/gibbs_samples.png")
+            # One value per column of the figure, the Gibbs step as the metric's step: the
+            # run's value is the last one, at the end of the chains (claim C5).
+            for step, value in disagreement.items():
+                run.log_metrics({"gibbs_chain_disagreement": value}, step=step)
+            say(f"rbm layer 1: two Gibbs chains from the same digit disagree on {value:.1%} of the pixels "
+                f"after {step} steps")
 
     trained = run_training(FAMILY, typed, inputs, Training(
         f"rbm_layer_{layer}", data=data, run_name=f"rbm-layer-{layer}", stage="pretrain", seed=seed, float32=True,
@@ -90,8 +98,16 @@ def pretrain_rbm_layer(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
     return {"stack": [*stack, {"layer": layer, "run_id": trained["run_id"], "model_uri": trained["model_uri"]}]}
 
 
-def _gibbs_figure(rbm: Any, data: Any, typed: Any) -> Any:
-    """Independent Gibbs chains: pairs started from the same test digit drift apart."""
+STRONG_DISAGREEMENT = 0.5
+"""Two chains disagree outright on a pixel when their probabilities of ink differ by more
+than this (they are then on opposite sides of 0.5)."""
+
+
+def gibbs_samples(rbm: Any, data: Any, typed: Any) -> tuple[Any, dict[int, float]]:
+    """Independent Gibbs chains, two from each of (up to) five test digits, run for
+    ``rbm.gibbs_steps`` steps: the figure of their visible probabilities along the way,
+    and the chains' disagreement (:func:`chain_disagreement`) at each of its columns
+    ``{Gibbs step: value}``, the last one at the end of the chains."""
     import keras
 
     from pipelines import plots
@@ -109,10 +125,29 @@ def _gibbs_figure(rbm: Any, data: Any, typed: Any) -> Any:
         done = mark
         current = rbm.sample(probabilities)
         snapshots.append(np.asarray(probabilities))
+    disagreement = {mark: chain_disagreement(snapshot) for mark, snapshot in zip(marks, snapshots[1:], strict=True)}
     rows = {f"digit {test_y[starts[i // 2]]}, chain {i % 2 + 1}": np.stack(
         [snap[i].reshape(data.image_shape) for snap in snapshots]) for i in range(len(chains))}
-    return plots.image_rows(rows, "Gibbs sampling from RBM layer 1: two chains per start",
-                            ["start"] + [f"{mark} step{'s' if mark > 1 else ''}" for mark in marks])
+    figure = plots.image_rows(rows, "Gibbs sampling from RBM layer 1: two chains per start\nunder each step: "
+                                    "share of pixels where the two chains differ by more than 0.5",
+                              ["start"] + [f"{mark} step{'s' if mark > 1 else ''}\n{disagreement[mark]:.3f}"
+                                           for mark in marks])
+    return figure, disagreement
+
+
+def chain_disagreement(probabilities: np.ndarray) -> float:
+    """Claim C5's measure of "slightly different new samples": the share of pixels on
+    which the two chains started from the same digit disagree outright, their
+    probabilities of ink more than :data:`STRONG_DISAGREEMENT` apart, averaged over the
+    start digits (rows ``2i`` and ``2i + 1`` are one start's pair). 0 for chains without
+    sampling (both copies follow one path) and for an untrained RBM, whose visible
+    probabilities all stay near 0.5: noise, not samples, which a plain mean |difference|
+    would count (about 0.03 for 500 untrained hidden units)."""
+    values = np.asarray(probabilities, dtype=np.float64)
+    if values.ndim != 2 or len(values) % 2:
+        raise ValueError(f"expected pairs of chains as rows of a 2-D array; got shape {values.shape}")
+    pairs = values.reshape(-1, 2, values.shape[1])
+    return float((np.abs(pairs[:, 0] - pairs[:, 1]) > STRONG_DISAGREEMENT).mean())
 
 
 def plan_finetuning(config: dict[str, Any], inputs: dict[str, Any]) -> list[dict[str, Any]]:

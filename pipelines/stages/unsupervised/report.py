@@ -43,6 +43,18 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def fewest_labels_gain(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Claim C6's figures: the paired DBN - random gain at the smallest share of labels
+    with a paired row (mean and sample sd over seeds) and that share; nothing without a
+    paired row."""
+    paired = [row for row in rows if "dbn_wins" in row]
+    if not paired:
+        return {}
+    fewest = min(paired, key=lambda row: row["fraction"])
+    return {"finetune_gain_fewest_labels_mean": fewest["mean"], "finetune_gain_fewest_labels_std": fewest["std"],
+            "finetune_fewest_labels_fraction": fewest["fraction"]}
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| labels | init | seeds | mean | std | min | max |", "|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -57,7 +69,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     """DBN vs random init by label fraction (mean, spread, paired difference): table
-    and plot on the parent run, with the autoencoder's and RBM-feature figures."""
+    and plot on the parent run, with the autoencoder's and RBM-feature figures; the gain
+    at the fewest labels (C6) as ``finetune_gain_fewest_labels_mean`` / ``_std``."""
     from pipelines import plots
 
     typed = FAMILY.load(config)
@@ -72,6 +85,7 @@ def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         init = "gain" if "dbn_wins" in row else row["init"]
         metrics[f"finetune_{init}_{row['fraction']:g}_mean"] = row["mean"]
         metrics[f"finetune_{init}_{row['fraction']:g}_std"] = row["std"]
+    metrics.update(fewest_labels_gain(rows))
     for key, value in inputs["evaluate_autoencoder"]["metrics"].items():
         metrics[f"autoencoder_{key}"] = value
     for key, value in (inputs["evaluate_rbm_features"].get("metrics") or {}).items():

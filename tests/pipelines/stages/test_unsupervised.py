@@ -23,7 +23,8 @@ from pipelines.configs.unsupervised import FAMILY, INITS, MAX_RBM_LAYERS
 from pipelines.pipeline import run_pipeline, stage_function, step_inputs
 from pipelines.stages import common, unsupervised
 from pipelines.stages.common import TAG_CACHE_HIT, TAG_EVALUATED_ON, TAG_MODEL_URI
-from pipelines.stages.unsupervised.dbn import visible
+from pipelines.stages.unsupervised.dbn import chain_disagreement, visible
+from pipelines.stages.unsupervised.report import fewest_labels_gain
 from tests.conftest import new_store
 
 EXPERIMENT = FAMILY.experiment_name
@@ -119,8 +120,8 @@ def test_nnzoo_run_hands_the_family_and_its_config_to_run_pipeline(monkeypatch):
         raise Stop
 
     monkeypatch.setattr(pipeline, "run_pipeline", recorded)
-    with pytest.raises(Stop):
-        cli.main(["run", "unsupervised", "--profile", "smoke"])
+    # The runner's failure is reported (exit 1, the JSON line), not raised.
+    assert cli.main(["run", "unsupervised", "--profile", "smoke"]) == 1
     [(family, config, run_key)] = calls
     assert family is FAMILY
     assert config == SMOKE
@@ -260,6 +261,14 @@ def test_rbm_layer_runs_log_per_epoch_curves_filters_and_samples(client, smoke, 
     plots = _artifacts(client, run_id, "plots")
     assert "plots/filters.png" in plots
     assert ("plots/gibbs_samples.png" in plots) is (layer == 1)
+    # C5's measure, once per column of the Gibbs figure (the Gibbs step as the metric's step)
+    disagreement = tracking.metric_history(run_id, "gibbs_chain_disagreement")
+    if layer == 1:
+        assert [step for step, _ in disagreement] == [1, SMOKE["rbm"]["gibbs_steps"]]
+        assert all(0.0 <= value <= 1.0 for _, value in disagreement)
+        assert run.data.metrics["gibbs_chain_disagreement"] == disagreement[-1][1]
+    else:
+        assert not disagreement
     _assert_png(client, run_id, "plots/filters.png")
     if layer == 1:
         _assert_png(client, run_id, "plots/gibbs_samples.png")
@@ -325,6 +334,11 @@ def test_parent_carries_the_comparison_table_plot_and_metrics(client, smoke):
         assert metrics[f"autoencoder_{key}"] == pytest.approx(smoke["ae_metrics"][key])
     for key in ("rbm_logistic_accuracy", "raw_logistic_accuracy"):
         assert metrics[key] == pytest.approx(smoke["features"]["metrics"][key])
+    # C6 reads the gain at the fewest labels
+    fewest = min(FRACTIONS)
+    assert metrics["finetune_fewest_labels_fraction"] == fewest
+    assert metrics["finetune_gain_fewest_labels_mean"] == metrics[f"finetune_gain_{fewest:g}_mean"]
+    assert metrics["finetune_gain_fewest_labels_std"] == metrics[f"finetune_gain_{fewest:g}_std"]
 
 
 @pytest.mark.slow
@@ -605,6 +619,30 @@ def test_summarize_without_a_random_init_has_no_paired_row():
     rows = unsupervised.summarize([_result(0.5, "dbn", 0, 0.7), _result(0.5, "dbn", 1, 0.9)])
     assert [row["init"] for row in rows] == ["dbn"]
     assert rows[0]["std"] == pytest.approx(statistics.stdev([0.7, 0.9]))
+
+
+def test_the_gain_at_the_fewest_labels_is_the_paired_row_of_the_smallest_share():
+    results = [_result(fraction, init, seed, accuracy) for fraction, gains in ((0.5, (0.1, 0.3)), (0.05, (0.2, -0.1)))
+               for seed, gain in enumerate(gains) for init, accuracy in (("dbn", 0.5 + gain), ("random", 0.5))]
+    results.append(_result(0.01, "dbn", 0, 0.4))  # a share without a random-init run has no gain
+    assert fewest_labels_gain(unsupervised.summarize(results)) == {
+        "finetune_gain_fewest_labels_mean": pytest.approx(0.05), "finetune_gain_fewest_labels_std": pytest.approx(
+            statistics.stdev([0.2, -0.1])), "finetune_fewest_labels_fraction": 0.05}
+    assert fewest_labels_gain(unsupervised.summarize([_result(0.5, "dbn", 0, 0.7)])) == {}
+
+
+def test_chain_disagreement_counts_pixels_two_chains_of_one_start_draw_differently():
+    start = np.array([[0.0, 0.2, 0.9, 1.0]])
+    assert chain_disagreement(np.repeat(start, 2, axis=0)) == 0.0  # both chains on one path
+    first = [[0.0, 0.2, 0.9, 1.0], [0.5, 0.5, 0.5, 0.5]]
+    second = [[0.9, 0.2, 0.1, 0.6], [0.5, 0.5, 0.5, 0.5]]
+    # rows 2i and 2i + 1 are one start's pair: 2 of 4 pixels apart by more than 0.5, then none
+    assert chain_disagreement(np.array([first[0], second[0], first[1], second[1]])) == pytest.approx(0.25)
+    # noise around 0.5 (what an untrained RBM gives) is no disagreement, however it differs
+    noise = 0.5 + np.random.default_rng(0).uniform(-0.2, 0.2, size=(10, 784))
+    assert chain_disagreement(noise) == 0.0
+    with pytest.raises(ValueError, match="pairs of chains"):
+        chain_disagreement(np.zeros((3, 4)))
 
 
 def _stack(layers: int) -> list[dict]:
