@@ -78,14 +78,17 @@ def _run_one(name: str, profile: str, params: dict[str, str]) -> dict[str, Any]:
     # Keyed like a DAG run (<dag id>/<run id>), so the run's MLflow runs can be found again.
     run_key = f"{family.dag_id}/cli-{datetime.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     result: dict[str, Any] = {"family": name, "profile": profile, "status": "FINISHED"}
+    failure: Exception | None = None
+    step = None
     try:
         run_pipeline(family, to_dict(config), run_key=run_key)
     except Exception as error:  # noqa: BLE001 - reported in the JSON line, and the exit status
-        traceback.print_exc(file=sys.stderr)
+        failure = error
+        if not isinstance(error, NnzooError):  # a bug or an unforeseen failure: where it happened
+            traceback.print_exc(file=sys.stderr)
         step = getattr(error, "nnzoo_step", None)
         result.update(status="FAILED", step=step, error=f"{type(error).__name__}: {error}",
                       finished=list(getattr(error, "nnzoo_finished", [])))
-        print(f"nnzoo: error: {name} failed at step {step}: {result['error']}", file=sys.stderr, flush=True)
     try:
         rows = summary_rows(env=dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri()), run_key_prefix=run_key,
                             family=name)
@@ -97,6 +100,10 @@ def _run_one(name: str, profile: str, params: dict[str, str]) -> dict[str, Any]:
     reused = sorted(row["model"] for row in rows if row["reused"])
     if reused:
         result["reused"] = reused
+    if result["status"] == "FAILED":
+        # An error meant for the user (NnzooError) in its own words, as one line; last on stderr.
+        said = str(failure) if isinstance(failure, NnzooError) else f"{name} failed at step {step}: {result['error']}"
+        print(f"nnzoo: error: {said}", file=sys.stderr, flush=True)
     return result
 
 

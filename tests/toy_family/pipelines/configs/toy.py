@@ -33,5 +33,5 @@ FAMILY = register_family(Family(
         Step("register", "### Register\nChampion unless worse.", needs=("train", "evaluate")),
     )),
     form_params=("data.examples", "train.epochs"),
-    headline=("test_accuracy",),
+    headline=(("*", "test_accuracy"),),
 ))
