@@ -230,8 +230,12 @@ def print_report(profile: str, env: dict[str, str]) -> None:
     """The zoo report of ``profile`` (:mod:`pipelines.report`): the claims table and where
     the HTML page is. It reads the store only; a failure to write it is reported, and
     does not hide the DAGs' results above."""
+    import logging
+
     for key in ("MLFLOW_TRACKING_URI", "NNZOO_HOME"):
         os.environ[key] = env[key]
+    # matplotlib's font fallback notes would stand between the run table and the claims.
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     try:
         from pipelines.report import make_report
 
