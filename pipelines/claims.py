@@ -130,9 +130,6 @@ def is_newer(model: str) -> bool:
     return any(word in model for word in NEWER_ARCHITECTURES)
 
 
-C17_LEFT_OUT = {"cnn_depth/single_neuron": "scored on a two-class slice, not on the dataset's classes"}
-"""Models whose test accuracy answers another question than the dataset's (fine-tunings
-on a share of the labels are left out by their ``labelled_examples``)."""
 
 
 C17 = Claim(

@@ -38,6 +38,9 @@ class Family:
     metrics are shown too."""
     claims: tuple[Any, ...] = ()
     """The talk's claims this family's runs answer (:class:`pipelines.claims.Claim`)."""
+    off_chart: tuple[str, ...] = ()
+    """Models whose test accuracy answers another question than their dataset's (a
+    two-class slice): left off the report's accuracy-vs-FLOPs chart (C17)."""
 
     def __post_init__(self) -> None:
         missing = set(PROFILES) - set(self.profiles)

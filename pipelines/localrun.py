@@ -170,12 +170,11 @@ def summary_rows(since_ms: int = 0, env: dict[str, str] | None = None,
     experiments = [e for e in mlflow_client.search_experiments() if e.name.startswith("nnzoo-")]
     if not experiments:
         return []
-    queries = [f"attributes.start_time >= {since_ms}"]
-    if run_key_prefix:
-        queries = [f"tags.`{tracking.TAG_RUN_KEY}` LIKE '{run_key_prefix}/%'",
-                   # a cache hit: a finished run of another key, reused by this one
-                   f"tags.`{TAG_CACHE_HIT}` LIKE '{run_key_prefix}/%'"]
-        queries[0] += f" and attributes.start_time >= {since_ms}"
+    since = f"attributes.start_time >= {since_ms}"
+    queries = [since] if not run_key_prefix else [
+        f"{since} and tags.`{tracking.TAG_RUN_KEY}` LIKE '{run_key_prefix}/%'",
+        # a cache hit: a finished run of another key (and maybe an older one) reused by this one
+        f"tags.`{TAG_CACHE_HIT}` LIKE '{run_key_prefix}/%'"]
     runs: dict[str, Any] = {}
     for query in queries:
         for run in mlflow_client.search_runs([e.experiment_id for e in experiments], filter_string=query,

@@ -211,9 +211,12 @@ def frontier_points(models: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, 
 
 def chart_models(models: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The models on C17's chart: finished, scored by test accuracy on all the dataset's
-    labels and classes (:data:`pipelines.claims.C17_LEFT_OUT`)."""
+    labels and classes (not a family's ``off_chart`` model)."""
+    from pipelines.families import all_families
+
+    families = all_families()
     return [row for row in models if row["accuracy"] is not None and row["status"] == "FINISHED"
-            and not row["partial_labels"] and f"{row['family']}/{row['model']}" not in claims_module.C17_LEFT_OUT]
+            and not row["partial_labels"] and row["model"] not in families[row["family"]].off_chart]
 
 
 def judge_c17(models: Sequence[Mapping[str, Any]], profile: str) -> ClaimResult:

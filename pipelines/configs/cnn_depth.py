@@ -214,6 +214,7 @@ FAMILY = register_family(
         form_params=("data.dataset", "train.epochs", "train.learning_rate", "variants", "vanishing.depth",
                      "vanishing.activation", "degradation.depths", "train.seed"),
         claims=CLAIMS,
+        off_chart=("single_neuron",),
         headline=(("*", "test_accuracy"), ("*", "first_last_gradient_ratio"), ("talk_nets", "parameter_ratio"),
                   ("single_neuron", "logistic_test_accuracy")),
     )

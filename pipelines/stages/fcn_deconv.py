@@ -534,7 +534,7 @@ def evaluate_segmenter(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
             metrics = {"mean_iou": scores["mean_iou"], "pixel_accuracy": scores["pixel_accuracy"],
                        **{f"iou_{name}": value for name, value in zip(data.class_names, scores["iou"], strict=True)
                           if value is not None}}
-            if images is not data.get("test", "x"):  # the same test scenes drawn in training digits
+            if "test_unseen_x" in data.arrays:  # the same test scenes drawn in training digits
                 seen = np.asarray(model.predict(normalize_images(data.get("test", "x")), batch_size=32,
                                                 verbose=0)).argmax(-1)
                 metrics["mean_iou_seen_digits"] = segmentation_scores(seen, data.get("test", "mask"),

@@ -44,6 +44,8 @@ def planted(store):
     plant("cnn_depth", "vanishing_residual", "quick", {"test_accuracy": 0.95, "params": 20_000, **cost})
     plant("cnn_depth", "max_pool", "quick", {"test_accuracy": 0.93, "params": 120_000, **cost})
     plant("classifiers", "mlp", "quick", {"test_accuracy": 0.96, "params": 200_000, **cost})
+    # a two-class slice (cnn_depth's off_chart): in the models table, never on C17's frontier
+    plant("cnn_depth", "single_neuron", "quick", {"test_accuracy": 0.99, "params": 785, **cost})
     plant("classifiers", "cnn", "smoke", {"test_accuracy": 0.99, "params": 1_000, **cost})  # never in quick
     return {"failing": failing, "passing": passing, "smoke_only": smoke_only}
 
@@ -63,7 +65,8 @@ def test_a_planted_failing_run_fails_its_claim_with_the_value_and_unmeasured_cla
     # C17: the residual net is the frontier's cheap end, the MLP its accurate end.
     assert by_id["C17"].value == pytest.approx(0.5) and by_id["C17"].verdict == PASS
     models = {(row["family"], row["model"]) for row in built.models}
-    assert models == {("cnn_depth", "vanishing_residual"), ("cnn_depth", "max_pool"), ("classifiers", "mlp")}
+    assert models == {("cnn_depth", "vanishing_residual"), ("cnn_depth", "max_pool"), ("classifiers", "mlp"),
+                      ("cnn_depth", "single_neuron")}
 
 
 def test_smoke_runs_only_enter_a_smoke_report(planted):
