@@ -14,14 +14,14 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from pipelines.errors import NnzooError
+from pipelines.errors import BadValueError
 
 PROFILES = ("smoke", "quick", "full")
 """smoke: tiny, for tests (seconds). quick: CPU, bundled data (minutes).
 full: tensorflow-datasets, GPU, paper-grade numbers."""
 
 
-class ConfigError(NnzooError, ValueError):
+class ConfigError(BadValueError):
     """A config value is unknown, of the wrong type or out of its allowed range."""
 
 

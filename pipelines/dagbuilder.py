@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines import orchestration
+from pipelines.errors import BadValueError, NnzooError
 from pipelines.families import Family, get_family
 from pipelines.pipeline import FINISH, FINISH_STEP, PREPARE, PREPARE_STEP, stage_function, step_inputs
 
@@ -35,18 +36,34 @@ def _run_step(family: str, step: str, data: dict | None, needs: dict, item: Any 
     if job is not None and declared.label:
         context["nnzoo_label"] = declared.label.format(**job)
     run_key = orchestration.task_run_key()
-    if step == PREPARE:
-        notice = orchestration.pool_notice()
-        if notice:
-            print(f"[nnzoo] {notice}", flush=True)
-        output = stage_function(fam, PREPARE)(config, {"run_key": run_key})
-        orchestration.announce_dataset(outlet_events, output)
-    else:
-        output = stage_function(fam, step)(config, step_inputs(declared, data, run_key, needs, item, job))
+    try:
+        if step == PREPARE:
+            notice = orchestration.pool_notice()
+            if notice:
+                print(f"[nnzoo] {notice}", flush=True)
+            output = stage_function(fam, PREPARE)(config, {"run_key": run_key})
+            orchestration.announce_dataset(outlet_events, output)
+        else:
+            output = stage_function(fam, step)(config, step_inputs(declared, data, run_key, needs, item, job))
+    except BadValueError as error:
+        # A value the user chose: no retry can fix it, and where it was raised is no news.
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(str(error)) from None
     _link_to_run(ti, airflow_links.run_of(output) or (data or {}).get("parent_run_id"))
     if step == FINISH and output["status"] != "FINISHED":
         raise RuntimeError(f"pipeline failed: {output['reason']}")
     return output
+
+
+def _say_failure(context: Any) -> None:
+    """A failed task's last log line: an error meant for the user, in its own words
+    (Airflow logs the exception with its traceback before the failure callbacks)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    error = context.get("exception")
+    if isinstance(error, (NnzooError, AirflowFailException)):
+        print(f"nnzoo: error: {error}", flush=True)
 
 
 def _link_to_run(ti: Any, run_id: str | None) -> None:
@@ -82,6 +99,7 @@ def build_dag(family: Family | str) -> Any:
     def make(step: Any, task_id: str, **kwargs: Any) -> Any:
         if step.trains:
             kwargs.update(orchestration.training_task_kwargs())
+        kwargs.setdefault("on_failure_callback", _say_failure)
         # `@task` with the "MLflow run" link. Outputs are one XCom each, lists included
         # (a `-> dict` hint would split dicts up).
         return task_decorator_factory(python_callable=_run_step, multiple_outputs=False,

@@ -65,6 +65,19 @@ def test_bad_values_exit_2_with_one_line_naming_the_value(args, named, env):
     assert result.stdout == ""
 
 
+def test_a_value_a_step_refuses_fails_the_run_with_one_line_and_the_json(env):
+    """A value the config cannot judge alone (here: the canvas against the largest
+    digit) fails the step that finds it: one line naming it, no traceback, the JSON."""
+    result = nnzoo("run", "fcn_deconv", "--profile", "smoke", "--param", "canvas_height=30", env=env, timeout=180)
+    assert result.returncode == 1, result.stderr[-4000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("nnzoo: error: canvas 30x") and "smaller than the largest digit" in last
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (summary["status"], summary["step"]) == ("FAILED", "prepare_data")
+    assert summary["error"].startswith("BadValueError: canvas 30x")
+
+
 def test_list_shows_the_families_and_profiles(env):
     result = nnzoo("list", env=env, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -204,6 +204,9 @@ def test_unsupervised_dag_fails_visibly_when_its_data_cannot_be_loaded(embedded,
     result = dags_test(env, {"profile": "smoke", "dataset": "mnist"}, timeout=600, dag_id="zoo_unsupervised")
     output = result.stdout + result.stderr
     assert "tensorflow-datasets could not load 'mnist'" in output
+    # After Airflow's record of the exception, the task log ends with the error in one line.
+    said = [line for line in output.splitlines() if "nnzoo: error: tensorflow-datasets could not load 'mnist'" in line]
+    assert said, output[-4000:]
     with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as db:
         run_id, state = db.execute("SELECT run_id, state FROM dag_run WHERE dag_id = 'zoo_unsupervised' "
                                    "ORDER BY id DESC LIMIT 1").fetchone()

@@ -27,6 +27,7 @@ import functools
 import numpy as np
 
 from pipelines.data.registry import Loaded, load_arrays, register_dataset
+from pipelines.errors import BadValueError
 
 DIGIT_SIDE = 28
 BACKGROUND = 0
@@ -130,15 +131,15 @@ def make_scenes(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray
     ``unseen_index``); the first drawing is the same with or without it."""
     low, high = digits
     if not 1 <= low <= high:
-        raise ValueError(f"digits_min={low}, digits_max={high}: expected 1 <= digits_min <= digits_max")
+        raise BadValueError(f"digits_min={low}, digits_max={high}: expected 1 <= digits_min <= digits_max")
     if not 0.25 <= scales[0] <= scales[1]:
-        raise ValueError(f"scale_min={scales[0]}, scale_max={scales[1]}: expected 0.25 <= scale_min <= scale_max")
+        raise BadValueError(f"scale_min={scales[0]}, scale_max={scales[1]}: expected 0.25 <= scale_min <= scale_max")
     largest = int(round(DIGIT_SIDE * scales[1]))
     if height < largest or width < largest:
-        raise ValueError(f"canvas {height}x{width} is smaller than the largest digit ({largest}x{largest} px at "
+        raise BadValueError(f"canvas {height}x{width} is smaller than the largest digit ({largest}x{largest} px at "
                          f"scale_max={scales[1]}); enlarge the canvas or lower scale_max")
     if scenes < 1:
-        raise ValueError(f"scenes={scenes}: expected at least 1")
+        raise BadValueError(f"scenes={scenes}: expected at least 1")
     canvas = np.zeros((scenes, height, width, 1), np.uint8)
     mask = np.zeros((scenes, height, width), np.uint8)
     boxes = np.full((scenes, high, 4), -1.0, np.float32)

@@ -12,6 +12,7 @@ import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.cnn_depth import FAMILY, VARIANTS
+from pipelines.errors import BadValueError
 from pipelines.stages.common import (
     Training,
     finished_run,
@@ -48,7 +49,7 @@ def single_neuron(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, A
     data = load_prepared(inputs["data_uri"])
     negative, positive = typed.neuron.classes
     if max(negative, positive) >= data.num_classes:
-        raise ValueError(f"neuron.classes={typed.neuron.classes!r}: {data.name} has classes 0..{data.num_classes - 1}")
+        raise BadValueError(f"neuron.classes={typed.neuron.classes!r}: {data.name} has classes 0..{data.num_classes - 1}")
 
     def two_classes(split: str) -> tuple[np.ndarray, np.ndarray]:
         images, labels = data.split(split)

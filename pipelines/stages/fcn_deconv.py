@@ -13,6 +13,7 @@ import numpy as np
 from pipelines import tracking
 from pipelines.config import PROFILES, DataConfig, to_dict
 from pipelines.configs.fcn_deconv import FAMILY
+from pipelines.errors import BadValueError
 from pipelines.stages.common import (
     TAG_EVALUATED_ON,
     Training,
@@ -130,7 +131,7 @@ def find_classifier(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
         try:
             return _version(client.get_model_version(CLASSIFIER, wanted), False)
         except MlflowException as error:
-            raise ValueError(f"classifier_version={wanted}: {CLASSIFIER} has no version {wanted} in the registry "
+            raise BadValueError(f"classifier_version={wanted}: {CLASSIFIER} has no version {wanted} in the registry "
                              f"({tracking.configure()}); use 'champion' or an existing version") from error
     try:
         champion = client.get_model_version_by_alias(CLASSIFIER, tracking.CHAMPION)
@@ -172,8 +173,8 @@ def convert_to_fcn(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
     inputs (max abs difference on held-out digits and on random inputs) and run it on
     the configured canvas sizes (heatmap shapes, heatmaps over scenes). The converted
     net is logged here and registered by ``detect``."""
+    from models.fcn import FcnConversionError, geometry
     from models.fcn import convert_to_fcn as convert
-    from models.fcn import geometry
     from pipelines import plots
     from pipelines.data.prepared import load_prepared, normalize_images
     from pipelines.data.source_scenes import held_out_digits, make_scenes
@@ -189,7 +190,11 @@ def convert_to_fcn(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
     scenes = load_prepared(inputs["data_uri"])
     with tracking.run(FAMILY.experiment_name, f"fcn from cnn v{classifier['version']}", run_key=key,
                       parent_run_id=nested(inputs), tags=run_tags(FAMILY, typed, "fcn", "convert")) as run:
-        fcn = convert(cnn, name="digit_fcn")
+        try:
+            fcn = convert(cnn, name="digit_fcn")
+        except FcnConversionError as error:
+            raise BadValueError(f"classifier_version={typed.classifier.classifier_version}: {CLASSIFIER} "
+                                f"v{classifier['version']} cannot be converted: {error}") from error
         shape = geometry(fcn)
         digits, labels = held_out_digits(typed.data.digits_from, typed.data.digit_holdout, typed.data.data_dir)
         rng = np.random.default_rng(0)
@@ -201,7 +206,10 @@ def convert_to_fcn(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
         overlays = []
         for size in typed.detection.heatmap_sizes:
             height, width = _canvas(size)
-            shape.check(height, width)
+            try:
+                shape.check(height, width)
+            except ValueError as error:
+                raise BadValueError(f"heatmap_sizes={size}: {error}") from error
             scale_max = min(typed.data.scale_max, min(height, width) / 28)
             canvas = make_scenes(np.random.default_rng(1), digits, labels, scenes=1, height=height, width=width,
                                  digits=(1, typed.data.digits_max), scales=(min(typed.data.scale_min, scale_max),
@@ -279,7 +287,7 @@ def pyramid(fcn: Any, shape: Any, images: np.ndarray, scales: Sequence[float]) -
         resized = images if (rows, columns) == (height, width) else tf.image.resize(images, (rows, columns)).numpy()
         out.append((heatmaps(fcn, resized, shape), height / rows, width / columns))
     if not out:
-        raise ValueError(f"no detection scale fits {height}x{width} images with the {shape.window} window: "
+        raise BadValueError(f"no detection scale fits {height}x{width} images with the {shape.window} window: "
                          "use smaller detection_scales or larger canvases")
     return out
 
@@ -453,7 +461,7 @@ def _segmentation_batches(images: np.ndarray, masks: np.ndarray, batch: int, *, 
 
 def _check_divisible(height: int, width: int, step: int, what: str = "canvas") -> None:
     if height % step or width % step:
-        raise ValueError(f"{what} {height}x{width}: the segmenter halves the resolution and doubles it back, so "
+        raise BadValueError(f"{what} {height}x{width}: the segmenter halves the resolution and doubles it back, so "
                          f"both sides must be multiples of {step} (stem_stride * 2**len(filters)), e.g. "
                          f"{max(height // step, 1) * step}x{max(width // step, 1) * step}")
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from pipelines import settings, tracking
 from pipelines.configs.style_transfer import FAMILY
-from pipelines.errors import NnzooError
+from pipelines.errors import BadValueError, NnzooError
 from pipelines.stages.common import (
     Training,
     evaluated,
@@ -148,7 +148,7 @@ def prepare_images(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
     photo = typed.iterative.content_photo or names[0]
     every = [str(name) for split in ("train", "val", "test") for name in data.get(split, "name")]
     if photo not in every:
-        raise ValueError(f"content_photo={photo!r}: not in dataset {data.name}; expected one of {', '.join(every)}")
+        raise BadValueError(f"content_photo={photo!r}: not in dataset {data.name}; expected one of {', '.join(every)}")
     if photo not in names:
         say(f"style_transfer: content photo {photo} is in the training photos, so the fast net has seen it")
     out = {"style_path": str(style_path), "style_fingerprint": style.fingerprint, "style_source": style.source,

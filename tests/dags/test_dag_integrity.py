@@ -47,7 +47,10 @@ for dag_id, dag in bag.dags.items():
                               "retries": t.retries, "trigger_dag_id": getattr(t, "trigger_dag_id", None),
                               "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule), "mapped": "MappedOperator" in type(t).__name__,
                               "outlets": [type(o).__name__ + ":" + o.name for o in t.outlets],
-                              "doc": t.doc_md, "label": getattr(t, "map_index_template", None)}
+                              "doc": t.doc_md, "label": getattr(t, "map_index_template", None),
+                              "on_failure": [getattr(c, "__name__", str(c)) for c in (
+                                  t.on_failure_callback if isinstance(t.on_failure_callback, list)
+                                  else [t.on_failure_callback] if t.on_failure_callback else [])]}
                   for t in dag.tasks},
         "params": {k: restored.params.get_param(k).schema for k in restored.params},
         "defaults": dict(restored.params.dump()),
@@ -114,8 +117,26 @@ def test_each_family_dag_is_its_pipeline_declaration(bag, name):
             assert tasks[task_id]["mapped"] == bool(step.expand), task_id
             if step.trains:
                 assert tasks[task_id]["retries"] >= 1, task_id
+            assert "_say_failure" in tasks[task_id]["on_failure"], task_id
             if step.expand:
                 assert tasks[task_id]["label"] == "{{ nnzoo_label }}"
+
+
+def test_a_failed_task_log_ends_with_the_users_error_in_one_line(capsys):
+    """The failure callback every family task has: an error meant for the user (a bad
+    value becomes AirflowFailException, so it is not retried) is the log's last line;
+    any other failure keeps Airflow's own record of it."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipelines.dagbuilder import _say_failure
+    from pipelines.errors import StoreUnavailableError
+
+    for error in (AirflowFailException("canvas 30x112 is smaller than the largest digit"),
+                  StoreUnavailableError("canvas 30x112 is smaller than the largest digit")):
+        _say_failure({"exception": error})
+        assert capsys.readouterr().out == "nnzoo: error: canvas 30x112 is smaller than the largest digit\n"
+    _say_failure({"exception": RuntimeError("a bug")})
+    assert capsys.readouterr().out == ""
 
 
 def test_zoo_classifiers_task_graph(bag):

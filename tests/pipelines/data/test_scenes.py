@@ -10,6 +10,7 @@ import pytest
 from pipelines.data.prepared import stratified_split
 from pipelines.data.registry import load_arrays
 from pipelines.data.source_scenes import _resize, apply_pose, held_out_digits, make_scenes, split_digits
+from pipelines.errors import BadValueError
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ def test_both_drawings_of_a_scene_share_its_layout_and_keep_the_classifier_held_
 def test_impossible_scenes_are_clear_errors(kwargs, message):
     images, labels = np.zeros((5, 28, 28), np.uint8), np.arange(5)
     settings = {"scenes": 2, "height": 64, "width": 64, **kwargs}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(BadValueError, match=message):  # a user's value: one line, no traceback
         make_scenes(np.random.default_rng(0), images, labels, **settings)
 
 

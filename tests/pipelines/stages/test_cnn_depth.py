@@ -207,6 +207,19 @@ def test_unknown_variant_and_bad_config_are_refused():
         FAMILY.config("smoke", {"variants": ("max_pool", "bogus")})
 
 
+def test_a_class_the_dataset_lacks_is_a_clear_error_before_any_run(monkeypatch):
+    from types import SimpleNamespace
+
+    import pipelines.data.prepared
+    from pipelines.errors import BadValueError
+
+    monkeypatch.setattr(pipelines.data.prepared, "load_prepared",
+                        lambda uri: SimpleNamespace(name="mnist_subset", num_classes=10))
+    config = to_dict(FAMILY.config("smoke", {"neuron.classes": (3, 12)}))
+    with pytest.raises(BadValueError, match=r"neuron.classes=\(3, 12\): mnist_subset has classes 0..9"):
+        cnn_depth.single_neuron(config, {"data_uri": "unused"})
+
+
 def test_plan_has_one_job_per_chosen_variant_in_the_familys_order():
     config = to_dict(FAMILY.config("smoke", {"variants": ("inception", "max_pool")}))
     assert cnn_depth.plan_variants(config, {}) == [{"variant": "max_pool"}, {"variant": "inception"}]

@@ -12,6 +12,7 @@ import pytest
 
 from pipelines import tracking
 from pipelines.configs.fcn_deconv import FAMILY
+from pipelines.errors import BadValueError
 from pipelines.stages import fcn_deconv
 from tests.conftest import smoke_run
 
@@ -199,8 +200,17 @@ def test_digit_pixels_weigh_digit_weight_in_the_loss_and_background_pixels_one(c
 
 
 def test_a_canvas_the_segmenter_cannot_halve_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"canvas 100x112: .* multiples of 16 .*, e.g. 96x112"):
+    with pytest.raises(BadValueError, match=r"canvas 100x112: .* multiples of 16 .*, e.g. 96x112"):
         fcn_deconv._check_divisible(100, 112, 16)
+
+
+def test_a_classifier_version_the_registry_lacks_is_a_clear_error(tmp_path, monkeypatch):
+    from tests.conftest import new_store
+
+    new_store(tmp_path / "store").activate(monkeypatch)
+    typed = FAMILY.config("smoke", {"classifier.classifier_version": "99"})
+    with pytest.raises(BadValueError, match=r"classifier_version=99: nnzoo-classifiers-cnn has no version 99"):
+        fcn_deconv.find_classifier(typed, {})
 
 
 def test_a_champion_from_a_smaller_profile_is_not_used():
