@@ -30,6 +30,7 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
 from pipelines import settings
+from pipelines.config import PROFILES
 
 TAG_FAMILY = "nnzoo.family"
 TAG_MODEL = "nnzoo.model"
@@ -40,8 +41,6 @@ TAG_STAGE = "nnzoo.stage"
 TAG_DATASET = "nnzoo.dataset"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-PROFILE_RANK = ("smoke", "quick", "full")
-"""Profiles from smallest to largest: a larger one's model displaces a smaller one's champion."""
 # MLflow's own tags: the experiment's kind (its UI opens "custom_model_development"
 # experiments in the model-training view), its description, a run's source and user.
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
@@ -538,22 +537,81 @@ def _by_alias(mlflow_client: MlflowClient, name: str, alias: str) -> Any | None:
         return None
 
 
+@dataclasses.dataclass(frozen=True)
+class Standing:
+    """A registered version as a promotion sees it: its number, its value of the
+    metric (None: never measured) and what it was trained on."""
+
+    version: str
+    value: float | None = None
+    profile: str | None = None
+    dataset: str | None = None
+
+
+def decide_promotion(
+    candidate: Standing, metric: str, *, best: Standing | None, served: Standing | None,
+    higher_is_better: bool = True, tolerance: float = 0.0,
+) -> dict[str, Any]:
+    """Where ``candidate`` goes, from what the registry holds; no MLflow call.
+
+    ``best``: the champion of the candidate's lineage (same profile and dataset, alias
+    :func:`lineage_alias`); ``served``: the version holding ``champion``. The candidate
+    becomes the lineage's champion unless its value is worse than ``best``'s by more
+    than ``tolerance``; it takes ``champion`` when it leads its lineage and the served
+    champion is of the same lineage, or of a smaller profile (smoke < quick < full).
+    Returns ``lineage_champion``, ``promoted``, ``reason`` and the served champion's
+    version and value."""
+    profile, dataset, value = candidate.profile, candidate.dataset, candidate.value
+    best_value = best.value if best is not None and best.version != candidate.version else None
+    if best is not None and best.version == candidate.version:
+        in_lineage, reason = True, "already champion"
+    elif best_value is None:
+        in_lineage, reason = True, f"no {profile}/{dataset} champion with this metric yet"
+    else:
+        margin = (value - best_value) if higher_is_better else (best_value - value)
+        in_lineage = margin >= -tolerance
+        reason = (f"{metric} {value:.6g} vs {profile}/{dataset} champion v{best.version} {best_value:.6g} "
+                  f"(tolerance {tolerance:g}): {'not worse' if in_lineage else 'worse'}")
+    if served is None:
+        promoted = in_lineage
+    elif served.version == candidate.version:
+        promoted, reason = True, "already champion"
+    elif (served.profile, served.dataset) == (profile, dataset):
+        promoted = in_lineage
+    else:
+        rank = {name: index for index, name in enumerate(PROFILES)}
+        mine, theirs = rank.get(profile or "", -1), rank.get(served.profile or "", -1)
+        promoted = in_lineage and mine > theirs
+        relation = ("a larger profile than" if mine > theirs else "a smaller profile than" if mine < theirs
+                    else "another dataset than")
+        reason += (f"; {profile}/{dataset} is {relation} the serving champion v{served.version} "
+                   f"({served.profile}/{served.dataset}): "
+                   + ("takes champion" if promoted else f"stays {lineage_alias(profile, dataset)}, champion "
+                                                        "unchanged"))
+    other = served is not None and served.version != candidate.version
+    return {"lineage_champion": in_lineage, "promoted": promoted, "reason": reason,
+            "champion_version": None if served is None else served.version,
+            "champion_value": served.value if other else None}
+
+
+def _standing(mlflow_client: MlflowClient, version: Any | None, metric: str) -> Standing | None:
+    if version is None:
+        return None
+    raw = version.tags.get(f"nnzoo.{metric}")
+    profile, dataset = _lineage(mlflow_client, version)
+    return Standing(str(version.version), float(raw) if raw is not None else None, profile, dataset)
+
+
 def promote(
     name: str, version: str, metric: str, value: float, *, higher_is_better: bool = True, tolerance: float = 0.0,
     profile: str | None = None, dataset: str | None = None,
 ) -> dict[str, Any]:
-    """Promote ``version``, comparing like with like.
+    """Promote ``version``, comparing like with like (:func:`decide_promotion`).
 
-    It always gets the ``challenger`` alias. Among versions trained on the same profile
-    and dataset (its *lineage*, alias :func:`lineage_alias`) it becomes the lineage's
-    champion unless its ``metric`` is worse than that champion's by more than
-    ``tolerance``. The ``champion`` alias (what consumers load) follows the lineage
-    comparison when the current champion has the same lineage; otherwise only a
-    larger profile displaces it (smoke < quick < full): a smoke model never takes the
-    champion that a quick or full run serves, and a model of another dataset never
-    replaces one it was not compared with. Without ``profile``/``dataset`` the version's
-    tags (or its run's) say them. The decision and both values become tags on the
-    version and its run. Nothing is deleted.
+    It always gets the ``challenger`` alias; the lineage alias and ``champion`` as
+    decided. Without ``profile``/``dataset`` the version's tags (or its run's) say
+    them. The decision and both values become tags on the version and its run.
+    Nothing is deleted.
     """
     mlflow_client = client()
     current = mlflow_client.get_model_version(name, str(version))
@@ -564,59 +622,20 @@ def promote(
     mlflow_client.set_model_version_tag(name, str(version), f"nnzoo.{metric}", str(value))
     mlflow_client.set_model_version_tag(name, str(version), TAG_PROFILE, profile)
     mlflow_client.set_model_version_tag(name, str(version), TAG_DATASET, dataset)
-
-    best = _by_alias(mlflow_client, name, alias)
-    best_version = None if best is None else str(best.version)
-    best_value = None
-    if best is not None and best_version != str(version):
-        best_value = best.tags.get(f"nnzoo.{metric}")
-        best_value = float(best_value) if best_value is not None else None
-    if best is not None and best_version == str(version):
-        in_lineage, reason = True, "already champion"
-    elif best_value is None:
-        in_lineage, reason = True, f"no {profile}/{dataset} champion with this metric yet"
-    else:
-        margin = (value - best_value) if higher_is_better else (best_value - value)
-        in_lineage = margin >= -tolerance
-        reason = (f"{metric} {value:.6g} vs {profile}/{dataset} champion v{best.version} {best_value:.6g} "
-                  f"(tolerance {tolerance:g}): {'not worse' if in_lineage else 'worse'}")
-
-    served = _by_alias(mlflow_client, name, CHAMPION)
-    if served is None:
-        promoted = in_lineage
-    elif str(served.version) == str(version):
-        promoted, reason = True, "already champion"
-    else:
-        served_profile, served_dataset = _lineage(mlflow_client, served)
-        if (served_profile, served_dataset) == (profile, dataset):
-            promoted = in_lineage
-        else:
-            rank = {name: index for index, name in enumerate(PROFILE_RANK)}
-            mine, theirs = rank.get(profile, -1), rank.get(served_profile or "", -1)
-            promoted = in_lineage and mine > theirs
-            relation = ("a larger profile than" if mine > theirs else "a smaller profile than" if mine < theirs
-                        else "another dataset than")
-            reason += (f"; {profile}/{dataset} is {relation} the serving champion v{served.version} "
-                       f"({served_profile}/{served_dataset}): "
-                       + ("takes champion" if promoted else f"stays {alias}, champion unchanged"))
+    decided = decide_promotion(
+        Standing(str(version), value, profile, dataset), metric,
+        best=_standing(mlflow_client, _by_alias(mlflow_client, name, alias), metric),
+        served=_standing(mlflow_client, _by_alias(mlflow_client, name, CHAMPION), metric),
+        higher_is_better=higher_is_better, tolerance=tolerance)
     mlflow_client.set_registered_model_alias(name, CHALLENGER, str(version))
-    if in_lineage:
+    if decided["lineage_champion"]:
         mlflow_client.set_registered_model_alias(name, alias, str(version))
-    if promoted:
+    if decided["promoted"]:
         mlflow_client.set_registered_model_alias(name, CHAMPION, str(version))
-    champion_version = None if served is None else str(served.version)
-    champion_value = None
-    if served is not None and str(served.version) != str(version):
-        raw = served.tags.get(f"nnzoo.{metric}")
-        champion_value = float(raw) if raw is not None else None
-    decision = {
-        "name": name, "version": str(version), "metric": metric, "value": value, "profile": profile,
-        "dataset": dataset, "lineage_alias": alias, "lineage_champion": in_lineage,
-        "champion_version": champion_version, "champion_value": champion_value,
-        "promoted": promoted, "reason": reason,
-    }
-    tags = {"nnzoo.promotion.decision": "champion" if promoted else alias if in_lineage else "challenger",
-            "nnzoo.promotion.reason": reason}
+    decision = {"name": name, "version": str(version), "metric": metric, "value": value, "profile": profile,
+                "dataset": dataset, "lineage_alias": alias, **decided}
+    tags = {"nnzoo.promotion.decision": "champion" if decided["promoted"] else alias if decided["lineage_champion"]
+            else "challenger", "nnzoo.promotion.reason": decided["reason"]}
     for key, tag_value in tags.items():
         mlflow_client.set_model_version_tag(name, str(version), key, tag_value)
     if current.run_id:

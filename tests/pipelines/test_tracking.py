@@ -455,3 +455,37 @@ def test_ensure_experiment_from_many_processes_on_a_fresh_store_gets_one_id(tmp_
     assert len(ids) == 1
     assert os.path.exists(Path(fresh.uri.removeprefix("sqlite:///")))
     assert [e.name for e in fresh.client().search_experiments()].count("nnzoo-race-processes") == 1
+
+
+# --- the decision alone, without a registry ------------------------------------------------
+
+QUICK = {"profile": "quick", "dataset": "digits"}
+
+
+@pytest.mark.parametrize("candidate, best, served, lineage, promoted", [
+    (0.90, None, None, True, True),  # first of everything
+    (0.95, 0.90, 0.90, True, True),  # better than the champion of its own lineage
+    (0.85, 0.90, 0.90, False, False),  # worse
+    (0.95, 0.90, ("smoke", 0.99), True, True),  # a larger profile displaces a smoke champion
+    (0.95, None, ("full", 0.50), True, False),  # never a full one
+    (0.95, None, ("quick", 0.50, "mnist"), True, False),  # nor one of another dataset
+])
+def test_the_promotion_decision_compares_like_with_like(candidate, best, served, lineage, promoted):
+    me = tracking.Standing("9", candidate, **QUICK)
+    lineage_best = None if best is None else tracking.Standing("2", best, **QUICK)
+    if isinstance(served, tuple):
+        profile, value, *dataset = served
+        serving = tracking.Standing("3", value, profile, dataset[0] if dataset else "digits")
+    else:
+        serving = None if served is None else tracking.Standing("2", served, **QUICK)
+    decided = tracking.decide_promotion(me, "test_accuracy", best=lineage_best, served=serving)
+    assert (decided["lineage_champion"], decided["promoted"]) == (lineage, promoted), decided["reason"]
+    assert decided["champion_version"] == (None if serving is None else serving.version)
+
+
+def test_the_decision_takes_lower_is_better_metrics_and_a_tolerance():
+    me = tracking.Standing("9", 0.101, **QUICK)
+    best = tracking.Standing("2", 0.100, **QUICK)
+    assert not tracking.decide_promotion(me, "test_mse", best=best, served=best, higher_is_better=False)["promoted"]
+    assert tracking.decide_promotion(me, "test_mse", best=best, served=best, higher_is_better=False,
+                                     tolerance=0.01)["promoted"]
