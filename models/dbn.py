@@ -10,26 +10,13 @@ random weights: the baseline pretraining is compared against.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 
 from models.rbm import RBM
 from models.registry import register_model
-
-
-def stack_rbms(n_visible: int, layers: Sequence[int], seed: int | None = None, **rbm_kwargs: Any) -> list[RBM]:
-    """Untrained RBMs ``n_visible -> layers[0] -> layers[1] -> ...``."""
-    if not layers:
-        raise ValueError("layers: a DBN needs at least one RBM layer")
-    sizes = [int(n_visible), *(int(units) for units in layers)]
-    return [
-        RBM(sizes[index], sizes[index + 1], seed=None if seed is None else seed + index, name=f"rbm_layer_{index + 1}",
-            **rbm_kwargs)
-        for index in range(len(layers))
-    ]
 
 
 def propagate(rbms: Sequence[RBM], visible: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -39,15 +26,6 @@ def propagate(rbms: Sequence[RBM], visible: np.ndarray, batch_size: int = 1024) 
         values = np.concatenate([keras.ops.convert_to_numpy(rbm(values[start:start + batch_size]))
                                  for start in range(0, len(values), batch_size)]) if len(values) else values
     return values
-
-
-def pretrain_greedy(rbms: Sequence[RBM], visible: np.ndarray, fit_layer: Callable[[RBM, np.ndarray], Any]) -> None:
-    """Train ``rbms`` bottom-up: ``fit_layer(rbm, inputs)`` for each, where ``inputs``
-    are the hidden probabilities of the layers below (the pixels for the first)."""
-    inputs = np.asarray(visible, dtype="float32")
-    for rbm in rbms:
-        fit_layer(rbm, inputs)
-        inputs = propagate([rbm], inputs)
 
 
 @register_model("dbn_classifier")

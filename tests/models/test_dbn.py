@@ -1,4 +1,4 @@
-"""Deep belief net: the RBM stack, propagation, greedy pretraining order and the
+"""Deep belief net: propagation through the RBM stack and the
 unrolled classifier that starts from the RBMs' weights."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models import build_model
-from models.dbn import build_dbn_classifier, pretrain_greedy, propagate, stack_rbms
+from models.dbn import build_dbn_classifier, propagate
 from models.rbm import RBM
 
 INPUT_SHAPE = (4, 5, 1)  # 20 pixels
@@ -29,30 +29,18 @@ def randomise(rbms: list[RBM], seed: int = 0) -> list[RBM]:
     return rbms
 
 
+def rbm_stack(*sizes: int, seed: int = 0, pixels: int = N_PIXELS) -> list[RBM]:
+    """Untrained RBMs ``pixels -> sizes[0] -> sizes[1] ...``."""
+    widths = [pixels, *sizes]
+    return [RBM(widths[i], widths[i + 1], seed=seed + i, name=f"rbm_layer_{i + 1}") for i in range(len(sizes))]
+
+
 def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def test_stack_rbms_chains_the_sizes_and_passes_options_on():
-    stack = stack_rbms(N_PIXELS, (8, 5, 3), seed=3, k=2, persistent=True, n_chains=7)
-    assert [(rbm.n_visible, rbm.n_hidden) for rbm in stack] == [(20, 8), (8, 5), (5, 3)]
-    assert [rbm.name for rbm in stack] == ["rbm_layer_1", "rbm_layer_2", "rbm_layer_3"]
-    assert [rbm.seed for rbm in stack] == [3, 4, 5]
-    assert all(isinstance(rbm, RBM) and rbm.k == 2 and rbm.persistent and rbm.n_chains == 7 for rbm in stack)
-    assert [rbm.seed for rbm in stack_rbms(N_PIXELS, (8, 5))] == [None, None]
-    # Same seed, same start.
-    again = stack_rbms(N_PIXELS, (8, 5, 3), seed=3)
-    for first, second in zip(stack, again, strict=True):
-        np.testing.assert_array_equal(first.kernel.numpy(), second.kernel.numpy())
-
-
-def test_stack_rbms_needs_a_layer():
-    with pytest.raises(ValueError, match="layers"):
-        stack_rbms(N_PIXELS, ())
-
-
 def test_propagate_chains_the_hidden_probabilities():
-    stack = randomise(stack_rbms(N_PIXELS, (8, 5), seed=0), seed=1)
+    stack = randomise(rbm_stack(8, 5, seed=0), seed=1)
     x = pixels(23)
     manual = x
     for rbm in stack:
@@ -72,45 +60,8 @@ def test_propagate_chains_the_hidden_probabilities():
     assert propagate(stack, np.zeros((0, N_PIXELS), dtype="float32")).shape[0] == 0
 
 
-def test_pretrain_greedy_fits_each_layer_bottom_up_on_the_layer_below():
-    stack = randomise(stack_rbms(N_PIXELS, (8, 5, 3), seed=0), seed=2)
-    x = pixels(10)
-    calls = []
-
-    def record(rbm, inputs):
-        calls.append((rbm.name, np.array(inputs)))
-        # Change this layer, as a real fit would: the next layer must see the changed one.
-        rbm.hidden_bias.assign(rbm.hidden_bias.numpy() + 1.0)
-
-    pretrain_greedy(stack, x, record)
-    assert [name for name, _ in calls] == ["rbm_layer_1", "rbm_layer_2", "rbm_layer_3"]
-    assert [inputs.shape for _, inputs in calls] == [(10, 20), (10, 8), (10, 5)]
-    np.testing.assert_array_equal(calls[0][1], x)
-    np.testing.assert_allclose(calls[1][1], propagate(stack[:1], x), rtol=1e-6)
-    np.testing.assert_allclose(calls[2][1], propagate(stack[:2], x), rtol=1e-6)
-
-
-def test_pretrain_greedy_with_a_real_fit_trains_every_layer_on_its_inputs():
-    x = pixels(32, seed=4)
-    stack = stack_rbms(N_PIXELS, (6, 4), seed=1, weight_std=0.1)
-    before = [rbm.kernel.numpy().copy() for rbm in stack]
-    seen = []
-
-    def fit_layer(rbm, inputs):
-        seen.append(inputs.shape[1])
-        assert inputs.dtype == np.float32
-        assert np.all((inputs >= 0.0) & (inputs <= 1.0))
-        rbm.compile(optimizer=keras.optimizers.SGD(0.1))
-        rbm.fit(inputs, batch_size=16, epochs=2, verbose=0)
-
-    pretrain_greedy(stack, x, fit_layer)
-    assert seen == [20, 6]
-    for rbm, kernel in zip(stack, before, strict=True):
-        assert not np.allclose(rbm.kernel.numpy(), kernel), rbm.name
-
-
 def test_classifier_from_rbms_carries_their_weights_and_hidden_activations():
-    stack = randomise(stack_rbms(N_PIXELS, (8, 5), seed=0), seed=3)
+    stack = randomise(rbm_stack(8, 5, seed=0), seed=3)
     model = build_dbn_classifier(INPUT_SHAPE, num_classes=3, layers=(8, 5), rbms=stack, seed=0)
     for index, rbm in enumerate(stack, start=1):
         kernel, bias = model.get_layer(f"dense_{index}").get_weights()
@@ -155,13 +106,13 @@ def test_classifier_through_the_registry_with_dropout():
 
 @pytest.mark.parametrize("layers, stack_layers", [((8, 5), (8, 6)), ((8, 5), (8,)), ((8,), (8, 5)), ((6,), (8,))])
 def test_classifier_rejects_rbms_that_do_not_match_its_layers(layers, stack_layers):
-    stack = stack_rbms(N_PIXELS, stack_layers, seed=0)
+    stack = rbm_stack(*stack_layers)
     with pytest.raises(ValueError, match="do not match"):
         build_dbn_classifier(INPUT_SHAPE, num_classes=3, layers=layers, rbms=stack)
 
 
 def test_classifier_rejects_rbms_for_another_input_size():
-    stack = stack_rbms(N_PIXELS + 1, (8,), seed=0)
+    stack = rbm_stack(8, pixels=N_PIXELS + 1)
     with pytest.raises(ValueError, match="do not match"):
         build_dbn_classifier(INPUT_SHAPE, num_classes=3, layers=(8,), rbms=stack)
 
