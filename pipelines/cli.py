@@ -1,7 +1,7 @@
 """``nnzoo`` command line: list families, run a family's stages without Airflow, run
 the whole zoo through Airflow, judge the talk's claims from the store (``nnzoo
-report``), start the UIs, stylise an image with the registered fast stylizer
-(``nnzoo stylize IMAGE --out PATH``).
+report``), start the UIs, and the commands families add (``nnzoo stylize IMAGE --out
+PATH``, declared by the style_transfer family).
 
 ``nnzoo run FAMILY`` prints, as its last stdout line, one JSON object:
 ``{"family": ..., "profile": ..., "status": "FINISHED", "runs": {...}, "metrics": {...}}``;
@@ -152,16 +152,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_stylize(args: argparse.Namespace) -> int:
-    from pipelines.stages.style_transfer import stylize_file
-
-    result = stylize_file(args.image, args.out, model=args.model, max_side=args.max_side)
-    for conversion in result["conversions"]:
-        print(f"[nnzoo] {args.image}: {conversion}", file=sys.stderr)
-    print(json.dumps(result, sort_keys=True))
-    return 0
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -204,14 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", metavar="KEY=VALUE",
                      help="override a config value by dotted path or unique name, e.g. epochs=3")
     run.set_defaults(func=cmd_run)
-    stylize = sub.add_parser("stylize", help="stylise an image with the registered fast stylizer (style_transfer)")
-    stylize.add_argument("image", help="the image to stylise (PNG, JPEG, ...; grayscale and alpha are converted)")
-    stylize.add_argument("--out", required=True, help="where to write the result; the suffix picks the format")
-    stylize.add_argument("--model", help="model URI, registered model name or .keras file "
-                                         "(default: models:/nnzoo-style_transfer-stylizer@champion)")
-    stylize.add_argument("--max-side", type=int, default=None,
-                         help="scale larger images down to this longest side first (default 1024)")
-    stylize.set_defaults(func=cmd_stylize)
     report = sub.add_parser("report", help="judge every claim of the talk from the MLflow store (no training): "
                                            "HTML + Markdown under $NNZOO_HOME/reports, logged in nnzoo-report")
     report.add_argument("--profile", default=None,
@@ -226,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--airflow-port", type=int, default=int(os.environ.get("NNZOO_AIRFLOW_PORT", 8080)))
     ui.add_argument("--mlflow-port", type=int, default=int(os.environ.get("NNZOO_MLFLOW_PORT", 5000)))
     ui.set_defaults(func=cmd_ui)
+    for family in all_families().values():  # the commands families add (nnzoo stylize)
+        for command in family.commands:
+            command.add_to(sub)
     return parser
 
 

@@ -21,6 +21,35 @@ from pipelines.pipeline import Pipeline
 
 
 @dataclasses.dataclass(frozen=True)
+class Command:
+    """A command a family adds to ``nnzoo`` (``nnzoo stylize``), declared beside its
+    config so the CLI knows no family: its arguments as ``argparse`` takes them and the
+    function that runs it, imported only when the command is run."""
+
+    name: str
+    help: str
+    target: str
+    """``module:function``: called with the parsed arguments, returns the exit status."""
+    arguments: tuple[tuple[tuple[str, ...], Mapping[str, Any]], ...] = ()
+    """``(flags, add_argument keywords)`` pairs; :func:`argument` writes one."""
+
+    def add_to(self, subparsers: Any) -> None:
+        parser = subparsers.add_parser(self.name, help=self.help)
+        for flags, keywords in self.arguments:
+            parser.add_argument(*flags, **keywords)
+        parser.set_defaults(func=self.run)
+
+    def run(self, args: Any) -> int:
+        module, _, function = self.target.partition(":")
+        return getattr(importlib.import_module(module), function)(args)
+
+
+def argument(*flags: str, **keywords: Any) -> tuple[tuple[str, ...], Mapping[str, Any]]:
+    """One argument of a :class:`Command`, as ``parser.add_argument(*flags, **keywords)``."""
+    return flags, keywords
+
+
+@dataclasses.dataclass(frozen=True)
 class Family:
     """One family of experiments, e.g. ``classifiers``."""
 
@@ -41,6 +70,8 @@ class Family:
     off_chart: tuple[str, ...] = ()
     """Models whose test accuracy answers another question than their dataset's (a
     two-class slice): left off the report's accuracy-vs-FLOPs chart (C17)."""
+    commands: tuple[Command, ...] = ()
+    """Commands the family adds to ``nnzoo`` (:class:`Command`)."""
 
     def __post_init__(self) -> None:
         missing = set(PROFILES) - set(self.profiles)

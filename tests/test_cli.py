@@ -125,3 +125,19 @@ def test_list_prints_each_familys_steps_from_its_declaration(env):
     assert "train x 2 (model = mlp, cnn) [training]: Train" in result.stdout
     assert "finetune mapped over the jobs of plan_finetuning" in result.stdout
 
+
+
+def test_the_cli_imports_no_family_and_offers_the_commands_families_declare():
+    import ast
+
+    tree = ast.parse((REPO_ROOT / "pipelines" / "cli.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not [name for name in imported if name and name.startswith(("pipelines.stages", "pipelines.configs"))]
+    from pipelines.families import get_family
+
+    (stylize,) = get_family("style_transfer").commands
+    parser = cli.build_parser()
+    args = parser.parse_args(["stylize", "photo.png", "--out", "styled.png", "--max-side", "512"])
+    assert (args.image, args.out, args.max_side, args.model) == ("photo.png", "styled.png", 512, None)
+    assert args.func == stylize.run and stylize.target == "pipelines.stages.style_transfer:stylize_command"

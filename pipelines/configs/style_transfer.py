@@ -18,7 +18,7 @@ import dataclasses
 
 from pipelines.claims import Claim, Picture, owned
 from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
-from pipelines.families import Family, register_family
+from pipelines.families import Command, Family, argument, register_family
 from pipelines.pipeline import Pipeline, Step
 
 PHOTO_DATASETS = ("content_photos", "flower_photos")
@@ -185,5 +185,14 @@ FAMILY = register_family(
         claims=CLAIMS,
         headline=(("iterative", "total_loss_drop"), ("iterative", "style_loss_vs_content_photo"),
                   ("stylizer", "test_perceptual_loss"), ("pipeline", "speedup_*"), ("pipeline", "loss_matched_speedup*")),
+        commands=(Command(
+            "stylize", "stylise an image with the registered fast stylizer (style_transfer)",
+            "pipelines.stages.style_transfer:stylize_command", arguments=(
+                argument("image", help="the image to stylise (PNG, JPEG, ...; grayscale and alpha are converted)"),
+                argument("--out", required=True, help="where to write the result; the suffix picks the format"),
+                argument("--model", help="model URI, registered model name or .keras file "
+                                         "(default: models:/nnzoo-style_transfer-stylizer@champion)"),
+                argument("--max-side", type=int, default=None,
+                         help="scale larger images down to this longest side first (default 1024)"))),),
     )
 )

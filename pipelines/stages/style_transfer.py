@@ -592,6 +592,19 @@ class StylizerUnavailableError(NnzooError, RuntimeError):
     """No stylizer at the given model URI (none registered yet, or a wrong name)."""
 
 
+def stylize_command(args: Any) -> int:
+    """``nnzoo stylize IMAGE --out PATH [--model M] [--max-side N]``: the result as one
+    JSON line, each conversion of the input image said on stderr."""
+    import json
+    import sys
+
+    result = stylize_file(args.image, args.out, model=args.model, max_side=args.max_side)
+    for conversion in result["conversions"]:
+        print(f"[nnzoo] {args.image}: {conversion}", file=sys.stderr)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
 def stylize_file(image: str | Path, out: str | Path, model: str | None = None, max_side: int | None = None
                  ) -> dict[str, Any]:
     """Stylise a user's image with a registered stylizer and write the result.
