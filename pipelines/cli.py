@@ -70,7 +70,7 @@ def _run_one(name: str, profile: str, params: dict[str, str]) -> dict[str, Any]:
     import uuid
 
     from pipelines.localrun import summary_rows
-    from pipelines.pipeline import run_pipeline
+    from pipelines.runner import run_pipeline
 
     family = get_family(name)
     config = family.config(profile, params)

@@ -12,7 +12,8 @@ from typing import Any
 from pipelines import orchestration
 from pipelines.errors import BadValueError, NnzooError
 from pipelines.families import Family, get_family
-from pipelines.pipeline import FINISH, FINISH_STEP, PREPARE, PREPARE_STEP, stage_function, step_inputs
+from pipelines.pipeline import FINISH, PREPARE, walk
+from pipelines.runner import stage_function, step_inputs
 
 
 def _run_step(family: str, step: str, data: dict | None, needs: dict, item: Any = None, job: dict | None = None,
@@ -106,28 +107,23 @@ def build_dag(family: Family | str) -> Any:
                                       decorated_operator_class=NnzooTaskOperator, task_id=task_id, doc_md=step.doc,
                                       **kwargs)
 
+    def call(step: Any, data: Any, needs: dict[str, Any], item: Any = None, index: int = 0) -> Any:
+        if step.name == PREPARE:
+            return make(step, PREPARE, outlets=[AssetAlias(orchestration.DATASETS_ALIAS)])(fam.name, PREPARE, None, {})
+        if step.name == FINISH:
+            return make(step, FINISH, trigger_rule="all_done")(fam.name, FINISH, data, needs)
+        retries = {} if step.trains else {"retries": 1}
+        if step.over:
+            return make(step, step.task_ids()[index], **retries)(fam.name, step.name, data, needs, item)
+        return make(step, step.name, **retries)(fam.name, step.name, data, needs)
+
+    def call_mapped(step: Any, data: Any, needs: dict[str, Any], jobs: Any) -> Any:
+        retries = {} if step.trains else {"retries": 1}
+        mapped = make(step, step.name, map_index_template="{{ nnzoo_label }}", **retries)
+        return mapped.partial(family=fam.name, step=step.name, data=data, needs=needs).expand(job=jobs)
+
     @dag(schedule=orchestration.schedule(fam.name), **orchestration.family_dag_kwargs(fam))
     def family_dag() -> None:
-        data = make(PREPARE_STEP, PREPARE, outlets=[AssetAlias(orchestration.DATASETS_ALIAS)])(fam.name, PREPARE,
-                                                                                               None, {})
-        outputs: dict[str, Any] = {}
-        for step in pipeline.steps:
-            needs = {name: outputs[name] for name in step.needs}
-            retries = {} if step.trains else {"retries": 1}
-            if step.over:
-                fanned: dict[Any, Any] = {}
-                for item, task_id in zip(step.over, step.task_ids(), strict=True):
-                    chained = {step.name: fanned[step.over[len(fanned) - 1]] if fanned else None} if step.chain else {}
-                    fanned[item] = make(step, task_id, **retries)(fam.name, step.name, data, {**needs, **chained}, item)
-                outputs[step.name] = fanned[step.over[-1]] if step.chain else fanned
-            elif step.expand:
-                mapped = make(step, step.name, map_index_template="{{ nnzoo_label }}", **retries)
-                outputs[step.name] = mapped.partial(family=fam.name, step=step.name, data=data, needs=needs).expand(
-                    job=outputs[step.expand])
-            else:
-                outputs[step.name] = make(step, step.name, **retries)(fam.name, step.name, data, needs)
-        if pipeline.parent_run:
-            leaves = {name: outputs[name] for name in pipeline.leaves()}
-            make(FINISH_STEP, FINISH, trigger_rule="all_done")(fam.name, FINISH, data, leaves)
+        walk(pipeline, call, call_mapped)
 
     return family_dag()

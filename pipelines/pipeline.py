@@ -1,10 +1,11 @@
 """A family's pipeline, declared once: its steps in order, what each consumes, which
 are fanned out or mapped and over what, which train.
 
-From this one declaration come the Airflow DAG (:mod:`pipelines.dagbuilder`), the
-in-process run (:func:`run_pipeline`, behind ``nnzoo run``), ``nnzoo list`` and the
-tests' stage chains. It stays light (no Airflow, TensorFlow or MLflow): DAG files read
-it at parse time.
+It only declares. One traversal of it, :func:`walk`, builds the Airflow DAG
+(:mod:`pipelines.dagbuilder`) and runs the stages in-process (:mod:`pipelines.runner`,
+behind ``nnzoo run``); ``nnzoo list`` and the tests' stage chains read it too. It stays
+light (no Airflow, TensorFlow or MLflow, no stage module): DAG files read it at parse
+time.
 
 Every pipeline starts with the kit's ``prepare_data`` (the data reference it returns is
 merged into every later step's inputs) and, with ``parent_run=True``, ends with the
@@ -17,7 +18,6 @@ it ``needs`` under that step's name.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -118,77 +118,34 @@ class Pipeline:
         return graph
 
 
-def stage_function(family: Any, step: str) -> Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]:
-    """The stage a step calls: the kit's for ``prepare_data`` and ``finish``, else
-    ``pipelines.stages.<family>.<step>``."""
-    import functools
+def walk(pipeline: Pipeline, call: Callable[..., Any], call_mapped: Callable[..., Any]) -> dict[str, Any]:
+    """The one traversal of a declaration, shared by the DAG builder (``call`` makes a
+    task and returns its XCom reference) and the in-process runner (``call`` runs the
+    stage and returns its output); returns ``{step name: output}``.
 
-    if step in (PREPARE, FINISH):
-        from pipelines.stages import common
-
-        return functools.partial(getattr(common, step), family)
-    module = importlib.import_module(f"pipelines.stages.{family.name}")
-    if not hasattr(module, step):
-        raise ValueError(f"family {family.name!r} declares step {step!r} but {module.__name__} has no such function")
-    return getattr(module, step)
-
-
-def step_inputs(step: Step, data: dict[str, Any] | None, run_key: str | None, needs: dict[str, Any],
-                item: Any = None, job: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What a step's stage receives; the DAG's tasks and the in-process run build it alike."""
-    inputs = {**(data or {}), "run_key": run_key, **needs, **(job or {})}
-    if step.over:
-        inputs[step.item] = item
-    return inputs
-
-
-def run_pipeline(family: Any, config: dict[str, Any], run_key: str | None = None) -> dict[str, Any]:
-    """Every step in-process, in declaration order; returns ``{step name: output}``.
-
-    A failure ends the parent run (if any) FAILED with the reason, then raises
-    the error, which :func:`failed_at` marks with the step and the steps that finished.
+    ``call(step, data, needs, item=None, index=0)``: one task (``item``/``index``: which
+    of a fan-out's items); ``data`` is ``prepare_data``'s output (None for that step);
+    ``needs``: ``{step name: output}`` of what it reads (a chained fan-out also gets its
+    previous item's output under its own name). ``call_mapped(step, data, needs, jobs)``:
+    the step mapped over the output of the step it ``expand``s. A fan-out's
+    output is ``{item: output}``, a chain's is its last item's, a mapping's the list.
+    ``finish``, with ``parent_run``, reads the leaves.
     """
-    pipeline = family.pipeline
     outputs: dict[str, Any] = {}
-
-    def call(step: Step, **kwargs: Any) -> Any:
+    data = outputs[PREPARE] = call(PREPARE_STEP, None, {})
+    for step in pipeline.steps:
         needs = {name: outputs[name] for name in step.needs}
-        if step.chain:
-            needs[step.name] = outputs.get(step.name)
-        return stage_function(family, step.name)(config, step_inputs(step, data, run_key, needs, **kwargs))
-
-    try:
-        data = outputs[PREPARE] = stage_function(family, PREPARE)(config, {"run_key": run_key})
-    except Exception as error:
-        failed_at(error, PREPARE, [])
-        raise
-    current = PREPARE
-    try:
-        for step in pipeline.steps:
-            current = step.name
-            if step.chain:
-                for item in step.over:
-                    outputs[step.name] = call(step, item=item)
-            elif step.over:
-                outputs[step.name] = {item: call(step, item=item) for item in step.over}
-            elif step.expand:
-                outputs[step.name] = [call(step, job=job) for job in outputs[step.expand]]
-            else:
-                outputs[step.name] = call(step)
-    except BaseException as error:
-        if pipeline.parent_run:
-            call(FINISH_STEP, job={"reason": f"{type(error).__name__}: {error}"})
-        if isinstance(error, Exception):  # not KeyboardInterrupt or SystemExit
-            failed_at(error, current, list(outputs))
-        raise
+        if step.over:
+            fanned: dict[Any, Any] = {}
+            for index, item in enumerate(step.over):
+                chained = {step.name: fanned[step.over[index - 1]] if index else None} if step.chain else {}
+                fanned[item] = call(step, data, {**needs, **chained}, item=item, index=index)
+            outputs[step.name] = fanned[step.over[-1]] if step.chain else fanned
+        elif step.expand:
+            outputs[step.name] = call_mapped(step, data, needs, outputs[step.expand])
+        else:
+            outputs[step.name] = call(step, data, needs)
     if pipeline.parent_run:
-        outputs[FINISH] = call(dataclasses.replace(FINISH_STEP, needs=pipeline.leaves()))
+        finish = dataclasses.replace(FINISH_STEP, needs=pipeline.leaves())
+        outputs[FINISH] = call(finish, data, {name: outputs[name] for name in finish.needs})
     return outputs
-
-
-def failed_at(error: Exception, step: str, finished: list[str]) -> Exception:
-    """Mark ``error`` with the step that raised it (``error.nnzoo_step``) and the steps
-    that finished before it (``error.nnzoo_finished``): ``nnzoo run`` reports both."""
-    if getattr(error, "nnzoo_step", None) is None:
-        error.nnzoo_step, error.nnzoo_finished = step, finished  # type: ignore[attr-defined]
-    return error

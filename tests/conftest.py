@@ -129,7 +129,7 @@ def smoke_run(family, root: Path, run_key: str) -> dict:
     """A family's declared pipeline once, smoke profile, in-process with a DAG-style run
     key, into a fresh store under ``root``: ``{"store", "out" (step -> output), "parent"}``."""
     from pipelines.config import to_dict
-    from pipelines.pipeline import run_pipeline
+    from pipelines.runner import run_pipeline
 
     shared = new_store(root)
     with pytest.MonkeyPatch.context() as patch:

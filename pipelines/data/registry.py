@@ -55,9 +55,9 @@ def register_dataset(name: str, description: str, source: str, *, generator_vers
 
 
 def _discover() -> None:
-    import pipelines.data as package
+    from pathlib import Path
 
-    for module in pkgutil.iter_modules(package.__path__):
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):  # this package's folder
         if module.name.startswith("source_"):
             importlib.import_module(f"pipelines.data.{module.name}")
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import pipeline as pipeline_module
+from pipelines import runner
 from pipelines.families import all_families
-from pipelines.pipeline import FINISH, PREPARE, Pipeline, Step, run_pipeline
+from pipelines.pipeline import FINISH, PREPARE, Pipeline, Step
+from pipelines.runner import run_pipeline
 
 FAMILIES = all_families()
 
@@ -80,7 +81,7 @@ def _recorded_run(family, monkeypatch, fail_at: str | None = None):
 
         return stage
 
-    monkeypatch.setattr(pipeline_module, "stage_function", fake_stage)
+    monkeypatch.setattr(runner, "stage_function", fake_stage)
     return calls, run_pipeline(family, {"profile": "smoke"}, run_key="dag/run")
 
 
@@ -104,7 +105,7 @@ def test_a_failing_step_closes_the_parent_run_with_the_reason_and_re_raises(monk
     family = FAMILIES["unsupervised"]
     failing = family.pipeline.steps[0].name
     finished = []
-    original = pipeline_module.step_inputs
+    original = runner.step_inputs
 
     def spy(step, *args, **kwargs):
         inputs = original(step, *args, **kwargs)
@@ -112,13 +113,37 @@ def test_a_failing_step_closes_the_parent_run_with_the_reason_and_re_raises(monk
             finished.append(inputs.get("reason"))
         return inputs
 
-    monkeypatch.setattr(pipeline_module, "step_inputs", spy)
+    monkeypatch.setattr(runner, "step_inputs", spy)
     with pytest.raises(RuntimeError, match=f"{failing} broke"):
         _recorded_run(family, monkeypatch, fail_at=failing)
     assert finished == [f"RuntimeError: {failing} broke"]
 
 
+def test_a_failure_names_the_step_and_the_steps_finished_before_it(monkeypatch):
+    family = FAMILIES["cnn_depth"]
+    failing = family.pipeline.steps[2].name
+    with pytest.raises(RuntimeError) as raised:
+        _recorded_run(family, monkeypatch, fail_at=failing)
+    assert raised.value.nnzoo_step == failing
+    assert raised.value.nnzoo_finished == [PREPARE, *(step.name for step in family.pipeline.steps[:2])]
+
+
+def test_the_pipeline_module_only_declares():
+    """No stage is found or run from the declaration: DAG files and configs import it,
+    and the kit's stages import the families that import it (no circle)."""
+    import ast
+    import inspect
+
+    from pipelines import pipeline
+
+    tree = ast.parse(inspect.getsource(pipeline))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not [name for name in imported if name and name.startswith("pipelines")]
+    assert not hasattr(pipeline, "run_pipeline") and not hasattr(pipeline, "stage_function")
+
+
 def test_a_step_without_its_stage_function_is_named():
     family = FAMILIES["classifiers"]
     with pytest.raises(ValueError, match="declares step 'nope' but pipelines.stages.classifiers has no such function"):
-        pipeline_module.stage_function(family, "nope")
+        runner.stage_function(family, "nope")

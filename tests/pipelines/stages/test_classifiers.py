@@ -14,7 +14,7 @@ import pytest
 from pipelines import tracking
 from pipelines.config import flatten, to_dict
 from pipelines.configs.classifiers import FAMILY, MODELS
-from pipelines.pipeline import run_pipeline
+from pipelines.runner import run_pipeline
 from pipelines.stages import classifiers
 from pipelines.stages.common import TAG_MODEL_URI
 from tests.conftest import REPO_ROOT, new_store

@@ -20,7 +20,7 @@ from pipelines import tracking
 from pipelines import train as trainer
 from pipelines.config import to_dict
 from pipelines.configs.unsupervised import FAMILY, INITS, MAX_RBM_LAYERS
-from pipelines.pipeline import run_pipeline, stage_function, step_inputs
+from pipelines.runner import run_pipeline, stage_function, step_inputs
 from pipelines.stages import common, unsupervised
 from pipelines.stages.common import TAG_CACHE_HIT, TAG_EVALUATED_ON, TAG_MODEL_URI
 from pipelines.stages.unsupervised.dbn import chain_disagreement, visible

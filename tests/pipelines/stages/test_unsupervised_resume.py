@@ -18,7 +18,7 @@ import pytest
 from pipelines import tracking
 from pipelines.config import to_dict
 from pipelines.configs.unsupervised import FAMILY
-from pipelines.pipeline import step_inputs
+from pipelines.runner import step_inputs
 from pipelines.stages import common, unsupervised
 from pipelines.stages.common import TAG_MODEL_URI, TAG_RESUMED, checkpoint_dir
 from tests.conftest import REPO_ROOT
