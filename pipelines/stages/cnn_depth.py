@@ -16,7 +16,7 @@ from pipelines.errors import BadValueError
 from pipelines.stages.common import (
     Training,
     finished_run,
-    nested,
+    parent_run_of,
     register_and_promote,
     run_key,
     run_tags,
@@ -113,7 +113,7 @@ def count_parameters(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str
                                  dropout_rate=0.0, name="talk_dense"),
             "cnn": build_model("talk_cnn", input_shape=TALK_INPUT, num_classes=10)}
     metrics: dict[str, float] = {}
-    with tracking.run(FAMILY.experiment_name, "count-parameters 100x100", run_key=key, parent_run_id=nested(inputs),
+    with tracking.run(FAMILY.experiment_name, "count-parameters 100x100", run_key=key, parent_run_id=parent_run_of(inputs),
                       tags=run_tags(FAMILY, typed, "talk_nets", "count")) as run:
         for name, model in nets.items():
             metrics[f"{name}_params"] = float(model.count_params())
@@ -313,7 +313,7 @@ def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     from pipelines.gradients import ratio_plot
 
     typed = FAMILY.load(config)
-    parent = nested(inputs)
+    parent = parent_run_of(inputs)
     results = {result["variant"]: result for result in _results(inputs)}
     neuron, counted = inputs["single_neuron"]["metrics"], inputs["count_parameters"]["metrics"]
     metrics: dict[str, float] = {**neuron, "parameter_ratio": counted["parameter_ratio"]}

@@ -48,7 +48,7 @@ def finish(family: Family, config: dict[str, Any], inputs: dict[str, Any]) -> di
     """End the pipeline's parent run: FINISHED when every last step (the pipeline's
     leaves) returned, else FAILED naming the nested runs that failed. It runs whatever
     happened upstream (in Airflow: trigger rule ``all_done``)."""
-    parent = nested(inputs)
+    parent = parent_run_of(inputs)
     if "reason" not in inputs and all(inputs.get(leaf) is not None for leaf in family.pipeline.leaves()):
         tracking.end_run(parent, "FINISHED")
         return {"parent_run_id": parent, "status": "FINISHED"}
@@ -68,7 +68,7 @@ def finish(family: Family, config: dict[str, Any], inputs: dict[str, Any]) -> di
     return {"parent_run_id": parent, "status": "FAILED", "reason": reason}
 
 
-def nested(inputs: dict[str, Any]) -> str:
+def parent_run_of(inputs: dict[str, Any]) -> str:
     """The pipeline's parent run id, which ``prepare_data`` put into every step's inputs."""
     parent = inputs.get("parent_run_id")
     if not parent:
@@ -287,7 +287,7 @@ def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any]
     label = spec.run_name or spec.name
     tags = {**run_tags(family, typed, spec.model_tag or spec.name, spec.stage, **spec.tags),
             TAG_CACHE_KEY: plan.cache_key}
-    parent = nested(inputs) if family.pipeline.parent_run else None
+    parent = parent_run_of(inputs) if family.pipeline.parent_run else None
     # The run the plan asks for: new, or the unfinished one it resumes (ends FAILED on error).
     with tracking.run(family.experiment_name, label, tags=tags, run_key=plan.run_key, parent_run_id=parent,
                       resume_run_id=plan.resume_run_id) as run:

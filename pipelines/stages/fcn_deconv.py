@@ -19,7 +19,7 @@ from pipelines.stages.common import (
     Training,
     evaluated,
     finished_run,
-    nested,
+    parent_run_of,
     register_and_promote,
     run_key,
     run_tags,
@@ -63,10 +63,10 @@ def scored_scenes(data: Any, key: str) -> np.ndarray:
 
 
 def _posed_config(typed: Any) -> PosedData:
-    settings = typed.generator
-    return PosedData(poses=settings.poses, rotation_max=settings.rotation_max,
-                     pose_scale_min=settings.pose_scale_min, pose_scale_max=settings.pose_scale_max,
-                     digits_from=typed.data.digits_from, writers=settings.writers, pose_seed=settings.pose_seed,
+    generator = typed.generator
+    return PosedData(poses=generator.poses, rotation_max=generator.rotation_max,
+                     pose_scale_min=generator.pose_scale_min, pose_scale_max=generator.pose_scale_max,
+                     digits_from=typed.data.digits_from, writers=generator.writers, pose_seed=generator.pose_seed,
                      split_seed=typed.data.split_seed, val_fraction=0.1, test_fraction=0.1,
                      data_dir=typed.data.data_dir)
 
@@ -81,7 +81,7 @@ def prepare_scenes(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
     from pipelines.data.prepared import load_prepared, prepare
 
     typed = FAMILY.load(config)
-    parent = nested(inputs)
+    parent = parent_run_of(inputs)
     scenes = load_prepared(inputs["data_uri"])
     images, masks = scored_scenes(scenes, "x")[:PREVIEW], scored_scenes(scenes, "mask")[:PREVIEW]
     truth = [_truth(b, d) for b, d in zip(scenes.get("test", "boxes")[:PREVIEW], scenes.get("test", "digits")[:PREVIEW], strict=True)]
@@ -189,7 +189,7 @@ def convert_to_fcn(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
     cnn = tracking.load_keras_model(classifier["model_uri"])
     scenes = load_prepared(inputs["data_uri"])
     with tracking.run(FAMILY.experiment_name, f"fcn from cnn v{classifier['version']}", run_key=key,
-                      parent_run_id=nested(inputs), tags=run_tags(FAMILY, typed, "fcn", "convert")) as run:
+                      parent_run_id=parent_run_of(inputs), tags=run_tags(FAMILY, typed, "fcn", "convert")) as run:
         try:
             fcn = convert(cnn, name="digit_fcn")
         except FcnConversionError as error:
@@ -380,9 +380,9 @@ def detect(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
 
     typed = FAMILY.load(config)
     converted = inputs["convert_to_fcn"]
-    settings = typed.detection
+    detection = typed.detection
     scenes = load_prepared(inputs["data_uri"])
-    count = min(settings.detect_scenes, scenes.sizes["test"])
+    count = min(detection.detect_scenes, scenes.sizes["test"])
     images = scored_scenes(scenes, "x")[:count]
     boxes, digits = scenes.get("test", "boxes")[:count], scenes.get("test", "digits")[:count]
     keys = ("detection_precision", "detection_recall", "detection_f1")
@@ -390,13 +390,13 @@ def detect(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     if metrics is None:
         fcn = tracking.load_keras_model(converted["model_uri"])
         shape = geometry(fcn)
-        maps = pyramid(fcn, shape, normalize_images(images), settings.detection_scales)
-        found = {mode: [find_boxes(maps, n, images[n], shape, threshold=settings.score_threshold,
-                                   overlap=settings.nms_overlap, recentre=mode == "recentred")
+        maps = pyramid(fcn, shape, normalize_images(images), detection.detection_scales)
+        found = {mode: [find_boxes(maps, n, images[n], shape, threshold=detection.score_threshold,
+                                   overlap=detection.nms_overlap, recentre=mode == "recentred")
                         for n in range(count)] for mode in ("recentred", "peaks_only")}
-        metrics = score_detections(found["recentred"], boxes, digits, settings.match_iou)
+        metrics = score_detections(found["recentred"], boxes, digits, detection.match_iou)
         metrics.update({f"{key}_peaks_only": value for key, value in
-                        score_detections(found["peaks_only"], boxes, digits, settings.match_iou).items()
+                        score_detections(found["peaks_only"], boxes, digits, detection.match_iou).items()
                         if key in keys})
         with tracking.run(FAMILY.experiment_name, "fcn", resume_run_id=converted["run_id"]) as run:
             run.log_metrics({**metrics, "detect_scenes": float(count)})
@@ -405,19 +405,19 @@ def detect(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
                 images[list(shown)], [_truth(boxes[n], digits[n]) for n in shown],
                 [[(f"{label} {score:.3f}", box) for label, score, box in found["recentred"][n]] for n in shown],
                 f"boxes from heatmaps: precision {metrics['detection_precision']:.3f}, recall "
-                f"{metrics['detection_recall']:.3f} at IoU {settings.match_iou} (green: true, red: found)"),
+                f"{metrics['detection_recall']:.3f} at IoU {detection.match_iou} (green: true, red: found)"),
                 "plots/detections.png")
             heat = maps[0][0]
             tracking.log_figure(run.run_id, plots.heatmaps(
                 normalize_images(images[:4]), [[(f"p({d})", heat[n][..., d]) for d in digits[n] if d >= 0][:3]
                                                for n in range(min(4, count))],
-                shape.window, shape.stride, f"class heatmaps over test scenes (scale {settings.detection_scales[0]})"),
+                shape.window, shape.stride, f"class heatmaps over test scenes (scale {detection.detection_scales[0]})"),
                 "plots/heatmaps_over_scenes.png")
             run.set_tags({TAG_EVALUATED_ON: scenes.fingerprint})
     say(f"detect: precision {metrics['detection_precision']:.3f}, recall {metrics['detection_recall']:.3f} at IoU "
-        f"{settings.match_iou} on {count} test scenes (peaks only, no re-centring: "
+        f"{detection.match_iou} on {count} test scenes (peaks only, no re-centring: "
         f"{metrics['detection_precision_peaks_only']:.3f} / {metrics['detection_recall_peaks_only']:.3f})")
-    tracking.log_metrics(nested(inputs), {**{key: metrics[key] for key in keys},
+    tracking.log_metrics(parent_run_of(inputs), {**{key: metrics[key] for key in keys},
                                           "max_abs_difference": converted["metrics"]["max_abs_difference"]})
     decision = register_and_promote(FAMILY, "fcn", converted["run_id"], converted["model_uri"], "detection_f1",
                                     metrics["detection_f1"], tolerance=typed.promotion_tolerance)
@@ -469,24 +469,24 @@ def _check_divisible(height: int, width: int, step: int, what: str = "canvas") -
 def _train_one_segmenter(typed: Any, inputs: dict[str, Any], data: Any, key: str, name: str) -> dict[str, Any]:
     from models import build_model
 
-    settings = typed.segmenter
+    segmenter = typed.segmenter
     height, width = data.shape("x")[:2]
-    step = settings.stem_stride * 2 ** len(settings.filters)
+    step = segmenter.stem_stride * 2 ** len(segmenter.filters)
     _check_divisible(height, width, step)
-    crop = settings.crop if settings.crop and settings.crop < min(height, width) else 0
+    crop = segmenter.crop if segmenter.crop and segmenter.crop < min(height, width) else 0
     if crop:
         _check_divisible(crop, crop, step, "crop")
     x, y = data.get("train", "x"), data.get("train", "mask")
     return run_training(FAMILY, typed, inputs, Training(
         key, data=data, run_name=name, examples=len(x),
         params={"segmenter.classes": len(data.class_names), "segmenter.trained_on": f"{crop}x{crop} crops" if crop
-                else "whole scenes", "segmenter.loss": "per-pixel cross-entropy" if settings.digit_weight == 1.0
-                else f"per-pixel cross-entropy, non-background pixels weighted {settings.digit_weight:g}"},
+                else "whole scenes", "segmenter.loss": "per-pixel cross-entropy" if segmenter.digit_weight == 1.0
+                else f"per-pixel cross-entropy, non-background pixels weighted {segmenter.digit_weight:g}"},
         build=lambda: build_model("deconv_segmenter", num_classes=len(data.class_names), channels=data.shape("x")[-1],
-                                  filters=tuple(settings.filters), bottleneck=settings.bottleneck,
-                                  skips=settings.skips, stem_stride=settings.stem_stride, name=key),
+                                  filters=tuple(segmenter.filters), bottleneck=segmenter.bottleneck,
+                                  skips=segmenter.skips, stem_stride=segmenter.stem_stride, name=key),
         datasets=lambda: (_segmentation_batches(x, y, typed.train.batch_size, shuffle=True, seed=typed.train.seed,
-                                                crop=crop, digit_weight=settings.digit_weight),
+                                                crop=crop, digit_weight=segmenter.digit_weight),
                           _segmentation_batches(data.get("val", "x"), data.get("val", "mask"), 32, shuffle=False,
                                                 seed=0) if data.sizes["val"] else None),
         example=(x[:2] / 255.0).astype(np.float32)))
@@ -558,7 +558,7 @@ def evaluate_segmenter(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
                 run.set_tags({TAG_EVALUATED_ON: data.fingerprint})
         say(f"segmenter ({data.name}): mean IoU {metrics['mean_iou']:.4f}, pixel accuracy "
             f"{metrics['pixel_accuracy']:.4f}")
-        tracking.log_metrics(nested(inputs), {f"{key}{'' if which == 'scenes' else '_' + which}": metrics[key]
+        tracking.log_metrics(parent_run_of(inputs), {f"{key}{'' if which == 'scenes' else '_' + which}": metrics[key]
                                               for key in ("mean_iou", "pixel_accuracy")})
         model_name = "segmenter" if which == "scenes" else "segmenter_pets"
         results[which] = {"metrics": metrics, "version": register_and_promote(
@@ -583,7 +583,7 @@ def train_generator(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str,
     from pipelines.data.prepared import load_prepared
 
     typed = FAMILY.load(config)
-    settings = typed.generator
+    generator = typed.generator
     posed = load_prepared(inputs["prepare_scenes"]["posed_uri"])
 
     def batches(split: str, shuffle: bool) -> Any:
@@ -592,20 +592,20 @@ def train_generator(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str,
         data = tf.data.Dataset.from_tensor_slices(((label, pose), target)).cache()
         if shuffle:
             data = data.shuffle(len(target), seed=typed.train.seed, reshuffle_each_iteration=True)
-        return data.batch(settings.generator_batch).prefetch(tf.data.AUTOTUNE)
+        return data.batch(generator.generator_batch).prefetch(tf.data.AUTOTUNE)
 
     # The pose inputs are standardised inside the model, so it takes degrees, zoom and stroke as they are.
-    low, high = settings.pose_scale_min, settings.pose_scale_max
+    low, high = generator.pose_scale_min, generator.pose_scale_max
     return run_training(FAMILY, typed, inputs, Training(
         "generator", data=posed, run_name="generator class+pose", examples=posed.sizes["train"],
-        build=lambda: build_model("digit_generator", dense_units=settings.dense_units,
+        build=lambda: build_model("digit_generator", dense_units=generator.dense_units,
                                   pose_mean=(0.0, (low + high) / 2, 0.0),
-                                  pose_std=(max(settings.rotation_max, 1.0) / np.sqrt(3.0),
+                                  pose_std=(max(generator.rotation_max, 1.0) / np.sqrt(3.0),
                                             max(high - low, 1e-3) / np.sqrt(12.0), 0.8165)),
         datasets=lambda: (batches("train", True), batches("val", False)),
         example=list(_generator_inputs(posed.get("train", "y")[:2], posed.get("train", "pose")[:2])),
-        train=dataclasses.replace(typed.train, epochs=settings.generator_epochs, batch_size=settings.generator_batch,
-                                  learning_rate=settings.generator_step_size, lr_schedule="constant",
+        train=dataclasses.replace(typed.train, epochs=generator.generator_epochs, batch_size=generator.generator_batch,
+                                  learning_rate=generator.generator_step_size, lr_schedule="constant",
                                   early_stopping_patience=0),
         fit={"loss": "binary_crossentropy", "metrics": ("mae",)}))
 
@@ -617,7 +617,7 @@ def evaluate_generator(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
     from pipelines import plots
 
     typed = FAMILY.load(config)
-    settings = typed.generator
+    generator_config = typed.generator
     trained = inputs["train_generator"]
     classifier = inputs["convert_to_fcn"]["classifier"]
     posed_fingerprint = inputs["prepare_scenes"]["posed_fingerprint"]
@@ -628,29 +628,29 @@ def evaluate_generator(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
         rng = np.random.default_rng(0)
         per_class = 100
         labels = np.repeat(np.arange(10), per_class)
-        pose = np.stack([rng.uniform(-settings.rotation_max, settings.rotation_max, len(labels)),
-                         rng.uniform(settings.pose_scale_min, settings.pose_scale_max, len(labels)),
+        pose = np.stack([rng.uniform(-generator_config.rotation_max, generator_config.rotation_max, len(labels)),
+                         rng.uniform(generator_config.pose_scale_min, generator_config.pose_scale_max, len(labels)),
                          rng.integers(-1, 2, len(labels))], axis=1).astype(np.float32)
         images = np.asarray(generator.predict(list(_generator_inputs(labels, pose)), batch_size=256, verbose=0))
         predicted = np.asarray(cnn.predict(images, batch_size=256, verbose=0)).argmax(-1)
         hit = predicted == labels
         metrics = {"recognised_share": float(hit.mean()),
                    **{f"recognised_{d}": float(hit[labels == d].mean()) for d in range(10)}}
-        rotations = np.linspace(-settings.rotation_max, settings.rotation_max, 9)
+        rotations = np.linspace(-generator_config.rotation_max, generator_config.rotation_max, 9)
         grid_labels = np.repeat(np.arange(10), len(rotations))
-        grid_pose = np.stack([np.tile(rotations, 10), np.full(len(grid_labels), (settings.pose_scale_min +
-                              settings.pose_scale_max) / 2), np.zeros(len(grid_labels))], axis=1)
+        grid_pose = np.stack([np.tile(rotations, 10), np.full(len(grid_labels), (generator_config.pose_scale_min +
+                              generator_config.pose_scale_max) / 2), np.zeros(len(grid_labels))], axis=1)
         grid = np.asarray(generator.predict(list(_generator_inputs(grid_labels, grid_pose)), verbose=0))
         sweeps = {}
-        for name, column, values in (("scale", 1, np.linspace(settings.pose_scale_min, settings.pose_scale_max, 9)),
+        for name, column, values in (("scale", 1, np.linspace(generator_config.pose_scale_min, generator_config.pose_scale_max, 9)),
                                      ("stroke", 2, np.linspace(-1, 1, 9))):
-            pose_row = np.tile([0.0, (settings.pose_scale_min + settings.pose_scale_max) / 2, 0.0], (9, 1))
+            pose_row = np.tile([0.0, (generator_config.pose_scale_min + generator_config.pose_scale_max) / 2, 0.0], (9, 1))
             pose_row[:, column] = values
             sweeps[f"{name} {values[0]:.2g}..{values[-1]:.2g}"] = generator.predict(
                 list(_generator_inputs(np.full(9, 4), pose_row)), verbose=0)
         mix = np.linspace(0, 1, 9)[:, None]
         onehot = np.eye(10, dtype=np.float32)
-        middle = np.tile([0.0, (settings.pose_scale_min + settings.pose_scale_max) / 2, 0.0], (9, 1))
+        middle = np.tile([0.0, (generator_config.pose_scale_min + generator_config.pose_scale_max) / 2, 0.0], (9, 1))
         for first, second in ((1, 7), (3, 8)):
             sweeps[f"{first} -> {second}"] = generator.predict(
                 [(1 - mix) * onehot[first] + mix * onehot[second], middle.astype(np.float32)], verbose=0)
@@ -671,7 +671,7 @@ def evaluate_generator(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
             run.set_tags({TAG_EVALUATED_ON: posed_fingerprint})
     say(f"generator: {metrics['recognised_share']:.3f} of generated digits labelled with the requested class by "
         f"{classifier['name']} v{classifier['version']}")
-    tracking.log_metrics(nested(inputs), {"recognised_share": metrics["recognised_share"]})
+    tracking.log_metrics(parent_run_of(inputs), {"recognised_share": metrics["recognised_share"]})
     decision = register_and_promote(FAMILY, "generator", trained["run_id"], trained["model_uri"], "recognised_share",
                                     metrics["recognised_share"], tolerance=typed.promotion_tolerance)
     return {"metrics": metrics, "version": decision}

@@ -12,7 +12,7 @@ import numpy as np
 from pipelines import tracking
 from pipelines.config import DataConfig
 from pipelines.configs.sequences import DIRECTIONS, FAMILY
-from pipelines.stages.common import Training, nested, register_and_promote, run_training, say
+from pipelines.stages.common import Training, parent_run_of, register_and_promote, run_training, say
 
 SPLIT = {"val_fraction": 0.1, "test_fraction": 0.2}
 
@@ -54,10 +54,10 @@ def plan_jobs(config: dict[str, Any], inputs: dict[str, Any]) -> list[dict[str, 
                                       split_seed=seed, **SPLIT))
             jobs += [_job("adding", cell, "uni", data.uri, length) for cell in typed.adding.cells]
     if "future_context" in typed.tasks:
-        settings = typed.future_context
-        data = prepare(FutureContextData(sequence_length=settings.sequence_length, vocabulary=settings.vocabulary,
-                                         examples=settings.examples, seed=seed, split_seed=seed, **SPLIT))
-        jobs += [_job("future_context", cell, direction, data.uri) for cell in settings.cells
+        future_context = typed.future_context
+        data = prepare(FutureContextData(sequence_length=future_context.sequence_length, vocabulary=future_context.vocabulary,
+                                         examples=future_context.examples, seed=seed, split_seed=seed, **SPLIT))
+        jobs += [_job("future_context", cell, direction, data.uri) for cell in future_context.cells
                  for direction in DIRECTIONS]
     if "sentiment" in typed.tasks:
         jobs += [_job("sentiment", cell, direction, inputs["data_uri"]) for cell in typed.sentiment.cells
@@ -119,7 +119,7 @@ def _adding(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     from pipelines.gradients import InputGradients
     from pipelines.train import StopBelow
 
-    settings = typed.adding
+    adding = typed.adding
     data = load_prepared(inputs["data_uri"])
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = (_arrays(data, s) for s in ("train", "val", "test"))
     length = int(train_x.shape[1])
@@ -148,18 +148,18 @@ def _adding(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     return run_training(FAMILY, typed, inputs, _common(
         inputs, data, length, examples=len(train_y), after=evaluate,
         callbacks=lambda run_id: [through_time, *_layer_gradients(train_x, train_y, run_id),
-                                  *([StopBelow("val_loss", settings.target_mse)] if settings.target_mse else [])],
+                                  *([StopBelow("val_loss", adding.target_mse)] if adding.target_mse else [])],
         build=lambda: build_model("sequence_regressor", input_shape=(length, int(train_x.shape[2])),
-                                  cell=inputs["cell"], units=settings.units,
+                                  cell=inputs["cell"], units=adding.units,
                                   bidirectional=inputs["direction"] == "bi",
-                                  truncation=settings.truncation or None, name=inputs["key"].replace("-", "_")),
-        datasets=lambda: (_batches(train_x, train_y, settings.batch, shuffle=True, seed=typed.train.seed),
+                                  truncation=adding.truncation or None, name=inputs["key"].replace("-", "_")),
+        datasets=lambda: (_batches(train_x, train_y, adding.batch, shuffle=True, seed=typed.train.seed),
                           _batches(val_x, val_y, 1024, shuffle=False, seed=0)),
         example=train_x[:4],
-        train=dataclasses.replace(typed.train, epochs=settings.max_epochs, batch_size=settings.batch,
+        train=dataclasses.replace(typed.train, epochs=adding.max_epochs, batch_size=adding.batch,
                                   lr_schedule="constant",
-                                  learning_rate=settings.rnn_step_size if simple else settings.step_size,
-                                  early_stopping_patience=settings.rnn_patience if simple else 0),
+                                  learning_rate=adding.rnn_step_size if simple else adding.step_size,
+                                  early_stopping_patience=adding.rnn_patience if simple else 0),
         fit={"loss": "mse", "metrics": ("mae",)}))
 
 
@@ -168,7 +168,7 @@ def _future_context(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     from pipelines.data.prepared import load_prepared
     from pipelines.data.source_sequences import causal_bound
 
-    settings = typed.future_context
+    future_context = typed.future_context
     data = load_prepared(inputs["data_uri"])
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = (_arrays(data, s) for s in ("train", "val", "test"))
     length, vocabulary = int(train_x.shape[1]), int(data.meta["generator"]["params"]["vocabulary"])
@@ -184,13 +184,13 @@ def _future_context(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     return run_training(FAMILY, typed, inputs, _common(
         inputs, data, length, examples=len(train_y), after=evaluate,
         build=lambda: build_model("sequence_tagger", vocabulary_size=vocabulary + 1, num_classes=2,
-                                  sequence_length=length, cell=inputs["cell"], units=settings.units,
+                                  sequence_length=length, cell=inputs["cell"], units=future_context.units,
                                   bidirectional=inputs["direction"] == "bi", name=inputs["key"].replace("-", "_")),
-        datasets=lambda: (_batches(train_x, train_y, settings.batch, shuffle=True, seed=typed.train.seed),
+        datasets=lambda: (_batches(train_x, train_y, future_context.batch, shuffle=True, seed=typed.train.seed),
                           _batches(val_x, val_y, 1024, shuffle=False, seed=0)),
         example=train_x[:4],
-        train=dataclasses.replace(typed.train, epochs=settings.max_epochs, learning_rate=settings.step_size,
-                                  batch_size=settings.batch, lr_schedule="constant", early_stopping_patience=0)))
+        train=dataclasses.replace(typed.train, epochs=future_context.max_epochs, learning_rate=future_context.step_size,
+                                  batch_size=future_context.batch, lr_schedule="constant", early_stopping_patience=0)))
 
 
 def _sentiment(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -198,11 +198,11 @@ def _sentiment(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     from models.recurrent import make_text_vectorizer, with_text_vectorizer
     from pipelines.data.prepared import load_prepared
 
-    settings = typed.sentiment
+    sentiment = typed.sentiment
     data = load_prepared(inputs["data_uri"])
     texts = {split: data.get(split, "text") for split in ("train", "val", "test")}
     labels = {split: data.get(split, "y") for split in ("train", "val", "test")}
-    vectorizer = make_text_vectorizer(settings.max_tokens, settings.sequence_length)
+    vectorizer = make_text_vectorizer(sentiment.max_tokens, sentiment.sequence_length)
     vectorizer.adapt(texts["train"])  # the vocabulary comes from the training split only
     tokens = {split: np.asarray(vectorizer(texts[split])) for split in texts}
 
@@ -212,18 +212,18 @@ def _sentiment(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
             _TFIDF[data.fingerprint] = tfidf_baseline(texts, labels)
         baseline = _TFIDF[data.fingerprint]
         tracking.log_dict(run.run_id, baseline, "evaluation/tfidf_baseline.json")
-        cut = float(np.mean([len(text.split()) > settings.sequence_length for text in texts["test"]]))
+        cut = float(np.mean([len(text.split()) > sentiment.sequence_length for text in texts["test"]]))
         return {"test_accuracy": float((predicted == labels["test"]).mean()),
                 "tfidf_test_accuracy": baseline["test_accuracy"], "vocabulary_size": vectorizer.vocabulary_size(),
                 "test_share_truncated": cut}
 
     return run_training(FAMILY, typed, inputs, _common(
-        inputs, data, settings.sequence_length, examples=len(labels["train"]), after=evaluate,
+        inputs, data, sentiment.sequence_length, examples=len(labels["train"]), after=evaluate,
         build=lambda: build_model("text_classifier", vocabulary_size=vectorizer.vocabulary_size(),
-                                  num_classes=data.num_classes, sequence_length=settings.sequence_length,
-                                  cell=inputs["cell"], units=settings.units,
-                                  bidirectional=inputs["direction"] == "bi", embedding_dim=settings.embedding_dim,
-                                  dropout_rate=settings.dropout_rate, name=inputs["key"].replace("-", "_")),
+                                  num_classes=data.num_classes, sequence_length=sentiment.sequence_length,
+                                  cell=inputs["cell"], units=sentiment.units,
+                                  bidirectional=inputs["direction"] == "bi", embedding_dim=sentiment.embedding_dim,
+                                  dropout_rate=sentiment.dropout_rate, name=inputs["key"].replace("-", "_")),
         datasets=lambda: (_batches(tokens["train"], labels["train"], typed.train.batch_size, shuffle=True,
                                    seed=typed.train.seed),
                           _batches(tokens["val"], labels["val"], 1024, shuffle=False, seed=0)),
@@ -272,7 +272,7 @@ def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     from pipelines import plots
 
     typed = FAMILY.load(config)
-    parent = nested(inputs)
+    parent = parent_run_of(inputs)
     results = [r for r in inputs.get("train") or [] if r]
     if not results:
         raise ValueError("compare got no trained model: check the tasks param")

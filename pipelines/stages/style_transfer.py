@@ -24,7 +24,7 @@ from pipelines.errors import BadValueError, NnzooError
 from pipelines.stages.common import (
     Training,
     evaluated,
-    nested,
+    parent_run_of,
     register_and_promote,
     run_key,
     run_params,
@@ -132,7 +132,7 @@ def prepare_images(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
     from pipelines.data.source_style import load_style
 
     typed = FAMILY.load(config)
-    parent = nested(inputs)
+    parent = parent_run_of(inputs)
     style = load_style(typed.style.style_image, typed.style.style_size,
                        cache_dir=settings.work_dir() / "style_downloads")
     folder = settings.ensure_writable_dir(settings.work_dir() / "style_images", "style image folder",
@@ -268,7 +268,7 @@ def stylize_iterative(config: dict[str, Any], inputs: dict[str, Any]) -> dict[st
     loss = perceptual_loss(typed, images)
     tags = run_tags(FAMILY, typed, "iterative", "stylize_iterative", **_image_tags(images))
     with tracking.run(FAMILY.experiment_name, f"iterative {images['content_photo']}", tags=tags, run_key=key,
-                      parent_run_id=nested(inputs)) as run:
+                      parent_run_id=parent_run_of(inputs)) as run:
         run.log_params(run_params(typed, data, model="iterative", **_image_params(images)))
         import keras
 
@@ -479,7 +479,7 @@ def compare_speed(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, A
     typed = FAMILY.load(config)
     images = inputs["prepare_images"]
     iterative, fast = inputs["stylize_iterative"], inputs["stylize_fast"]
-    parent = nested(inputs)
+    parent = parent_run_of(inputs)
     transformer = tracking.load_keras_model(fast["model_uri"])
     loss = perceptual_loss(typed, images)
     repeats, steps = typed.speed.timing_repeats, typed.iterative.iterations

@@ -50,7 +50,7 @@ def pretrain_rbm_layer(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
     typed = FAMILY.load(config)
     layer = int(inputs["layer"])
     stack = list((inputs.get("pretrain_rbm_layer") or {}).get("stack") or [])
-    sizes, settings = typed.rbm.layers, typed.rbm
+    sizes, rbm_config = typed.rbm.layers, typed.rbm
     if layer > len(sizes):
         say(f"rbm layer {layer}: not in this run (rbm.layers={','.join(map(str, sizes))}); nothing to do")
         return {"stack": stack}
@@ -58,8 +58,8 @@ def pretrain_rbm_layer(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
         raise ValueError(f"rbm layer {layer} needs the {layer - 1} layer(s) below it; got {len(stack)}")
     data = load_prepared(inputs["data_uri"])
     below = _load_stack(stack)
-    train_v = propagate(below, visible(data.split("train")[0], settings.visible))
-    val_v = propagate(below, visible(data.split("val")[0], settings.visible))
+    train_v = propagate(below, visible(data.split("train")[0], rbm_config.visible))
+    val_v = propagate(below, visible(data.split("val")[0], rbm_config.visible))
     n_visible, n_hidden, seed = train_v.shape[1], sizes[layer - 1], typed.train.seed + layer
 
     def pictures(run: Any, rbm: Any, history: Any) -> None:
@@ -86,13 +86,13 @@ def pretrain_rbm_layer(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
     trained = run_training(FAMILY, typed, inputs, Training(
         f"rbm_layer_{layer}", data=data, run_name=f"rbm-layer-{layer}", stage="pretrain", seed=seed, float32=True,
         params={"layer": layer, "n_visible": n_visible, "n_hidden": n_hidden}, examples=len(train_v),
-        build=lambda: RBM(n_visible, n_hidden, k=settings.k, persistent=settings.persistent,
-                          n_chains=settings.batch_size, seed=seed, name=f"rbm_layer_{layer}"),
+        build=lambda: RBM(n_visible, n_hidden, k=rbm_config.k, persistent=rbm_config.persistent,
+                          n_chains=rbm_config.batch_size, seed=seed, name=f"rbm_layer_{layer}"),
         datasets=lambda: (tf.data.Dataset.from_tensor_slices(train_v).shuffle(
-            len(train_v), seed=seed, reshuffle_each_iteration=True).batch(settings.batch_size),
+            len(train_v), seed=seed, reshuffle_each_iteration=True).batch(rbm_config.batch_size),
             tf.data.Dataset.from_tensor_slices(val_v).batch(512) if len(val_v) else None),
-        train=dataclasses.replace(typed.train, epochs=settings.epochs, batch_size=settings.batch_size,
-                                  learning_rate=settings.learning_rate, optimizer="sgd", lr_schedule="constant",
+        train=dataclasses.replace(typed.train, epochs=rbm_config.epochs, batch_size=rbm_config.batch_size,
+                                  learning_rate=rbm_config.learning_rate, optimizer="sgd", lr_schedule="constant",
                                   early_stopping_patience=0),
         fit={"loss": None, "metrics": ()}, after=pictures, example=train_v[:4]))
     return {"stack": [*stack, {"layer": layer, "run_id": trained["run_id"], "model_uri": trained["model_uri"]}]}
@@ -191,10 +191,10 @@ def finetune(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     data = load_prepared(inputs["data_uri"])
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = (data.split(s) for s in ("train", "val", "test"))
     chosen = label_subset(train_y, fraction, seed)
-    settings = typed.finetune
-    batch = min(settings.batch_size, len(chosen))
-    steps_per_epoch = max(MIN_EVAL_STEPS, math.ceil(settings.steps / EVAL_POINTS))
-    epochs = max(1, math.ceil(settings.steps / steps_per_epoch))
+    finetune_config = typed.finetune
+    batch = min(finetune_config.batch_size, len(chosen))
+    steps_per_epoch = max(MIN_EVAL_STEPS, math.ceil(finetune_config.steps / EVAL_POINTS))
+    epochs = max(1, math.ceil(finetune_config.steps / steps_per_epoch))
     stack = inputs["pretrain_rbm_layer"]["stack"]
 
     def score(run: Any, model: Any, history: Any) -> dict[str, float]:
@@ -207,20 +207,20 @@ def finetune(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     trained = run_training(FAMILY, typed, inputs, Training(
         name, data=data, run_name=name.replace("_", "-"), model_tag="dbn", stage="finetune",
         seed=typed.train.seed * 1000 + seed, after=score, progress=False, example=normalize_images(test_x[:4]),
-        keep_model=init == "dbn" and fraction == max(settings.label_fractions),
+        keep_model=init == "dbn" and fraction == max(finetune_config.label_fractions),
         tags={"nnzoo.init": init, "nnzoo.label_fraction": fraction, "nnzoo.seed": seed},
         params={"init": init, "label_fraction": fraction, "seed": seed, "labelled_examples": len(chosen),
                 "batch": batch, "epochs": epochs, "steps_per_epoch": steps_per_epoch},
         build=lambda: build_dbn_classifier(
             data.image_shape, data.num_classes, typed.rbm.layers, rbms=_load_stack(stack) if init == "dbn" else None,
-            dropout_rate=settings.dropout_rate, seed=typed.train.seed * 1000 + seed),
+            dropout_rate=finetune_config.dropout_rate, seed=typed.train.seed * 1000 + seed),
         datasets=lambda: (
             tf.data.Dataset.from_tensor_slices((train_x[chosen], train_y[chosen])).cache().shuffle(
                 len(chosen), seed=seed, reshuffle_each_iteration=True).repeat().batch(batch).map(
                 lambda x, y: (normalize_images(x), y)).prefetch(tf.data.AUTOTUNE),
             tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(512).map(
                 lambda x, y: (normalize_images(x), y)) if len(val_y) else None),
-        train=dataclasses.replace(typed.train, epochs=epochs, batch_size=batch, learning_rate=settings.learning_rate,
+        train=dataclasses.replace(typed.train, epochs=epochs, batch_size=batch, learning_rate=finetune_config.learning_rate,
                                   optimizer="adam", lr_schedule="constant", early_stopping_patience=0),
         fit={"steps_per_epoch": steps_per_epoch}))
     metrics = trained["metrics"]

@@ -31,8 +31,8 @@ def evaluate_rbm_features(config: dict[str, Any], inputs: dict[str, Any]) -> dic
     from pipelines import plots
 
     typed = FAMILY.load(config)
-    settings = typed.rbm_features
-    if not settings.enabled:
+    rbm_features = typed.rbm_features
+    if not rbm_features.enabled:
         say("rbm features: disabled (rbm_features.enabled=false)")
         return {"metrics": {}}
     digits = load_digits()
@@ -49,13 +49,13 @@ def evaluate_rbm_features(config: dict[str, Any], inputs: dict[str, Any]) -> dic
         # One BLAS thread: the solver's thousand small products (7,188 x 100) are quicker
         # alone than with threads waiting for each other on shared cores.
         with threadpool_limits(limits=1, user_api="blas"):
-            logistic = LogisticRegression(C=settings.logistic_c, solver="newton-cg", max_iter=1000)
+            logistic = LogisticRegression(C=rbm_features.logistic_c, solver="newton-cg", max_iter=1000)
             predicted = logistic.fit(train_h, train_y).predict(test_h)
             raw = LogisticRegression(C=100.0, solver="newton-cg", max_iter=1000).fit(train_x, train_y)
         tracking.log_bytes(run.run_id, classification_report(test_y, predicted, digits=4).encode(),
                            "evaluation/rbm_logistic_report.txt")
         tracking.log_figure(run.run_id, plots.image_grid(
-            np.asarray(rbm.kernel).T.reshape(-1, 8, 8), title=f"{settings.hidden_units} RBM components on nudged "
+            np.asarray(rbm.kernel).T.reshape(-1, 8, 8), title=f"{rbm_features.hidden_units} RBM components on nudged "
             "digits", columns=10, normalize_each=True), "plots/filters.png")
         return {"rbm_logistic_accuracy": float((predicted == test_y).mean()),
                 "raw_logistic_accuracy": float((raw.predict(test_x) == test_y).mean()),
@@ -65,12 +65,12 @@ def evaluate_rbm_features(config: dict[str, Any], inputs: dict[str, Any]) -> dic
         "rbm_features", fingerprint="sklearn-digits-nudged", run_name="rbm-features-digits", stage="evaluate",
         seed=0, float32=True, keep_model=False, after=classify, example=None, examples=len(train_x),
         params={"protocol": PROTOCOL, "train_size": len(train_y), "test_size": len(test_y)},
-        build=lambda: RBM(64, settings.hidden_units, k=1, persistent=True, n_chains=settings.batch_size, seed=0,
+        build=lambda: RBM(64, rbm_features.hidden_units, k=1, persistent=True, n_chains=rbm_features.batch_size, seed=0,
                           name="rbm_digits"),
         datasets=lambda: (tf.data.Dataset.from_tensor_slices(train_x).shuffle(len(train_x), seed=0).batch(
-            settings.batch_size), None),
-        train=dataclasses.replace(typed.train, epochs=settings.epochs, batch_size=settings.batch_size,
-                                  learning_rate=settings.learning_rate, optimizer="sgd", lr_schedule="constant",
+            rbm_features.batch_size), None),
+        train=dataclasses.replace(typed.train, epochs=rbm_features.epochs, batch_size=rbm_features.batch_size,
+                                  learning_rate=rbm_features.learning_rate, optimizer="sgd", lr_schedule="constant",
                                   early_stopping_patience=0),
         fit={"loss": None, "metrics": (), "steps_per_execution": 50}))
     metrics = trained["metrics"]

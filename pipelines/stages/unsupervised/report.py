@@ -10,7 +10,7 @@ import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.unsupervised import FAMILY, INITS
-from pipelines.stages.common import nested, register_and_promote, say
+from pipelines.stages.common import parent_run_of, register_and_promote, say
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -74,7 +74,7 @@ def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     from pipelines import plots
 
     typed = FAMILY.load(config)
-    parent = nested(inputs)
+    parent = parent_run_of(inputs)
     results = list(inputs["finetune"] or [])
     if not results:
         raise ValueError("compare got no fine-tuning results")
