@@ -1,18 +1,25 @@
-"""Typed experiment configs: frozen dataclasses whose fields carry their own limits.
+"""Typed experiment configs: frozen pydantic models whose fields carry their own limits.
 
-Every tunable value is declared once, with :func:`knob`, together with its allowed
-range or choices and a one-line help text. The same declaration validates configs,
-parses ``--param KEY=VALUE`` overrides, renders the Airflow trigger form
-(:mod:`pipelines.params`) and is flattened into MLflow params.
+Every tunable value is declared once, with :func:`knob`: its type, default, allowed
+range or choices and a one-line help text. Pydantic validates it (the knob becomes the
+field's constraints: bounds, a ``Literal`` of the choices, non-empty lists of bounded
+items) and gives its JSON schema; :class:`ConfigError` says what went wrong in one line
+naming the value and what is allowed. The same declaration parses ``--param KEY=VALUE``
+overrides, renders the Airflow trigger form (:mod:`pipelines.params`) and is flattened
+into MLflow params. A rule that ties fields together goes in the class's ``check``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import sys
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
+
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from pipelines.errors import BadValueError
 
@@ -20,100 +27,141 @@ PROFILES = ("smoke", "quick", "full")
 """smoke: tiny, for tests (seconds). quick: CPU, bundled data (minutes).
 full: tensorflow-datasets, GPU, paper-grade numbers."""
 
+_LIMITS = ("minimum", "maximum", "exclusive_minimum", "choices")
+
 
 class ConfigError(BadValueError):
     """A config value is unknown, of the wrong type or out of its allowed range."""
 
 
-def knob(
-    default: Any,
-    help: str,
-    *,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    exclusive_minimum: float | None = None,
-    choices: tuple | None = None,
-) -> Any:
-    """Declare a config field with its validation rules and help text."""
-    meta = {"help": help, "minimum": minimum, "maximum": maximum,
-            "exclusive_minimum": exclusive_minimum, "choices": choices}
-    return dataclasses.field(default=default, metadata=meta)
+@dataclasses.dataclass(frozen=True)
+class Knob:
+    """One declared field as the form, the parser and the messages read it."""
+
+    name: str
+    default: Any
+    metadata: Mapping[str, Any]
+    """``help`` and the limits: ``minimum``, ``maximum``, ``exclusive_minimum``, ``choices``."""
+    hint: Any = None
+    """The declared type (``int``, ``tuple[int, ...]``, ``str | None``...)."""
 
 
-def _describe_limits(meta: Mapping[str, Any]) -> str:
-    if meta.get("choices"):
-        return "one of " + ", ".join(repr(c) for c in meta["choices"])
-    low = meta.get("minimum")
-    ex_low = meta.get("exclusive_minimum")
-    high = meta.get("maximum")
-    parts = []
-    if low is not None:
-        parts.append(f">= {low}")
-    if ex_low is not None:
-        parts.append(f"> {ex_low}")
-    if high is not None:
-        parts.append(f"<= {high}")
-    return " and ".join(parts) or "any value"
+def knob(default: Any, help: str, *, minimum: float | None = None, maximum: float | None = None,
+         exclusive_minimum: float | None = None, choices: tuple | None = None) -> Any:
+    """Declare a config field with its limits and help text."""
+    limits = dict(minimum=minimum, maximum=maximum, exclusive_minimum=exclusive_minimum, choices=choices)
+    return Field(default, description=help, json_schema_extra={k: v for k, v in limits.items() if v is not None})
 
 
 def _base_type(hint: Any) -> tuple[Any, bool]:
     """(underlying type, optional?) for a field annotation."""
     args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, __import__("types").UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return rest[0], True
+    if type(None) in args:
+        return next(a for a in args if a is not type(None)), True
     return hint, False
 
 
-def _check_scalar(path: str, value: Any, kind: Any, meta: Mapping[str, Any]) -> None:
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}={value!r}: expected true or false")
-        return
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}={value!r}: expected an integer, {_describe_limits(meta)}")
-    elif kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{path}={value!r}: expected a finite number, {_describe_limits(meta)}")
-    elif kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}={value!r}: expected a string, {_describe_limits(meta)}")
-    choices = meta.get("choices")
-    if choices and value not in choices:
-        raise ConfigError(f"{path}={value!r}: expected {_describe_limits(meta)}")
-    low, ex_low, high = meta.get("minimum"), meta.get("exclusive_minimum"), meta.get("maximum")
-    if (low is not None and value < low) or (ex_low is not None and value <= ex_low) or (
-        high is not None and value > high
-    ):
-        raise ConfigError(f"{path}={value!r}: out of range, expected {_describe_limits(meta)}")
+def _constrained(hint: Any, limits: Mapping[str, Any]) -> Any:
+    """``hint`` with the knob's limits as pydantic constraints."""
+    kind, optional = _base_type(hint)
+
+    def one(item: Any) -> Any:
+        if limits.get("choices"):
+            return Literal[tuple(limits["choices"])]
+        return Annotated[item, Field(ge=limits.get("minimum"), le=limits.get("maximum"),
+                                     gt=limits.get("exclusive_minimum"))]
+
+    if typing.get_origin(kind) is tuple:
+        kind = Annotated[tuple[one(typing.get_args(kind)[0]), ...], annotated_types.MinLen(1)]
+    else:
+        kind = one(kind)
+    return kind | None if optional else kind
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Base of every config: validates each field against its :func:`knob` rules."""
+def _describe_limits(meta: Mapping[str, Any]) -> str:
+    if meta.get("choices"):
+        return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    parts = [f"{sign} {meta[key]}" for key, sign in (("minimum", ">="), ("exclusive_minimum", ">"), ("maximum", "<="))
+             if meta.get(key) is not None]
+    return " and ".join(parts) or "any value"
 
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            kind, optional = _base_type(hints[field.name])
-            if dataclasses.is_dataclass(kind):
-                if not isinstance(value, kind):
-                    raise ConfigError(f"{field.name}: expected a {kind.__name__} section")
-                continue
-            if value is None:
-                if not optional:
-                    raise ConfigError(f"{field.name}=None: a value is required")
-                continue
-            if typing.get_origin(kind) is tuple:
-                (item_kind, *_rest) = typing.get_args(kind)
-                if not isinstance(value, tuple) or not value:
-                    raise ConfigError(f"{field.name}={value!r}: expected a non-empty list")
-                for item in value:
-                    _check_scalar(field.name, item, item_kind, field.metadata)
-            else:
-                _check_scalar(field.name, value, kind, field.metadata)
+
+class Config(BaseModel):
+    """Base of every config section: strict types, frozen, no unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Before pydantic reads the class: each knob's limits become its field's constraints.
+        super().__init_subclass__(**kwargs)
+        namespace = vars(sys.modules[cls.__module__])
+        knobs = {}
+        for name, hint in cls.__dict__.get("__annotations__", {}).items():
+            info = cls.__dict__.get(name)
+            hint = eval(hint, namespace) if isinstance(hint, str) else hint  # noqa: S307 - the class's own code
+            if isinstance(info, FieldInfo) and info.description:
+                limits = dict(info.json_schema_extra or {})
+                info.json_schema_extra = None
+                knobs[name] = Knob(name, info.default, {"help": info.description, **limits}, hint)
+                cls.__annotations__[name] = _constrained(hint, limits)
+        cls.__knobs__ = knobs
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as error:
+            raise ConfigError(_explain(type(self), error)) from None
+
+    @model_validator(mode="after")
+    def _checked(self) -> Config:
+        self.check()
+        return self
+
+    def check(self) -> None:
+        """Rules that tie fields together; raise :class:`ConfigError`."""
+
+    def replace(self, **changes: Any) -> Config:
+        """A validated copy with ``changes``."""
+        return type(self)(**{**{name: getattr(self, name) for name in type(self).model_fields}, **changes})
+
+
+def _knob(cls: type[Config], name: str) -> Knob | None:
+    return next((c.__dict__["__knobs__"][name] for c in cls.__mro__ if name in c.__dict__.get("__knobs__", {})), None)
+
+
+def _section(cls: type[Config], name: str) -> type[Config] | None:
+    kind = cls.model_fields[name].annotation
+    return kind if isinstance(kind, type) and issubclass(kind, Config) else None
+
+
+def _explain(cls: type[Config], error: ValidationError) -> str:
+    """The first problem of a validation error as one line: ``path=value: what is allowed``."""
+    problems = error.errors()
+    first = problems[0]
+    names = [str(part) for part in first["loc"] if not isinstance(part, int)]
+    owner: Any = cls
+    for name in names[:-1]:
+        owner = _section(owner, name) if owner and name in owner.model_fields else None
+    path, value, kind = ".".join(names), first["input"], first["type"]
+    if kind == "extra_forbidden":
+        unknown = sorted(str(p["loc"][-1]) for p in problems if p["type"] == kind and p["loc"][:-1] == first["loc"][:-1])
+        text = f"unknown config key(s) {unknown} for {owner.__name__}; known: {sorted(owner.model_fields)}"
+        return f"{'.'.join(names[:-1])}: {text}" if len(names) > 1 else text
+    if kind == "value_error":  # a class's own check
+        return f"{path}.{first['ctx']['error']}" if path else str(first["ctx"]["error"])
+    found = _knob(owner, names[-1]) if owner and names and names[-1] in owner.model_fields else None
+    limits = _describe_limits(found.metadata if found else {})
+    if value is None:
+        return f"{path}=None: a value is required"
+    if kind == "model_type":
+        return f"{path}: expected a {_section(owner, names[-1]).__name__} section"
+    what = {"int_type": f"expected an integer, {limits}", "float_type": f"expected a finite number, {limits}",
+            "finite_number": f"expected a finite number, {limits}", "bool_type": "expected true or false",
+            "string_type": f"expected a string, {limits}", "literal_error": f"expected {limits}",
+            "too_short": "expected a non-empty list", "tuple_type": "expected a non-empty list"}.get(kind)
+    if what is None and kind in ("greater_than", "greater_than_equal", "less_than_equal", "less_than"):
+        what = f"out of range, expected {limits}"
+    return f"{path}={value!r}: {what or first['msg']}"
 
 
 C = TypeVar("C", bound=Config)
@@ -121,41 +169,18 @@ C = TypeVar("C", bound=Config)
 
 def to_dict(config: Config) -> dict[str, Any]:
     """Nested plain dict (JSON-serialisable; tuples become lists)."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, tuple):
-            return [plain(v) for v in value]
-        return value
-
-    out: dict[str, Any] = {}
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        out[field.name] = to_dict(value) if isinstance(value, Config) else plain(value)
-    return out
+    return config.model_dump(mode="json")
 
 
 def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
     """Inverse of :func:`to_dict`; unknown keys are an error, missing ones take defaults."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {unknown} for {cls.__name__}; known: {sorted(names)}")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        kind, _ = _base_type(hints[name])
-        if dataclasses.is_dataclass(kind):
-            try:
-                kwargs[name] = from_dict(kind, value)
-            except ConfigError as error:
-                # Field errors start with the field name ("epochs=0: ..."); prefix the section.
-                text = str(error)
-                raise ConfigError(f"{name}.{text}" if not text.startswith("unknown") else f"{name}: {text}") from None
-        elif typing.get_origin(kind) is tuple and isinstance(value, list):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
+
+    def typed(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {key: typed(item) for key, item in value.items()}
+        return tuple(typed(item) for item in value) if isinstance(value, list) else value
+
+    return cls(**typed(data))
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -170,17 +195,24 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def leaf_fields(cls: type[Config], prefix: str = "") -> dict[str, tuple[Any, dataclasses.Field]]:
-    """Every leaf field of a config class by dotted path: ``{path: (type hint, field)}``."""
-    hints = typing.get_type_hints(cls)
-    out: dict[str, tuple[Any, dataclasses.Field]] = {}
-    for field in dataclasses.fields(cls):
-        kind, _ = _base_type(hints[field.name])
-        if dataclasses.is_dataclass(kind):
-            out.update(leaf_fields(kind, f"{prefix}{field.name}."))
+def leaf_fields(cls: type[Config], prefix: str = "") -> dict[str, tuple[Any, Knob]]:
+    """Every leaf field of a config class by dotted path: ``{path: (type hint, knob)}``."""
+    out: dict[str, tuple[Any, Knob]] = {}
+    for name, info in cls.model_fields.items():
+        section = _section(cls, name)
+        if section is not None:
+            out.update(leaf_fields(section, f"{prefix}{name}."))
         else:
-            out[f"{prefix}{field.name}"] = (hints[field.name], field)
+            found = _knob(cls, name) or Knob(name, info.default, {}, info.annotation)
+            out[f"{prefix}{name}"] = (found.hint, found)
     return out
+
+
+def owner_of(cls: type[Config], path: str) -> type[Config]:
+    """The config class that holds the leaf field at ``path``."""
+    for name in path.split(".")[:-1]:
+        cls = _section(cls, name)
+    return cls
 
 
 def resolve_key(cls: type[Config], key: str) -> str:
@@ -205,23 +237,15 @@ def parse_value(cls: type[Config], path: str, text: str) -> Any:
         return None
 
     def scalar(item_kind: Any, item: str) -> Any:
+        words = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
+                 "off": False}
         try:
             if item_kind is bool:
-                lowered = item.lower()
-                if lowered in ("true", "1", "yes", "on"):
-                    return True
-                if lowered in ("false", "0", "no", "off"):
-                    return False
-                raise ValueError(item)
-            if item_kind is int:
-                return int(item)
-            if item_kind is float:
-                return float(item)
-        except ValueError:
-            raise ConfigError(
-                f"{path}={item!r}: expected {item_kind.__name__}, {_describe_limits(field.metadata)}"
-            ) from None
-        return item
+                return words[item.lower()]
+            return item_kind(item) if item_kind in (int, float) else item
+        except (KeyError, ValueError):
+            raise ConfigError(f"{path}={item!r}: expected {item_kind.__name__}, "
+                              f"{_describe_limits(field.metadata)}") from None
 
     if typing.get_origin(kind) is tuple:
         item_kind = typing.get_args(kind)[0]
@@ -235,13 +259,12 @@ def apply_overrides(config: C, overrides: Mapping[str, Any]) -> C:
     String values are parsed by field type, so CLI input and typed values both work.
     """
     data = to_dict(config)
+    leaves = leaf_fields(type(config))
     for key, value in overrides.items():
         path = resolve_key(type(config), key)
-        if isinstance(value, str):
-            hint, _ = leaf_fields(type(config))[path]
-            kind, optional = _base_type(hint)
-            if kind is not str or optional:
-                value = parse_value(type(config), path, value)
+        kind, optional = _base_type(leaves[path][0])
+        if isinstance(value, str) and (kind is not str or optional):
+            value = parse_value(type(config), path, value)
         node = data
         *parents, leaf = path.split(".")
         for part in parents:
@@ -253,7 +276,6 @@ def apply_overrides(config: C, overrides: Mapping[str, Any]) -> C:
 # --- sections shared by families ---------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
 class DataConfig(Config):
     """Which dataset, where tensorflow-datasets keeps it, and how it is split."""
 
@@ -265,7 +287,6 @@ class DataConfig(Config):
     max_examples: int | None = knob(None, "Use at most this many examples (smoke runs).", minimum=10)
 
 
-@dataclasses.dataclass(frozen=True)
 class TrainConfig(Config):
     """Options of the generic trainer (:mod:`pipelines.train`)."""
 
@@ -285,7 +306,6 @@ class TrainConfig(Config):
                            choices=("none", "mirrored"))
 
 
-@dataclasses.dataclass(frozen=True)
 class ExperimentConfig(Config):
     """Base of every family's top-level config."""
 

@@ -24,14 +24,23 @@ from __future__ import annotations
 
 import collections
 import copy
-import dataclasses
 import decimal
 import functools
 import re
 import typing
 from typing import Any
 
-from pipelines.config import PROFILES, ConfigError, _base_type, flatten, resolve_key, to_dict
+from pipelines.config import (
+    PROFILES,
+    ConfigError,
+    Knob,
+    _base_type,
+    flatten,
+    leaf_fields,
+    owner_of,
+    resolve_key,
+    to_dict,
+)
 from pipelines.families import Family, get_family
 
 _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
@@ -65,17 +74,9 @@ _EXTRA_RULES: dict[tuple[str, str], dict[str, Any]] = {
 
 
 @functools.cache
-def _walk(cls: type, prefix: str = "") -> dict[str, tuple[Any, dataclasses.Field, type]]:
-    """Every leaf field by dotted path: ``{path: (type hint, field, the class that holds it)}``."""
-    hints = typing.get_type_hints(cls)
-    out: dict[str, tuple[Any, dataclasses.Field, type]] = {}
-    for field in dataclasses.fields(cls):
-        kind, _ = _base_type(hints[field.name])
-        if dataclasses.is_dataclass(kind):
-            out.update(_walk(kind, f"{prefix}{field.name}."))
-        else:
-            out[f"{prefix}{field.name}"] = (hints[field.name], field, cls)
-    return out
+def _walk(cls: type) -> dict[str, tuple[Any, Knob, type]]:
+    """Every leaf field by dotted path: ``{path: (type hint, knob, the class that holds it)}``."""
+    return {path: (hint, found, owner_of(cls, path)) for path, (hint, found) in leaf_fields(cls).items()}
 
 
 # --- regular expressions for numbers in a range (list items travel as text) ----------------
@@ -223,7 +224,7 @@ def _item_regex(item_kind: Any, meta: typing.Mapping[str, Any], extra: typing.Ma
     return decimal_range_regex(bottom, high, exclusive_low=low is None)
 
 
-def field_schema(hint: Any, field: dataclasses.Field, owner: type) -> tuple[dict[str, Any], str]:
+def field_schema(hint: Any, field: Knob, owner: type) -> tuple[dict[str, Any], str]:
     """(JSON-schema keys, what is allowed in words) of one config field, as a form field."""
     kind, _ = _base_type(hint)
     meta = field.metadata

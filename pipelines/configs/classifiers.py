@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from pipelines.config import Config, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.families import Family, register_family
 from pipelines.pipeline import Pipeline, Step
@@ -12,19 +10,16 @@ IMAGE_DATASETS = ("mnist_subset", "digits", "mnist", "fashion_mnist")
 MODELS = ("mlp", "cnn")
 
 
-@dataclasses.dataclass(frozen=True)
 class ClassifierData(DataConfig):
     dataset: str = knob("mnist_subset", "Image classification dataset.", choices=IMAGE_DATASETS)
 
 
-@dataclasses.dataclass(frozen=True)
 class MLPConfig(Config):
     hidden_units: tuple[int, ...] = knob((512, 256), "Width of each hidden layer.", minimum=1, maximum=65536)
     activation: str = knob("relu", "Hidden activation.", choices=("relu", "sigmoid", "tanh", "gelu", "elu"))
     dropout_rate: float = knob(0.3, "Dropout after each hidden layer.", minimum=0.0, maximum=0.9)
 
 
-@dataclasses.dataclass(frozen=True)
 class CNNConfig(Config):
     filters: tuple[int, ...] = knob((32, 64), "Filters of each conv block (convs, then a 2x2 max-pool).", minimum=1, maximum=4096)
     kernel_size: int = knob(3, "Square kernel size.", minimum=1, maximum=11)
@@ -36,7 +31,6 @@ class CNNConfig(Config):
     augment_shift: float = knob(0.06, "Random translation during training, as a fraction of the side.", minimum=0.0, maximum=0.3)
 
 
-@dataclasses.dataclass(frozen=True)
 class ClassifiersConfig(ExperimentConfig):
     """MLP vs CNN on handwritten digits.
 

@@ -18,8 +18,6 @@ One pipeline run answers, each in its own nested MLflow run under one parent:
 
 from __future__ import annotations
 
-import dataclasses
-
 from pipelines.claims import Claim, Picture, owned
 from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.configs.classifiers import IMAGE_DATASETS
@@ -35,24 +33,20 @@ VARIANTS = (
 """Every model the family trains; ``variants`` in the config picks a subset."""
 
 
-@dataclasses.dataclass(frozen=True)
 class CNNDepthData(DataConfig):
     dataset: str = knob("mnist_subset", "Image classification dataset.", choices=(*IMAGE_DATASETS, "cifar10"))
 
 
-@dataclasses.dataclass(frozen=True)
 class NeuronConfig(Config):
     classes: tuple[int, ...] = knob((3, 5), "The two classes of the two-class slice (C1).", minimum=0, maximum=999)
     fit_epochs: int = knob(40, "Epochs of the single neuron.", minimum=1, maximum=1000)
     step_size: float = knob(0.01, "Adam learning rate of the single neuron.", exclusive_minimum=0.0, maximum=10.0)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
         if len(self.classes) != 2 or self.classes[0] == self.classes[1]:
             raise ConfigError(f"classes={self.classes!r}: need exactly two different class indices")
 
 
-@dataclasses.dataclass(frozen=True)
 class VanishingConfig(Config):
     depth: int = knob(20, "Weight layers of the plain and residual nets without normalisation (even, >= 8).",
                       minimum=8, maximum=200)
@@ -64,19 +58,16 @@ class VanishingConfig(Config):
     mlp_units: int = knob(64, "Units of each hidden layer of the deep MLPs.", minimum=1, maximum=4096)
 
 
-@dataclasses.dataclass(frozen=True)
 class DegradationConfig(Config):
     depths: tuple[int, ...] = knob((8, 32), "Shallow and deep weight-layer counts (even), batch norm on.",
                                    minimum=4, maximum=200)
     widths: tuple[int, ...] = knob((8, 16, 32), "Filters of each stage.", minimum=1, maximum=1024)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
         if len(self.depths) != 2 or self.depths[0] >= self.depths[1]:
             raise ConfigError(f"depths={self.depths!r}: need two depths, shallow < deep")
 
 
-@dataclasses.dataclass(frozen=True)
 class PoolingConfig(Config):
     filters: tuple[int, ...] = knob((16, 32), "Filters of each conv block.", minimum=1, maximum=4096)
     kernel_size: int = knob(5, "Kernel size (5x5 first-layer filters are easier to read than 3x3).",
@@ -85,14 +76,12 @@ class PoolingConfig(Config):
     max_shift: int = knob(3, "Largest shift, in pixels, of the shift-agreement test (C8).", minimum=1, maximum=8)
 
 
-@dataclasses.dataclass(frozen=True)
 class InceptionConfig(Config):
     stem_filters: int = knob(16, "Filters of the stem conv.", minimum=1, maximum=1024)
     modules: tuple[int, ...] = knob((32, 64), "Output width of each inception module (multiples of 8).",
                                     minimum=16, maximum=4096)
 
 
-@dataclasses.dataclass(frozen=True)
 class GradientConfig(Config):
     record_every: int = knob(25, "Record every layer's gradient norm every this many steps (and at step 0).",
                              minimum=1, maximum=100000)
@@ -100,7 +89,6 @@ class GradientConfig(Config):
                          maximum=4096)
 
 
-@dataclasses.dataclass(frozen=True)
 class CNNDepthConfig(ExperimentConfig):
     """Depth, skip connections, pooling and parameter economy on one dataset.
 
@@ -123,8 +111,7 @@ class CNNDepthConfig(ExperimentConfig):
     inception: InceptionConfig = InceptionConfig()
     gradients: GradientConfig = GradientConfig()
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
         if not self.variants:
             raise ConfigError(f"variants=(): name at least one of {', '.join(VARIANTS)}")
         for section in ("vanishing", "degradation"):

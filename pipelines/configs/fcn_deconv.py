@@ -9,8 +9,6 @@ the bundled MNIST subset (quick, smoke) or tfds ``mnist`` (full).
 
 from __future__ import annotations
 
-import dataclasses
-
 from pipelines.claims import Claim, Picture, owned
 from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.families import Family, register_family
@@ -20,7 +18,6 @@ DIGIT_SOURCES = ("mnist_subset", "mnist")
 EXTRA_SEGMENTATION = ("", "oxford_iiit_pet")
 
 
-@dataclasses.dataclass(frozen=True)
 class ScenesData(DataConfig):
     dataset: str = knob("mnist_scenes", "Generated scenes of MNIST digits (boxes and per-pixel masks).",
                         choices=("mnist_scenes",))
@@ -43,28 +40,24 @@ class ScenesData(DataConfig):
                                      "holds.", exclusive_minimum=0.0, maximum=0.5)
     scene_seed: int = knob(0, "Seed of the scene generator.", minimum=0, maximum=2**31 - 1)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
         if self.digits_min > self.digits_max:
             raise ConfigError(f"digits_min={self.digits_min} > digits_max={self.digits_max}")
         if self.scale_min > self.scale_max:
             raise ConfigError(f"scale_min={self.scale_min} > scale_max={self.scale_max}")
 
 
-@dataclasses.dataclass(frozen=True)
 class ClassifierSource(Config):
     classifier_version: str = knob("champion", "Version of nnzoo-classifiers-cnn to convert: 'champion' (used "
                                                "if it was trained on this profile or a larger one, else a CNN "
                                                "is trained and registered in this run), or a version number.")
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
         if self.classifier_version != "champion" and not self.classifier_version.isdigit():
             raise ConfigError(f"classifier_version={self.classifier_version!r}: expected 'champion' or a "
                               "version number")
 
 
-@dataclasses.dataclass(frozen=True)
 class DetectionConfig(Config):
     detection_scales: tuple[float, ...] = knob((1.0, 1.1, 1.2, 1.3, 1.4, 1.5), "Image-pyramid scales: at scale "
                                                "s the scene is shrunk by 1/s so a digit s times MNIST size fills "
@@ -80,8 +73,7 @@ class DetectionConfig(Config):
                                           "heatmap follows the input.")
     detect_scenes: int = knob(400, "Test scenes scored (at most the test split).", minimum=1, maximum=1_000_000)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
         for size in self.heatmap_sizes:
             height, _, width = size.partition("x")
             if not (height.isdigit() and width.isdigit()):
@@ -90,7 +82,6 @@ class DetectionConfig(Config):
             raise ConfigError("detection_scales=(): give at least one scale, e.g. 1.0")
 
 
-@dataclasses.dataclass(frozen=True)
 class SegmenterConfig(Config):
     filters: tuple[int, ...] = knob((12, 24, 48), "Channels of each encoder level (two 3x3 convs, a 2x2 max-pool) "
                                                   "and, mirrored, decoder level (a stride-2 Conv2DTranspose, two "
@@ -110,7 +101,6 @@ class SegmenterConfig(Config):
                                   "tfds oxford_iiit_pet); empty: none.", choices=EXTRA_SEGMENTATION)
 
 
-@dataclasses.dataclass(frozen=True)
 class GeneratorConfig(Config):
     poses: int = knob(1000, "Random poses applied to each prototype digit to make the training set.", minimum=1,
                       maximum=1_000_000)
@@ -127,13 +117,11 @@ class GeneratorConfig(Config):
     generator_step_size: float = knob(2e-3, "Generator Adam learning rate.", exclusive_minimum=0.0, maximum=1.0)
     pose_seed: int = knob(0, "Seed of the pose draws.", minimum=0, maximum=2**31 - 1)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
         if self.pose_scale_min > self.pose_scale_max:
             raise ConfigError(f"pose_scale_min={self.pose_scale_min} > pose_scale_max={self.pose_scale_max}")
 
 
-@dataclasses.dataclass(frozen=True)
 class FcnDeconvConfig(ExperimentConfig):
     """Fully-convolutional conversion, detection from heatmaps, learned-upsampling
     segmentation, and a class + pose generator, on scenes of MNIST digits.

@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from pipelines.claims import Claim, Picture, owned
 from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.families import Family, register_family
@@ -24,12 +22,10 @@ TASKS = ("adding", "future_context", "sentiment")
 TEXT_DATASETS = ("rotten_tomatoes", "imdb_reviews")
 
 
-@dataclasses.dataclass(frozen=True)
 class SentimentData(DataConfig):
     dataset: str = knob("rotten_tomatoes", "Labelled review texts for the sentiment task.", choices=TEXT_DATASETS)
 
 
-@dataclasses.dataclass(frozen=True)
 class AddingConfig(Config):
     lengths: tuple[int, ...] = knob((25, 50, 100, 200), "Sequence lengths T of the sweep.", minimum=2, maximum=5000)
     cells: tuple[str, ...] = knob(CELLS, "Recurrent cells to compare.", choices=CELLS)
@@ -50,7 +46,6 @@ class AddingConfig(Config):
     batch: int = knob(128, "Sequences per gradient step.", minimum=1, maximum=4096)
 
 
-@dataclasses.dataclass(frozen=True)
 class FutureContextConfig(Config):
     sequence_length: int = knob(20, "Symbols per sequence.", minimum=2, maximum=1000)
     vocabulary: int = knob(8, "Distinct symbols.", minimum=2, maximum=1000)
@@ -64,7 +59,6 @@ class FutureContextConfig(Config):
     batch: int = knob(64, "Sequences per gradient step.", minimum=1, maximum=4096)
 
 
-@dataclasses.dataclass(frozen=True)
 class SentimentConfig(Config):
     cells: tuple[str, ...] = knob(("lstm",), "Recurrent cells to compare, each one- and bidirectional.",
                                   choices=CELLS)
@@ -77,7 +71,6 @@ class SentimentConfig(Config):
     dropout_rate: float = knob(0.5, "Dropout before the output layer.", minimum=0.0, maximum=0.9)
 
 
-@dataclasses.dataclass(frozen=True)
 class SequencesConfig(ExperimentConfig):
     """RNN vs LSTM vs GRU, one- vs bidirectional, on three tasks.
 
@@ -97,8 +90,7 @@ class SequencesConfig(ExperimentConfig):
     future_context: FutureContextConfig = FutureContextConfig()
     sentiment: SentimentConfig = SentimentConfig()
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
         if not self.tasks:
             raise ConfigError(f"tasks=(): name at least one of {', '.join(TASKS)}")
 

@@ -14,8 +14,6 @@ Ulyanov et al.) stylisation (claims C13, C14).
 
 from __future__ import annotations
 
-import dataclasses
-
 from pipelines.claims import Claim, Picture, owned
 from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.families import Command, Family, argument, register_family
@@ -26,7 +24,6 @@ LOSS_NETS = ("auto", "imagenet", "random")
 INITS = ("noise", "content")
 
 
-@dataclasses.dataclass(frozen=True)
 class PhotoData(DataConfig):
     dataset: str = knob("content_photos", "Content photographs: the ones installed packages ship, or tf_flowers "
                                           "from tensorflow-datasets (full).", choices=PHOTO_DATASETS)
@@ -37,7 +34,6 @@ class PhotoData(DataConfig):
                            minimum=32, maximum=1024)
 
 
-@dataclasses.dataclass(frozen=True)
 class StyleConfig(Config):
     style_image: str = knob("mosaic", "Style: a generated one (mosaic, waves), a picture an installed package "
                                       "ships (hubble, immunohistochemistry, a content photo's name), a file path, "
@@ -56,13 +52,11 @@ class StyleConfig(Config):
     tv_weight: float = knob(5.0, "Weight of the total-variation loss (mean squared neighbour difference).",
                             minimum=0.0, maximum=1e6)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
         if not self.style_image.strip():
             raise ConfigError("style_image='': name a style, a file or a URL")
 
 
-@dataclasses.dataclass(frozen=True)
 class IterativeConfig(Config):
     iterations: int = knob(300, "Optimisation steps of the image (Adam).", minimum=1, maximum=100_000)
     image_size: int = knob(128, "Side of the content photo the iterative method (and, for comparison, the fast "
@@ -77,7 +71,6 @@ class IterativeConfig(Config):
                                   "photo of the test split.")
 
 
-@dataclasses.dataclass(frozen=True)
 class FastConfig(Config):
     stylizer_filters: tuple[int, ...] = knob((32, 64, 128), "Transformer channels at full, half and quarter "
                                                             "resolution (Johnson et al.: 32, 64, 128).",
@@ -90,20 +83,17 @@ class FastConfig(Config):
                                                       "1.5 x height + 1), none of them the training crop.",
                                           minimum=32, maximum=2048)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
         if len(self.stylizer_filters) != 3:
             raise ConfigError(f"stylizer_filters={self.stylizer_filters}: expected three channel counts")
 
 
-@dataclasses.dataclass(frozen=True)
 class SpeedConfig(Config):
     timing_size: int = knob(256, "Side of the image on which both methods are timed.", minimum=32, maximum=2048)
     timing_repeats: int = knob(5, "Timed iterative steps and forward passes (after one warm-up each).",
                                minimum=1, maximum=1000)
 
 
-@dataclasses.dataclass(frozen=True)
 class StyleTransferConfig(ExperimentConfig):
     """Iterative and feed-forward style transfer with one perceptual loss.
 

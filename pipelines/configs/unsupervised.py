@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from pipelines.claims import Claim, Picture, owned
 from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.configs.classifiers import IMAGE_DATASETS
@@ -15,13 +13,11 @@ MAX_RBM_LAYERS = 4
 INITS = ("dbn", "random")
 
 
-@dataclasses.dataclass(frozen=True)
 class UnsupervisedData(DataConfig):
     dataset: str = knob("mnist_subset", "Image dataset (labels are used only by fine-tuning and plots).",
                         choices=IMAGE_DATASETS)
 
 
-@dataclasses.dataclass(frozen=True)
 class AutoencoderConfig(Config):
     kind: str = knob("dense", "dense: fully connected; conv: stride-2 convolutions and transposed convolutions.",
                      choices=("dense", "conv"))
@@ -33,7 +29,6 @@ class AutoencoderConfig(Config):
     activation: str = knob("relu", "Hidden activation.", choices=("relu", "sigmoid", "tanh", "gelu", "elu"))
 
 
-@dataclasses.dataclass(frozen=True)
 class RBMConfig(Config):
     layers: tuple[int, ...] = knob((500, 500), f"Hidden units of each RBM of the DBN, bottom first "
                                    f"(at most {MAX_RBM_LAYERS} layers).", minimum=1, maximum=65536)
@@ -47,13 +42,11 @@ class RBMConfig(Config):
     gibbs_steps: int = knob(1000, "Length of the Gibbs chains drawn as samples from the first RBM.",
                             minimum=1, maximum=100000)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
         if len(self.layers) > MAX_RBM_LAYERS:
             raise ConfigError(f"layers={self.layers!r}: at most {MAX_RBM_LAYERS} RBM layers")
 
 
-@dataclasses.dataclass(frozen=True)
 class FinetuneConfig(Config):
     label_fractions: tuple[float, ...] = knob(
         (0.01, 0.1, 1.0), "Shares of the training labels each fine-tuning gets (stratified subsets).",
@@ -67,7 +60,6 @@ class FinetuneConfig(Config):
     dropout_rate: float = knob(0.0, "Dropout after each hidden layer.", minimum=0.0, maximum=0.9)
 
 
-@dataclasses.dataclass(frozen=True)
 class RBMFeaturesConfig(Config):
     """scikit-learn's "RBM features for digit classification" example, on its protocol."""
 
@@ -80,7 +72,6 @@ class RBMFeaturesConfig(Config):
                              exclusive_minimum=0.0, maximum=1e9)
 
 
-@dataclasses.dataclass(frozen=True)
 class UnsupervisedConfig(ExperimentConfig):
     """Autoencoder vs PCA; RBMs pretrained greedily into a DBN, fine-tuned with few labels.
 

@@ -106,9 +106,8 @@ def random_split(count: int, val_fraction: float, test_fraction: float, seed: in
 
 def generator_params(data_config: Any) -> dict[str, Any]:
     """The fields a family's data config adds to :class:`DataConfig`: the generator's parameters."""
-    base = {field.name for field in dataclasses.fields(DataConfig)}
-    fields = dataclasses.fields(data_config) if dataclasses.is_dataclass(data_config) else ()
-    return {field.name: getattr(data_config, field.name) for field in fields if field.name not in base}
+    fields = getattr(type(data_config), "model_fields", {})
+    return {name: getattr(data_config, name) for name in fields if name not in DataConfig.model_fields}
 
 
 def fingerprint_arrays(arrays: dict[str, np.ndarray], extra: Any = None) -> str:

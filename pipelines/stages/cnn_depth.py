@@ -4,7 +4,6 @@ The steps are declared in :mod:`pipelines.configs.cnn_depth`."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -84,7 +83,7 @@ def single_neuron(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, A
         datasets=lambda: (tf_dataset(train_x, train_y, typed.train.batch_size, shuffle=True, seed=typed.train.seed),
                           tf_dataset(val_x, val_y, 512, shuffle=False) if len(val_y) else None),
         example=normalize_images(train_x[:4]),
-        train=dataclasses.replace(typed.train, epochs=typed.neuron.fit_epochs, learning_rate=typed.neuron.step_size,
+        train=typed.train.replace(epochs=typed.neuron.fit_epochs, learning_rate=typed.neuron.step_size,
                                   lr_schedule="constant", early_stopping_patience=0),
         fit={"loss": "binary_crossentropy", "metrics": (keras.metrics.BinaryAccuracy(name="accuracy"),)}))
     metrics = trained["metrics"]

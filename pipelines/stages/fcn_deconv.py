@@ -4,7 +4,6 @@ The steps are declared in :mod:`pipelines.configs.fcn_deconv`."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +30,6 @@ CLASSIFIER = "nnzoo-classifiers-cnn"
 PREVIEW = 8
 
 
-@dataclasses.dataclass(frozen=True)
 class PosedData(DataConfig):
     """The generator's training set (parameters of ``posed_digits``)."""
 
@@ -45,7 +43,6 @@ class PosedData(DataConfig):
     pose_seed: int = 0
 
 
-@dataclasses.dataclass(frozen=True)
 class PetsData(DataConfig):
     dataset: str = "oxford_iiit_pet"
     side: int = 128
@@ -604,7 +601,7 @@ def train_generator(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str,
                                             max(high - low, 1e-3) / np.sqrt(12.0), 0.8165)),
         datasets=lambda: (batches("train", True), batches("val", False)),
         example=list(_generator_inputs(posed.get("train", "y")[:2], posed.get("train", "pose")[:2])),
-        train=dataclasses.replace(typed.train, epochs=generator.generator_epochs, batch_size=generator.generator_batch,
+        train=typed.train.replace(epochs=generator.generator_epochs, batch_size=generator.generator_batch,
                                   learning_rate=generator.generator_step_size, lr_schedule="constant",
                                   early_stopping_patience=0),
         fit={"loss": "binary_crossentropy", "metrics": ("mae",)}))

@@ -3,7 +3,6 @@ length) -> compare, register. The steps are declared in :mod:`pipelines.configs.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,7 +16,6 @@ from pipelines.stages.common import Training, parent_run_of, register_and_promot
 SPLIT = {"val_fraction": 0.1, "test_fraction": 0.2}
 
 
-@dataclasses.dataclass(frozen=True)
 class AddingData(DataConfig):
     """The adding problem at one length (generator parameters beyond DataConfig's)."""
 
@@ -27,7 +25,6 @@ class AddingData(DataConfig):
     seed: int = 0
 
 
-@dataclasses.dataclass(frozen=True)
 class FutureContextData(DataConfig):
     dataset: str = "future_context"
     sequence_length: int = 20
@@ -156,7 +153,7 @@ def _adding(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
         datasets=lambda: (_batches(train_x, train_y, adding.batch, shuffle=True, seed=typed.train.seed),
                           _batches(val_x, val_y, 1024, shuffle=False, seed=0)),
         example=train_x[:4],
-        train=dataclasses.replace(typed.train, epochs=adding.max_epochs, batch_size=adding.batch,
+        train=typed.train.replace(epochs=adding.max_epochs, batch_size=adding.batch,
                                   lr_schedule="constant",
                                   learning_rate=adding.rnn_step_size if simple else adding.step_size,
                                   early_stopping_patience=adding.rnn_patience if simple else 0),
@@ -189,7 +186,7 @@ def _future_context(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
         datasets=lambda: (_batches(train_x, train_y, future_context.batch, shuffle=True, seed=typed.train.seed),
                           _batches(val_x, val_y, 1024, shuffle=False, seed=0)),
         example=train_x[:4],
-        train=dataclasses.replace(typed.train, epochs=future_context.max_epochs, learning_rate=future_context.step_size,
+        train=typed.train.replace(epochs=future_context.max_epochs, learning_rate=future_context.step_size,
                                   batch_size=future_context.batch, lr_schedule="constant", early_stopping_patience=0)))
 
 

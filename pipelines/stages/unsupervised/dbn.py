@@ -4,7 +4,6 @@ share of the labels."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -91,7 +90,7 @@ def pretrain_rbm_layer(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
         datasets=lambda: (tf.data.Dataset.from_tensor_slices(train_v).shuffle(
             len(train_v), seed=seed, reshuffle_each_iteration=True).batch(rbm_config.batch_size),
             tf.data.Dataset.from_tensor_slices(val_v).batch(512) if len(val_v) else None),
-        train=dataclasses.replace(typed.train, epochs=rbm_config.epochs, batch_size=rbm_config.batch_size,
+        train=typed.train.replace(epochs=rbm_config.epochs, batch_size=rbm_config.batch_size,
                                   learning_rate=rbm_config.learning_rate, optimizer="sgd", lr_schedule="constant",
                                   early_stopping_patience=0),
         fit={"loss": None, "metrics": ()}, after=pictures, example=train_v[:4]))
@@ -220,7 +219,7 @@ def finetune(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
                 lambda x, y: (normalize_images(x), y)).prefetch(tf.data.AUTOTUNE),
             tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(512).map(
                 lambda x, y: (normalize_images(x), y)) if len(val_y) else None),
-        train=dataclasses.replace(typed.train, epochs=epochs, batch_size=batch, learning_rate=finetune_config.learning_rate,
+        train=typed.train.replace(epochs=epochs, batch_size=batch, learning_rate=finetune_config.learning_rate,
                                   optimizer="adam", lr_schedule="constant", early_stopping_patience=0),
         fit={"steps_per_epoch": steps_per_epoch}))
     metrics = trained["metrics"]

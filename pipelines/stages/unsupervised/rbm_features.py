@@ -3,7 +3,6 @@ with this project's RBM: a check that the RBM learns useful features (claim C5).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -69,7 +68,7 @@ def evaluate_rbm_features(config: dict[str, Any], inputs: dict[str, Any]) -> dic
                           name="rbm_digits"),
         datasets=lambda: (tf.data.Dataset.from_tensor_slices(train_x).shuffle(len(train_x), seed=0).batch(
             rbm_features.batch_size), None),
-        train=dataclasses.replace(typed.train, epochs=rbm_features.epochs, batch_size=rbm_features.batch_size,
+        train=typed.train.replace(epochs=rbm_features.epochs, batch_size=rbm_features.batch_size,
                                   learning_rate=rbm_features.learning_rate, optimizer="sgd", lr_schedule="constant",
                                   early_stopping_patience=0),
         fit={"loss": None, "metrics": (), "steps_per_execution": 50}))

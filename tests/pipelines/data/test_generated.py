@@ -14,7 +14,6 @@ from pipelines.data.prepared import SPLITS, load_prepared, prepare, record_lates
 from pipelines.data.registry import DatasetUnavailableError, Loaded, get_dataset, load_arrays, register_dataset
 
 
-@dataclasses.dataclass(frozen=True)
 class SequenceData(DataConfig):
     """A family's data config: the fields beyond DataConfig are the generator's parameters."""
 

@@ -1,19 +1,15 @@
 """The toy family: one dense layer on two generated blobs."""
 
-import dataclasses
-
 from pipelines.config import DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.families import Family, register_family
 from pipelines.pipeline import Pipeline, Step
 
 
-@dataclasses.dataclass(frozen=True)
 class ToyData(DataConfig):
     dataset: str = knob("toy_blobs", "Generated dataset.", choices=("toy_blobs",))
     examples: int = knob(400, "Points generated.", minimum=20, maximum=100_000)
 
 
-@dataclasses.dataclass(frozen=True)
 class ToyConfig(ExperimentConfig):
     """Logistic regression on two blobs. Run: ``nnzoo run toy --profile smoke`` (seconds)."""
 
