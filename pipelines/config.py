@@ -47,9 +47,13 @@ class Knob:
 
 
 def knob(default: Any, help: str, *, minimum: float | None = None, maximum: float | None = None,
-         exclusive_minimum: float | None = None, choices: tuple | None = None) -> Any:
-    """Declare a config field with its limits and help text."""
-    limits = dict(minimum=minimum, maximum=maximum, exclusive_minimum=exclusive_minimum, choices=choices)
+         exclusive_minimum: float | None = None, choices: tuple | None = None, form: Mapping | None = None) -> Any:
+    """Declare a config field with its limits and help text. ``form``: what the trigger
+    form checks beyond the limits, for rules the class's ``check`` holds (``items``:
+    (fewest, most) list items, ``even``, ``pattern`` + ``rule`` for text, ``item``: one
+    list item's regex, ``note``: a rule that involves another field), see
+    :mod:`pipelines.params`."""
+    limits = dict(minimum=minimum, maximum=maximum, exclusive_minimum=exclusive_minimum, choices=choices, form=form)
     return Field(default, description=help, json_schema_extra={k: v for k, v in limits.items() if v is not None})
 
 
@@ -101,7 +105,7 @@ class Config(BaseModel):
             hint = eval(hint, namespace) if isinstance(hint, str) else hint  # noqa: S307 - the class's own code
             if isinstance(info, FieldInfo) and info.description:
                 limits = dict(info.json_schema_extra or {})
-                info.json_schema_extra = None
+                setattr(cls, name, Field(info.default, description=info.description))
                 knobs[name] = Knob(name, info.default, {"help": info.description, **limits}, hint)
                 cls.__annotations__[name] = _constrained(hint, limits)
         cls.__knobs__ = knobs

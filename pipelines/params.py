@@ -10,7 +10,7 @@ server refuses a bad value when the run is triggered (HTTP 400 from the REST API
 banner in the UI) and creates no run: ranges and choices of scalars; for list fields,
 which travel as comma-separated text, a pattern that holds each item's syntax, range
 and choices and the number of items; and the few rules the config classes check in
-their own ``__post_init__`` (listed in :data:`_EXTRA_RULES`). Rules that tie one field
+their own ``check`` (the knob's ``form``). Rules that tie one field
 to another (``digits_min <= digits_max``) cannot be written in one field's schema: the
 description says so, and the config refuses them when the run's first task decodes
 its params (``ConfigError``).
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import decimal
 import functools
 import re
 import typing
@@ -42,131 +41,13 @@ from pipelines.config import (
     to_dict,
 )
 from pipelines.families import Family, get_family
-
-_JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
-
-# --- rules the config classes check in their own __post_init__ -----------------------------
-#
-# Keyed by (config class name, field name). ``items``: (fewest, most) list items;
-# ``even``: each integer even; ``pattern``: for a text field, a regex the text must
-# contain a match of; ``item``: the regex of one list item; ``note``: a rule JSON schema
-# cannot express (it involves another field), said in the description.
-_EXTRA_RULES: dict[tuple[str, str], dict[str, Any]] = {
-    ("NeuronConfig", "classes"): {"items": (2, 2), "note": "the two classes must differ"},
-    ("VanishingConfig", "depth"): {
-        "even": True, "note": "at least 2 x (number of vanishing.widths) + 2"},
-    ("DegradationConfig", "depths"): {
-        "items": (2, 2), "even": True,
-        "note": "shallow < deep, each at least 2 x (number of degradation.widths) + 2"},
-    ("ScenesData", "digits_min"): {"note": "at most digits_max"},
-    ("ScenesData", "digits_max"): {"note": "at least digits_min"},
-    ("ScenesData", "scale_min"): {"note": "at most scale_max"},
-    ("ScenesData", "scale_max"): {"note": "at least scale_min"},
-    ("GeneratorConfig", "pose_scale_min"): {"note": "at most pose_scale_max"},
-    ("GeneratorConfig", "pose_scale_max"): {"note": "at least pose_scale_min"},
-    ("ClassifierSource", "classifier_version"): {"pattern": r"^(champion|[0-9]+)$",
-                                                 "rule": "'champion' or a version number"},
-    ("DetectionConfig", "heatmap_sizes"): {"item": r"[0-9]+x[0-9]+", "rule": "sizes HxW, e.g. 84x140"},
-    ("StyleConfig", "style_image"): {"pattern": r"\S", "rule": "not blank"},
-    ("FastConfig", "stylizer_filters"): {"items": (3, 3)},
-    ("RBMConfig", "layers"): {"items": (1, 4)},  # MAX_RBM_LAYERS: checked by tests/pipelines/test_params.py
-}
+from pipelines.number_patterns import DIGIT, decimal_range_regex, int_range_regex
 
 
 @functools.cache
 def _walk(cls: type) -> dict[str, tuple[Any, Knob, type]]:
     """Every leaf field by dotted path: ``{path: (type hint, knob, the class that holds it)}``."""
     return {path: (hint, found, owner_of(cls, path)) for path, (hint, found) in leaf_fields(cls).items()}
-
-
-# --- regular expressions for numbers in a range (list items travel as text) ----------------
-
-_INT = "[0-9]"
-
-
-def _same_length(low: str, high: str) -> str:
-    """Digit strings of len(low) between ``low`` and ``high`` (same length, low <= high)."""
-    if not low:
-        return ""
-    if low[0] == high[0]:
-        return low[0] + _same_length(low[1:], high[1:])
-    rest = len(low) - 1
-    if low[1:] == "0" * rest and high[1:] == "9" * rest:
-        return f"[{low[0]}-{high[0]}]" + (f"{_INT}{{{rest}}}" if rest else "")
-    parts = [low[0] + _same_length(low[1:], "9" * rest)]
-    if int(high[0]) - int(low[0]) > 1:
-        parts.append(f"[{int(low[0]) + 1}-{int(high[0]) - 1}]" + (f"{_INT}{{{rest}}}" if rest else ""))
-    parts.append(high[0] + _same_length("0" * rest, high[1:]))
-    return "(?:" + "|".join(parts) + ")"
-
-
-def int_range_regex(low: int, high: int | None) -> str:
-    """A regex of the whole numbers ``low <= n <= high`` (``high`` None: no bound), in
-    decimal without sign; leading zeros are allowed (``int()`` reads them)."""
-    if low < 0:
-        raise ValueError("negative bounds are not supported")
-    parts = []
-    top = high if high is not None else 10 ** len(str(low)) - 1
-    for digits in range(len(str(low)), len(str(top)) + 1):
-        start = max(low, 10 ** (digits - 1) if digits > 1 else 0)
-        end = min(top, 10 ** digits - 1)
-        if start <= end:
-            parts.append(_same_length(str(start), str(end)))
-    if high is None:
-        parts.append(f"[1-9]{_INT}{{{len(str(low))},}}")  # more digits than low
-    return "0*(?:" + "|".join(parts) + ")"
-
-
-def _split_decimal(value: float) -> tuple[int, str]:
-    """(integer part, fraction digits without trailing zeros) of a non-negative number."""
-    text = format(decimal.Decimal(repr(float(value))), "f")
-    whole, _, fraction = text.partition(".")
-    return int(whole), fraction.rstrip("0")
-
-
-def _fraction_at_most(digits: str) -> str:
-    """Fraction digits F with 0.F <= 0.``digits`` (``digits`` non-empty)."""
-    parts = [digits[:i] + f"[0-{int(d) - 1}]{_INT}*" for i, d in enumerate(digits) if d != "0"]
-    parts.append(digits + "0*")
-    parts += [digits[:j] for j in range(len(digits))]  # shorter: padded with zeros
-    return "(?:" + "|".join(parts) + ")"
-
-
-def _fraction_above(digits: str, strict: bool) -> str:
-    """Fraction digits F with 0.F > 0.``digits`` (or >= when not ``strict``); F non-empty."""
-    parts = [digits[:i] + f"[{int(d) + 1}-9]{_INT}*" for i, d in enumerate(digits) if d != "9"]
-    parts.append(digits + (f"{_INT}*[1-9]{_INT}*" if strict else f"{_INT}*"))
-    return "(?:" + "|".join(parts) + ")"
-
-
-def _whole(value: int) -> str:
-    return "0*" + (str(value) if value else "")  # 0 may be written ".5"
-
-
-def decimal_range_regex(low: float, high: float | None, *, exclusive_low: bool = False) -> str:
-    """A regex of the non-negative decimals (``12``, ``0.5``, ``.5``, ``3.``; no sign, no
-    exponent) from ``low`` (inclusive, or exclusive) to ``high`` (inclusive; None: none)."""
-    if low < 0 or (high is not None and high < low):
-        raise ValueError(f"unsupported range {low}..{high}")
-    any_fraction = rf"(?:\.{_INT}*)?"
-    low_whole, low_fraction = _split_decimal(low)
-    # The value's whole part is above low's, or equal with a large enough fraction.
-    if exclusive_low:
-        equal = rf"\.{_fraction_above(low_fraction, True)}" if low_fraction else rf"\.{_INT}*[1-9]{_INT}*"
-    else:
-        equal = rf"\.{_fraction_above(low_fraction, False)}" if low_fraction else any_fraction
-    above = f"(?:{int_range_regex(low_whole + 1, None)}{any_fraction}|{_whole(low_whole)}{equal})"
-    if high is None:
-        at_most = ""
-    else:
-        high_whole, high_fraction = _split_decimal(high)
-        parts = []
-        if high_whole > 0:
-            parts.append(f"{int_range_regex(0, high_whole - 1)}{any_fraction}|\\.{_INT}+")
-        tail = rf"(?:\.{_fraction_at_most(high_fraction)})?" if high_fraction else r"(?:\.0*)?"
-        parts.append(_whole(high_whole) + tail)
-        at_most = "(?=(?:" + "|".join(parts) + r")(?![0-9.]))"
-    return rf"(?=\.?[0-9]){at_most}{above}"
 
 
 # --- one field ---------------------------------------------------------------------------------
@@ -215,20 +96,25 @@ def _item_regex(item_kind: Any, meta: typing.Mapping[str, Any], extra: typing.Ma
     if item_kind is int:
         bottom = low if low is not None else (int(ex_low) + 1 if ex_low is not None else None)
         if bottom is None or bottom < 0:
-            return f"-?{_INT}+"
-        even = rf"(?={_INT}*[02468](?![0-9]))" if extra.get("even") else ""
+            return f"-?{DIGIT}+"
+        even = rf"(?={DIGIT}*[02468](?![0-9]))" if extra.get("even") else ""
         return even + int_range_regex(int(bottom), None if high is None else int(high))
     bottom = low if low is not None else ex_low
     if bottom is None or bottom < 0:
-        return rf"-?(?:{_INT}+(?:\.{_INT}*)?|\.{_INT}+)"
+        return rf"-?(?:{DIGIT}+(?:\.{DIGIT}*)?|\.{DIGIT}+)"
     return decimal_range_regex(bottom, high, exclusive_low=low is None)
+
+
+@functools.cache
+def _pydantic_schema(owner: type) -> dict[str, Any]:
+    return owner.model_json_schema()
 
 
 def field_schema(hint: Any, field: Knob, owner: type) -> tuple[dict[str, Any], str]:
     """(JSON-schema keys, what is allowed in words) of one config field, as a form field."""
     kind, _ = _base_type(hint)
     meta = field.metadata
-    extra = _EXTRA_RULES.get((owner.__name__, field.name), {})
+    extra = meta.get("form", {})
     schema: dict[str, Any] = {}
     rules: list[str] = []
     if typing.get_origin(kind) is tuple:
@@ -251,16 +137,18 @@ def field_schema(hint: Any, field: Knob, owner: type) -> tuple[dict[str, Any], s
         if count:
             rules.append(f"{count} item{'s' if most != 1 else ''}")
     else:
-        schema["type"] = ["null", _JSON_TYPES.get(kind, "string")]
-        if meta.get("choices"):
-            schema["enum"] = [None, *meta["choices"]]
+        # Pydantic's own schema of the field (type, bounds, choices), made nullable.
+        own = _pydantic_schema(owner)["properties"][field.name]
+        own = next(branch for branch in own.get("anyOf", [own]) if branch.get("type") != "null")
+        schema = {key: own[key] for key in ("type", "enum", "minimum", "maximum", "exclusiveMinimum") if key in own}
+        if "const" in own:  # a single choice
+            schema["enum"] = [own["const"]]
+        schema["type"] = ["null", schema["type"]]
+        if "enum" in schema:
+            schema["enum"] = [None, *schema["enum"]]
             # The form's dropdown would show the empty choice as the word "null".
             schema["values_display"] = {"null": "(profile default)"}
             rules.append("one of " + ", ".join(_shown(c) for c in meta["choices"]))
-        for key, schema_key in (("minimum", "minimum"), ("maximum", "maximum"),
-                                ("exclusive_minimum", "exclusiveMinimum")):
-            if meta.get(key) is not None:
-                schema[schema_key] = meta[key]
         if extra.get("even"):
             schema["multipleOf"] = 2
         if "pattern" in extra:

@@ -38,7 +38,8 @@ class CNNDepthData(DataConfig):
 
 
 class NeuronConfig(Config):
-    classes: tuple[int, ...] = knob((3, 5), "The two classes of the two-class slice (C1).", minimum=0, maximum=999)
+    classes: tuple[int, ...] = knob((3, 5), "The two classes of the two-class slice (C1).", minimum=0, maximum=999,
+        form={"items": (2, 2), "note": "the two classes must differ"})
     fit_epochs: int = knob(40, "Epochs of the single neuron.", minimum=1, maximum=1000)
     step_size: float = knob(0.01, "Adam learning rate of the single neuron.", exclusive_minimum=0.0, maximum=10.0)
 
@@ -49,7 +50,8 @@ class NeuronConfig(Config):
 
 class VanishingConfig(Config):
     depth: int = knob(20, "Weight layers of the plain and residual nets without normalisation (even, >= 8).",
-                      minimum=8, maximum=200)
+                      minimum=8, maximum=200,
+        form={"even": True, "note": "at least 2 x (number of vanishing.widths) + 2"})
     widths: tuple[int, ...] = knob((8, 16, 32), "Filters of each stage (the next stage halves the resolution).",
                                    minimum=1, maximum=1024)
     activation: str = knob("relu", "Activation of vanishing_plain and vanishing_residual (sigmoid_plain and "
@@ -60,7 +62,9 @@ class VanishingConfig(Config):
 
 class DegradationConfig(Config):
     depths: tuple[int, ...] = knob((8, 32), "Shallow and deep weight-layer counts (even), batch norm on.",
-                                   minimum=4, maximum=200)
+                                   minimum=4, maximum=200,
+        form={"items": (2, 2), "even": True,
+                           "note": "shallow < deep, each at least 2 x (number of degradation.widths) + 2"})
     widths: tuple[int, ...] = knob((8, 16, 32), "Filters of each stage.", minimum=1, maximum=1024)
 
     def check(self) -> None:

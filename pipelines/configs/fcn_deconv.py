@@ -23,11 +23,15 @@ class ScenesData(DataConfig):
                         choices=("mnist_scenes",))
     canvas_height: int = knob(112, "Scene height in pixels.", minimum=28, maximum=2048)
     canvas_width: int = knob(112, "Scene width in pixels.", minimum=28, maximum=2048)
-    digits_min: int = knob(2, "Fewest digits per scene.", minimum=1, maximum=64)
+    digits_min: int = knob(2, "Fewest digits per scene.", minimum=1, maximum=64,
+        form={"note": "at most digits_max"})
     digits_max: int = knob(4, "Most digits per scene (fewer when the canvas is full: digits never overlap).",
-                           minimum=1, maximum=64)
-    scale_min: float = knob(1.0, "Smallest digit scale (1.0: MNIST's 28-pixel frame).", minimum=0.25, maximum=8.0)
-    scale_max: float = knob(1.5, "Largest digit scale.", minimum=0.25, maximum=8.0)
+                           minimum=1, maximum=64,
+        form={"note": "at least digits_min"})
+    scale_min: float = knob(1.0, "Smallest digit scale (1.0: MNIST's 28-pixel frame).", minimum=0.25, maximum=8.0,
+        form={"note": "at most scale_max"})
+    scale_max: float = knob(1.5, "Largest digit scale.", minimum=0.25, maximum=8.0,
+        form={"note": "at least scale_min"})
     scenes: int = knob(2000, "Scenes generated (then split train/val/test).", minimum=10, maximum=1_000_000)
     digits_from: str = knob("mnist_subset", "Where the digits come from: the bundled MNIST subset, or tfds mnist.",
                             choices=DIGIT_SOURCES)
@@ -50,7 +54,8 @@ class ScenesData(DataConfig):
 class ClassifierSource(Config):
     classifier_version: str = knob("champion", "Version of nnzoo-classifiers-cnn to convert: 'champion' (used "
                                                "if it was trained on this profile or a larger one, else a CNN "
-                                               "is trained and registered in this run), or a version number.")
+                                               "is trained and registered in this run), or a version number.",
+        form={"pattern": r"^(champion|[0-9]+)$", "rule": "'champion' or a version number"})
 
     def check(self) -> None:
         if self.classifier_version != "champion" and not self.classifier_version.isdigit():
@@ -70,7 +75,8 @@ class DetectionConfig(Config):
                             exclusive_minimum=0.0, maximum=1.0)
     heatmap_sizes: tuple[str, ...] = knob(("112x112", "84x140", "160x96", "224x224"),
                                           "Canvas sizes (HxW) the converted net is run on to show that the "
-                                          "heatmap follows the input.")
+                                          "heatmap follows the input.",
+        form={"item": r"[0-9]+x[0-9]+", "rule": "sizes HxW, e.g. 84x140"})
     detect_scenes: int = knob(400, "Test scenes scored (at most the test split).", minimum=1, maximum=1_000_000)
 
     def check(self) -> None:
@@ -109,8 +115,10 @@ class GeneratorConfig(Config):
                            "a generator given only the class learns their blurred average.", minimum=1,
                         maximum=1000)
     rotation_max: float = knob(40.0, "Rotations are drawn from +-this many degrees.", minimum=0.0, maximum=180.0)
-    pose_scale_min: float = knob(0.8, "Smallest zoom of a posed digit.", minimum=0.25, maximum=2.0)
-    pose_scale_max: float = knob(1.1, "Largest zoom of a posed digit.", minimum=0.25, maximum=2.0)
+    pose_scale_min: float = knob(0.8, "Smallest zoom of a posed digit.", minimum=0.25, maximum=2.0,
+        form={"note": "at most pose_scale_max"})
+    pose_scale_max: float = knob(1.1, "Largest zoom of a posed digit.", minimum=0.25, maximum=2.0,
+        form={"note": "at least pose_scale_min"})
     dense_units: int = knob(128, "Width of the generator's dense layers.", minimum=2, maximum=65536)
     generator_epochs: int = knob(8, "Generator training epochs.", minimum=1, maximum=1000)
     generator_batch: int = knob(128, "Generator examples per step.", minimum=1, maximum=4096)

@@ -37,7 +37,8 @@ class PhotoData(DataConfig):
 class StyleConfig(Config):
     style_image: str = knob("mosaic", "Style: a generated one (mosaic, waves), a picture an installed package "
                                       "ships (hubble, immunohistochemistry, a content photo's name), a file path, "
-                                      "or an http(s) URL (downloaded only when given).")
+                                      "or an http(s) URL (downloaded only when given).",
+        form={"pattern": r"\S", "rule": "not blank"})
     style_size: int = knob(256, "Longest side of the style image where its Gram matrices are measured.",
                            minimum=32, maximum=1024)
     loss_net: str = knob("auto", "Loss network: imagenet (VGG19 ImageNet weights from the Keras cache, or "
@@ -74,7 +75,8 @@ class IterativeConfig(Config):
 class FastConfig(Config):
     stylizer_filters: tuple[int, ...] = knob((32, 64, 128), "Transformer channels at full, half and quarter "
                                                             "resolution (Johnson et al.: 32, 64, 128).",
-                                             minimum=1, maximum=1024)
+                                             minimum=1, maximum=1024,
+        form={"items": (3, 3)})
     residual_blocks: int = knob(5, "Residual blocks at quarter resolution.", minimum=0, maximum=32)
     crop_size: int = knob(256, "Side of the random training crops.", minimum=32, maximum=1024)
     stylizer_steps_per_epoch: int = knob(500, "Gradient steps per epoch (batches of random crops).",

@@ -31,7 +31,8 @@ class AutoencoderConfig(Config):
 
 class RBMConfig(Config):
     layers: tuple[int, ...] = knob((500, 500), f"Hidden units of each RBM of the DBN, bottom first "
-                                   f"(at most {MAX_RBM_LAYERS} layers).", minimum=1, maximum=65536)
+                                   f"(at most {MAX_RBM_LAYERS} layers).", minimum=1, maximum=65536,
+        form={"items": (1, MAX_RBM_LAYERS)})
     k: int = knob(1, "Gibbs steps in the negative phase (CD-k).", minimum=1, maximum=1000)
     persistent: bool = knob(False, "Persistent chains across batches (PCD) instead of restarting at the data.")
     visible: str = knob("probabilities", "First-layer input: grey levels as probabilities, or binarised at 0.5.",

@@ -207,7 +207,7 @@ def bad_values(hint, field: dataclasses.Field, owner: type) -> list:
     """Values the config refuses for this field, derived from its knob and extra rules."""
     kind, _ = _base_type(hint)
     meta = field.metadata
-    extra = params_module._EXTRA_RULES.get((owner.__name__, field.name), {})
+    extra = field.metadata.get("form", {})
     low, ex_low, high = meta.get("minimum"), meta.get("exclusive_minimum"), meta.get("maximum")
     if typing.get_origin(kind) is tuple:
         item_kind = typing.get_args(kind)[0]
@@ -399,7 +399,7 @@ def test_cross_field_rules_of_fields_outside_the_form_are_caught_by_the_config()
 def test_the_rbm_layer_limit_in_the_schema_is_the_dag_s():
     from pipelines.configs.unsupervised import MAX_RBM_LAYERS
 
-    assert params_module._EXTRA_RULES[("RBMConfig", "layers")]["items"] == (1, MAX_RBM_LAYERS)
+    assert params_module._walk(get_family("unsupervised").config_cls)["rbm.layers"][1].metadata["form"]["items"] == (1, MAX_RBM_LAYERS)
 
 
 def test_an_integral_float_for_an_integer_field_is_read_as_the_integer():
