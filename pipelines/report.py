@@ -120,14 +120,9 @@ def _dataset(run: Any) -> str:
 
 def _png(client: Any, run: Any, path: str) -> bytes | None:
     """An image artifact of ``run`` as PNG bytes (None when it is not there)."""
-    import tempfile
+    from pipelines import tracking
 
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            local = client.download_artifacts(run.info.run_id, path, folder)
-            return Path(local).read_bytes()
-    except Exception:  # noqa: BLE001 - a missing picture is shown as missing, not an error
-        return None
+    return tracking.load_artifact(run.info.run_id, path)
 
 
 def _run_url(run: Any, base: str | None) -> str | None:

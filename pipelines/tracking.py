@@ -32,6 +32,13 @@ from mlflow.exceptions import MlflowException
 from pipelines import settings
 from pipelines.config import PROFILES
 
+
+def tag(name: str) -> str:
+    """The tag a family's label is stored under: ``task`` -> ``nnzoo.task`` (a dotted name
+    such as ``mlflow.note.content`` stays as it is)."""
+    return name if "." in name else f"nnzoo.{name}"
+
+
 TAG_FAMILY = "nnzoo.family"
 TAG_MODEL = "nnzoo.model"
 TAG_PROFILE = "nnzoo.profile"
@@ -487,10 +494,55 @@ def keras_epoch_logger(run_id: str, prefix: str = "", start_step: int = 0, skip_
 
 
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
-    return [(m.step, m.value) for m in client().get_metric_history(run_id, key)]
+    """``(step, value)`` of every logged value of ``key``, in step order."""
+    return sorted((m.step, m.value) for m in client().get_metric_history(run_id, key))
+
+
+def load_json(run_id: str, artifact_file: str) -> Any | None:
+    """A JSON artifact of the run (None: the run has no such file)."""
+    import mlflow.artifacts
+
+    configure()
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact_file}")
+    except (MlflowException, OSError, ValueError):
+        return None
+
+
+def load_artifact(run_id: str, artifact_file: str) -> bytes | None:
+    """The bytes of an artifact of the run (None: the run has no such file)."""
+    import mlflow.artifacts
+
+    configure()
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_file, dst_path=folder)
+        except (MlflowException, OSError):
+            return None
+        return Path(local).read_bytes()
 
 
 # --- registry -------------------------------------------------------------------------
+
+
+def model_version(name: str, version: str) -> Any | None:
+    """Version ``version`` of registered model ``name`` (``champion``: the alias's), or None."""
+    try:
+        if version == CHAMPION:
+            return client().get_model_version_by_alias(name, CHAMPION)
+        return client().get_model_version(name, str(version))
+    except MlflowException:
+        return None
+
+
+def newest_versions() -> list[Any]:
+    """The newest version of every registered model."""
+    mlflow_client = client()
+    newest = []
+    for registered in mlflow_client.search_registered_models(max_results=1000):
+        newest += mlflow_client.search_model_versions(f"name = '{registered.name}'", max_results=1,
+                                                      order_by=["version_number DESC"])
+    return newest
 
 
 def register_model_version(model_uri: str, name: str, run_id: str, tags: Mapping[str, Any] | None = None) -> Any:

@@ -10,10 +10,9 @@ import numpy as np
 from pipelines import tracking
 from pipelines.configs.classifiers import FAMILY, MODELS
 from pipelines.stages.common import (
-    TAG_EVALUATED_ON,
     Training,
     builder_kwargs,
-    evaluated,
+    evaluate_into,
     register_and_promote,
     run_training,
     say,
@@ -64,18 +63,14 @@ def evaluate(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     test_x, test_y = data.split("test")
     metrics: dict[str, dict[str, float]] = {}
     for name, trained in sorted(inputs["train"].items()):
-        earlier = evaluated(trained["run_id"], data.fingerprint, (METRIC, "test_loss"))
-        if earlier is not None:
-            metrics[name] = earlier
-            continue
-        with tracking.run(FAMILY.experiment_name, name, resume_run_id=trained["run_id"]) as run:
+
+        def measure(run: Any, name: str = name, trained: dict = trained) -> dict[str, float]:
             probabilities = tracking.load_keras_model(trained["model_uri"]).predict(
                 normalize_images(test_x), batch_size=512, verbose=0)
             predicted = probabilities.argmax(axis=1)
             picked = probabilities[np.arange(len(test_y)), test_y]
             values = {METRIC: float((predicted == test_y).mean()),
                       "test_loss": float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())}
-            run.log_metrics(values)
             matrix = np.zeros((data.num_classes, data.num_classes), dtype=np.int64)
             np.add.at(matrix, (test_y, predicted), 1)
             tracking.log_figure(run.run_id, plots.confusion_matrix(
@@ -88,8 +83,10 @@ def evaluate(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
                 titles = [f"{data.class_names[test_y[i]]}→{data.class_names[predicted[i]]}" for i in wrong]
                 tracking.log_figure(run.run_id, plots.image_grid(
                     test_x[wrong], titles, f"{name}: misclassified (true→predicted)"), "plots/misclassified.png")
-            run.set_tags({TAG_EVALUATED_ON: data.fingerprint})
-        metrics[name] = values
+            return values
+
+        values = metrics[name] = evaluate_into(FAMILY, trained["run_id"], data.fingerprint, (METRIC, "test_loss"),
+                                               measure)
         say(f"{name}: {METRIC}={values[METRIC]:.4f} test_loss={values['test_loss']:.4f}")
     return {"metrics": metrics}
 

@@ -359,23 +359,18 @@ def zoo_points() -> tuple[list[dict[str, Any]], list[str]]:
     newest version, so the chart shows what was trained last), from the runs that made
     them, grouped by dataset and profile; the models whose runs lack one of the three
     are named in the second list."""
-    client = tracking.client()
     points: list[dict[str, Any]] = []
     skipped: list[str] = []
-    for registered in client.search_registered_models(max_results=1000):
-        versions = client.search_model_versions(f"name = '{registered.name}'", max_results=1,
-                                                order_by=["version_number DESC"])
-        if not versions:
-            continue
-        run = client.get_run(versions[0].run_id)
+    for version in tracking.newest_versions():
+        run = tracking.get_run(version.run_id)
         values = run.data.metrics
         if not all(key in values for key in (METRIC, "flops", "params")):
-            skipped.append(f"{registered.name} v{versions[0].version}")
+            skipped.append(f"{version.name} v{version.version}")
             continue
         group = " ".join(part for part in (run.data.params.get("dataset.name"),
                                            run.data.tags.get(tracking.TAG_PROFILE)) if part)
-        points.append({"name": registered.name.removeprefix("nnzoo-"), "accuracy": values[METRIC],
-                       "flops": values["flops"], "params": values["params"], "version": versions[0].version,
+        points.append({"name": version.name.removeprefix("nnzoo-"), "accuracy": values[METRIC],
+                       "flops": values["flops"], "params": values["params"], "version": version.version,
                        "group": group})
     return points, skipped
 
@@ -419,16 +414,9 @@ def _results(inputs: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _step0_norms(run_id: str) -> list[float]:
-    import json
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = tracking.client().download_artifacts(run_id, "gradients/norms.json", folder)
-        except Exception:  # a run without recorded gradients (e.g. resumed past step 0)
-            return []
-        with open(path) as handle:
-            recorded = json.load(handle)
+    recorded = tracking.load_json(run_id, "gradients/norms.json")
+    if recorded is None:  # a run without recorded gradients (e.g. resumed past step 0)
+        return []
     return [row[0] for row in recorded["norms"]] if recorded["steps"] and recorded["steps"][0] == 0 else []
 
 

@@ -87,9 +87,10 @@ def say(text: str) -> None:
     print("\n".join(f"[nnzoo] {line}" for line in str(text).splitlines()), flush=True)
 
 
-def run_tags(family: Family, typed: ExperimentConfig, model: str, stage: str, **extra: Any) -> dict[str, Any]:
+def run_tags(family: Family, typed: ExperimentConfig, model: str, stage: str, **labels: Any) -> dict[str, Any]:
+    """The tags of a family's run; ``labels`` (``task="adding"``) become ``nnzoo.<label>``."""
     return {tracking.TAG_FAMILY: family.name, tracking.TAG_MODEL: model, tracking.TAG_PROFILE: typed.profile,
-            tracking.TAG_STAGE: stage, **extra}
+            tracking.TAG_STAGE: stage, **{tracking.tag(name): value for name, value in labels.items()}}
 
 
 @functools.cache
@@ -365,6 +366,23 @@ def evaluated(run_id: str, fingerprint: str, keys: tuple[str, ...]) -> dict[str,
         say(f"{earlier.info.run_name}: already evaluated on {fingerprint}")
         return {key: earlier.data.metrics[key] for key in keys}
     return None
+
+
+def evaluate_into(family: Family, run_id: str, fingerprint: str, keys: tuple[str, ...],
+                  measure: Callable[[Any], Mapping[str, float]], *, reuse_all: bool = False) -> dict[str, float]:
+    """The evaluation step kind: ``measure(run)`` scores the model of training run
+    ``run_id`` on the data of ``fingerprint`` and may log pictures into ``run``; the kit
+    logs the metrics it returns and marks the run evaluated on that data. Once per run
+    and data: a retry, or a run reused from the cache, returns the logged ``keys``. A
+    failure ends the run FAILED with the reason."""
+    earlier = evaluated(run_id, fingerprint, keys)
+    if earlier is not None:  # ``reuse_all``: every metric the run holds, not only ``keys``
+        return dict(tracking.get_run(run_id).data.metrics) if reuse_all else earlier
+    with tracking.run(family.experiment_name, "", resume_run_id=run_id) as run:
+        metrics = {key: float(value) for key, value in measure(run).items()}
+        run.log_metrics(metrics)
+        run.set_tags({TAG_EVALUATED_ON: fingerprint})
+    return metrics
 
 
 def register_and_promote(

@@ -14,9 +14,9 @@ from pipelines.config import PROFILES, DataConfig, to_dict
 from pipelines.configs.fcn_deconv import FAMILY
 from pipelines.errors import BadValueError
 from pipelines.stages.common import (
-    TAG_EVALUATED_ON,
+    TAG_MODEL_URI,
     Training,
-    evaluated,
+    evaluate_into,
     finished_run,
     parent_run_of,
     register_and_promote,
@@ -27,6 +27,7 @@ from pipelines.stages.common import (
 )
 
 CLASSIFIER = "nnzoo-classifiers-cnn"
+TAG_CLASSIFIER = tracking.tag("classifier")
 PREVIEW = 8
 
 
@@ -120,20 +121,14 @@ def find_classifier(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     """The registered digit CNN to convert: the version asked for, or the champion when
     it was trained on this profile or a larger one; otherwise a CNN of this profile is
     trained, evaluated and registered here (classifiers family, its own runs)."""
-    from mlflow.exceptions import MlflowException
-
-    client = tracking.client()
     wanted = typed.classifier.classifier_version
-    if wanted != "champion":
-        try:
-            return _version(client.get_model_version(CLASSIFIER, wanted), False)
-        except MlflowException as error:
+    if wanted != tracking.CHAMPION:
+        pinned = tracking.model_version(CLASSIFIER, wanted)
+        if pinned is None:
             raise BadValueError(f"classifier_version={wanted}: {CLASSIFIER} has no version {wanted} in the registry "
-                             f"({tracking.configure()}); use 'champion' or an existing version") from error
-    try:
-        champion = client.get_model_version_by_alias(CLASSIFIER, tracking.CHAMPION)
-    except MlflowException:
-        champion = None
+                                f"({tracking.configure()}); use 'champion' or an existing version")
+        return _version(pinned, False)
+    champion = tracking.model_version(CLASSIFIER, tracking.CHAMPION)
     if champion is not None:
         found = _version(champion, False)
         if usable(found["profile"], typed.profile):
@@ -157,7 +152,7 @@ def _train_classifier(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     trained = {"cnn": classifiers.train(config, {**step, "model": "cnn"})}
     scores = classifiers.evaluate(config, {**step, "train": trained})
     decision = classifiers.register(config, {**step, "train": trained, "evaluate": scores})["versions"]["cnn"]
-    return _version(tracking.client().get_model_version(CLASSIFIER, decision["version"]), True)
+    return _version(tracking.model_version(CLASSIFIER, decision["version"]), True)
 
 
 def _canvas(size: str) -> tuple[int, int]:
@@ -179,7 +174,7 @@ def convert_to_fcn(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
     typed = FAMILY.load(config)
     key = run_key(inputs, "fcn")
     earlier = finished_run(FAMILY, key)
-    if earlier is not None and "nnzoo.classifier" in earlier.data.tags:
+    if earlier is not None and TAG_CLASSIFIER in earlier.data.tags:
         say(f"fcn: run {earlier.info.run_id} already finished for {key}; reusing it")
         return _fcn_outputs(earlier)
     classifier = find_classifier(typed, inputs)
@@ -236,7 +231,7 @@ def convert_to_fcn(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
         fcn.summary(print_fn=summary.append)
         tracking.log_bytes(run.run_id, "\n".join(summary).encode(), "model_summary.txt")
         model_uri = tracking.log_keras_model(run.run_id, fcn, checks["held_out_digits"][:2])
-        run.set_tags({"nnzoo.classifier": f"{CLASSIFIER}/{classifier['version']}", "nnzoo.model_uri": model_uri})
+        run.set_tags({TAG_CLASSIFIER: f"{CLASSIFIER}/{classifier['version']}", TAG_MODEL_URI: model_uri})
     say(f"fcn: {CLASSIFIER} v{classifier['version']} ({classifier['profile']}) converted; window "
         f"{shape.window}, stride {shape.stride}; max |CNN - FCN| on 28x28 = {max(difference.values()):.2e}; "
         f"heatmaps {sizes}")
@@ -245,8 +240,8 @@ def convert_to_fcn(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
 
 def _fcn_outputs(run: Any) -> dict[str, Any]:
     params = run.data.params
-    name, _, version = run.data.tags["nnzoo.classifier"].rpartition("/")
-    return {"run_id": run.info.run_id, "model_uri": run.data.tags["nnzoo.model_uri"],
+    name, _, version = run.data.tags[TAG_CLASSIFIER].rpartition("/")
+    return {"run_id": run.info.run_id, "model_uri": run.data.tags[TAG_MODEL_URI],
             "classifier": {"name": name, "version": version, "model_uri": f"models:/{name}/{version}",
                            "profile": params.get("classifier.profile")},
             "metrics": dict(run.data.metrics)}
@@ -383,8 +378,8 @@ def detect(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     images = scored_scenes(scenes, "x")[:count]
     boxes, digits = scenes.get("test", "boxes")[:count], scenes.get("test", "digits")[:count]
     keys = ("detection_precision", "detection_recall", "detection_f1")
-    metrics = _evaluated(converted["run_id"], scenes.fingerprint, keys)
-    if metrics is None:
+
+    def measure(run: Any) -> dict[str, float]:
         fcn = tracking.load_keras_model(converted["model_uri"])
         shape = geometry(fcn)
         maps = pyramid(fcn, shape, normalize_images(images), detection.detection_scales)
@@ -395,22 +390,23 @@ def detect(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         metrics.update({f"{key}_peaks_only": value for key, value in
                         score_detections(found["peaks_only"], boxes, digits, detection.match_iou).items()
                         if key in keys})
-        with tracking.run(FAMILY.experiment_name, "fcn", resume_run_id=converted["run_id"]) as run:
-            run.log_metrics({**metrics, "detect_scenes": float(count)})
-            shown = range(min(PREVIEW, count))
-            tracking.log_figure(run.run_id, plots.detections(
-                images[list(shown)], [_truth(boxes[n], digits[n]) for n in shown],
-                [[(f"{label} {score:.3f}", box) for label, score, box in found["recentred"][n]] for n in shown],
-                f"boxes from heatmaps: precision {metrics['detection_precision']:.3f}, recall "
-                f"{metrics['detection_recall']:.3f} at IoU {detection.match_iou} (green: true, red: found)"),
-                "plots/detections.png")
-            heat = maps[0][0]
-            tracking.log_figure(run.run_id, plots.heatmaps(
-                normalize_images(images[:4]), [[(f"p({d})", heat[n][..., d]) for d in digits[n] if d >= 0][:3]
-                                               for n in range(min(4, count))],
-                shape.window, shape.stride, f"class heatmaps over test scenes (scale {detection.detection_scales[0]})"),
-                "plots/heatmaps_over_scenes.png")
-            run.set_tags({TAG_EVALUATED_ON: scenes.fingerprint})
+        metrics["detect_scenes"] = float(count)
+        shown = range(min(PREVIEW, count))
+        tracking.log_figure(run.run_id, plots.detections(
+            images[list(shown)], [_truth(boxes[n], digits[n]) for n in shown],
+            [[(f"{label} {score:.3f}", box) for label, score, box in found["recentred"][n]] for n in shown],
+            f"boxes from heatmaps: precision {metrics['detection_precision']:.3f}, recall "
+            f"{metrics['detection_recall']:.3f} at IoU {detection.match_iou} (green: true, red: found)"),
+            "plots/detections.png")
+        heat = maps[0][0]
+        tracking.log_figure(run.run_id, plots.heatmaps(
+            normalize_images(images[:4]), [[(f"p({d})", heat[n][..., d]) for d in digits[n] if d >= 0][:3]
+                                           for n in range(min(4, count))],
+            shape.window, shape.stride, f"class heatmaps over test scenes (scale {detection.detection_scales[0]})"),
+            "plots/heatmaps_over_scenes.png")
+        return metrics
+
+    metrics = evaluate_into(FAMILY, converted["run_id"], scenes.fingerprint, keys, measure, reuse_all=True)
     say(f"detect: precision {metrics['detection_precision']:.3f}, recall {metrics['detection_recall']:.3f} at IoU "
         f"{detection.match_iou} on {count} test scenes (peaks only, no re-centring: "
         f"{metrics['detection_precision_peaks_only']:.3f} / {metrics['detection_recall_peaks_only']:.3f})")
@@ -419,13 +415,6 @@ def detect(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     decision = register_and_promote(FAMILY, "fcn", converted["run_id"], converted["model_uri"], "detection_f1",
                                     metrics["detection_f1"], tolerance=typed.promotion_tolerance)
     return {"metrics": metrics, "version": decision, "classifier": converted["classifier"]}
-
-
-def _evaluated(run_id: str, fingerprint: str, keys: Sequence[str]) -> dict[str, float] | None:
-    """Every metric of a run already evaluated on this data (a retry), else None."""
-    if evaluated(run_id, fingerprint, tuple(keys)) is None:
-        return None
-    return dict(tracking.get_run(run_id).data.metrics)
 
 
 # --- segmentation -------------------------------------------------------------------------
@@ -530,8 +519,8 @@ def evaluate_segmenter(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
     results = {}
     for which, trained in sorted(inputs["train_segmenter"].items()):
         data = load_prepared(trained.get("data_uri", inputs["data_uri"]))
-        metrics = _evaluated(trained["run_id"], data.fingerprint, ("mean_iou", "pixel_accuracy"))
-        if metrics is None:
+
+        def measure(run: Any, data: Any = data, trained: dict = trained) -> dict[str, float]:
             model = tracking.load_keras_model(trained["model_uri"])
             images, masks = scored_scenes(data, "x"), scored_scenes(data, "mask")
             predicted = np.asarray(model.predict(normalize_images(images), batch_size=32, verbose=0)).argmax(-1)
@@ -544,15 +533,15 @@ def evaluate_segmenter(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
                                                 verbose=0)).argmax(-1)
                 metrics["mean_iou_seen_digits"] = segmentation_scores(seen, data.get("test", "mask"),
                                                                       len(data.class_names))["mean_iou"]
-            with tracking.run(FAMILY.experiment_name, which, resume_run_id=trained["run_id"]) as run:
-                run.log_metrics(metrics)
-                tracking.log_dict(run.run_id, {"class_names": list(data.class_names), **scores},
-                                  "evaluation/iou.json")
-                tracking.log_figure(run.run_id, plots.segmentations(
-                    images[:6], masks[:6], predicted[:6], len(data.class_names),
-                    f"{data.name}: mean IoU {metrics['mean_iou']:.3f}, pixel accuracy "
-                    f"{metrics['pixel_accuracy']:.3f}"), "plots/masks.png")
-                run.set_tags({TAG_EVALUATED_ON: data.fingerprint})
+            tracking.log_dict(run.run_id, {"class_names": list(data.class_names), **scores},
+                              "evaluation/iou.json")
+            tracking.log_figure(run.run_id, plots.segmentations(
+                images[:6], masks[:6], predicted[:6], len(data.class_names),
+                f"{data.name}: mean IoU {metrics['mean_iou']:.3f}, pixel accuracy "
+                f"{metrics['pixel_accuracy']:.3f}"), "plots/masks.png")
+            return metrics
+
+        metrics = evaluate_into(FAMILY, trained["run_id"], data.fingerprint, ("mean_iou", "pixel_accuracy"), measure, reuse_all=True)
         say(f"segmenter ({data.name}): mean IoU {metrics['mean_iou']:.4f}, pixel accuracy "
             f"{metrics['pixel_accuracy']:.4f}")
         tracking.log_metrics(parent_run_of(inputs), {f"{key}{'' if which == 'scenes' else '_' + which}": metrics[key]
@@ -618,8 +607,8 @@ def evaluate_generator(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
     trained = inputs["train_generator"]
     classifier = inputs["convert_to_fcn"]["classifier"]
     posed_fingerprint = inputs["prepare_scenes"]["posed_fingerprint"]
-    metrics = _evaluated(trained["run_id"], posed_fingerprint, ("recognised_share",))
-    if metrics is None:
+
+    def measure(run: Any) -> dict[str, float]:
         generator = tracking.load_keras_model(trained["model_uri"])
         cnn = tracking.load_keras_model(classifier["model_uri"])
         rng = np.random.default_rng(0)
@@ -651,21 +640,21 @@ def evaluate_generator(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
         for first, second in ((1, 7), (3, 8)):
             sweeps[f"{first} -> {second}"] = generator.predict(
                 [(1 - mix) * onehot[first] + mix * onehot[second], middle.astype(np.float32)], verbose=0)
-        with tracking.run(FAMILY.experiment_name, "generator", resume_run_id=trained["run_id"]) as run:
-            run.log_params({"evaluation.classifier": f"{classifier['name']}/{classifier['version']}"})
-            run.log_metrics(metrics)
+        run.log_params({"evaluation.classifier": f"{classifier['name']}/{classifier['version']}"})
+        tracking.log_figure(run.run_id, plots.image_grid(
+            grid, [f"{d} {r:+.0f}°" for d, r in zip(grid_labels, grid_pose[:, 0], strict=True)],
+            f"generated digits: class x rotation (recognised {metrics['recognised_share']:.3f} by "
+            f"{classifier['name']} v{classifier['version']})", columns=len(rotations)), "plots/class_by_rotation.png")
+        tracking.log_figure(run.run_id, plots.image_rows(sweeps, "generator sweeps: pose of a 4, and class "
+                                                                 "interpolations"), "plots/interpolations.png")
+        wrong = np.flatnonzero(~hit)[:30]
+        if len(wrong):
             tracking.log_figure(run.run_id, plots.image_grid(
-                grid, [f"{d} {r:+.0f}°" for d, r in zip(grid_labels, grid_pose[:, 0], strict=True)],
-                f"generated digits: class x rotation (recognised {metrics['recognised_share']:.3f} by "
-                f"{classifier['name']} v{classifier['version']})", columns=len(rotations)), "plots/class_by_rotation.png")
-            tracking.log_figure(run.run_id, plots.image_rows(sweeps, "generator sweeps: pose of a 4, and class "
-                                                                     "interpolations"), "plots/interpolations.png")
-            wrong = np.flatnonzero(~hit)[:30]
-            if len(wrong):
-                tracking.log_figure(run.run_id, plots.image_grid(
-                    images[wrong], [f"{labels[i]}→{predicted[i]} {pose[i, 0]:+.0f}°" for i in wrong],
-                    "generated digits the classifier labels otherwise (asked→labelled)"), "plots/not_recognised.png")
-            run.set_tags({TAG_EVALUATED_ON: posed_fingerprint})
+                images[wrong], [f"{labels[i]}→{predicted[i]} {pose[i, 0]:+.0f}°" for i in wrong],
+                "generated digits the classifier labels otherwise (asked→labelled)"), "plots/not_recognised.png")
+        return metrics
+
+    metrics = evaluate_into(FAMILY, trained["run_id"], posed_fingerprint, ("recognised_share",), measure, reuse_all=True)
     say(f"generator: {metrics['recognised_share']:.3f} of generated digits labelled with the requested class by "
         f"{classifier['name']} v{classifier['version']}")
     tracking.log_metrics(parent_run_of(inputs), {"recognised_share": metrics["recognised_share"]})

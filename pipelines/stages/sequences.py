@@ -91,8 +91,7 @@ def train(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
 
 def _common(inputs: dict[str, Any], data: Any, sequence_length: int, **fields: Any) -> Training:
     return Training(inputs["key"], data=data, run_name=inputs["name"],
-                    tags={"nnzoo.task": inputs["task"], "nnzoo.cell": inputs["cell"],
-                          "nnzoo.direction": inputs["direction"]},
+                    tags={"task": inputs["task"], "cell": inputs["cell"], "direction": inputs["direction"]},
                     params={"task": inputs["task"], "cell": inputs["cell"], "direction": inputs["direction"],
                             "sequence_length": sequence_length}, **fields)
 
@@ -376,14 +375,5 @@ def _cell_label(cell: str) -> str:
 
 def _through_time(run_id: str) -> dict[str, list[float]]:
     """The run's ``|dL/dx_t|`` curves: ``initialisation`` (absent for a resumed run) and ``trained``."""
-    import json
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = tracking.client().download_artifacts(run_id, "gradients/through_time.json", folder)
-        except Exception:  # logged by evaluate; a failed download leaves the curves out of the plot
-            return {}
-        with open(path) as handle:
-            recorded = json.load(handle)
+    recorded = tracking.load_json(run_id, "gradients/through_time.json") or {}  # absent: left out of the plot
     return {stage: recorded[stage] for stage in ("initialisation", "trained") if stage in recorded}

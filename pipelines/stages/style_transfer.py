@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from pipelines.configs.style_transfer import FAMILY
 from pipelines.errors import BadValueError, NnzooError
 from pipelines.stages.common import (
     Training,
-    evaluated,
+    evaluate_into,
     parent_run_of,
     register_and_promote,
     run_key,
@@ -33,8 +32,8 @@ from pipelines.stages.common import (
     say,
 )
 
-TAG_LOSS_NET = "nnzoo.loss_net"
-TAG_STYLE_SOURCE = "nnzoo.style_source"
+TAG_LOSS_NET = tracking.tag("loss_net")
+TAG_STYLE_SOURCE = tracking.tag("style_source")
 MODEL = "stylizer"
 IMAGENET_WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_WEIGHTS_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
@@ -158,7 +157,7 @@ def prepare_images(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
     tracking.log_params(parent, {"loss_net_used": chosen.name, "style.source": style.source,
                                  "style.fingerprint": style.fingerprint, "content_photo_used": photo})
     tracking.set_tags(parent, {TAG_LOSS_NET: chosen.name, TAG_STYLE_SOURCE: style.source,
-                               "nnzoo.loss_net_reason": chosen.reason})
+                               tracking.tag("loss_net_reason"): chosen.reason})
     tracking.log_bytes(parent, png_bytes(style.pixels), "images/style.png")
     tracking.log_dict(parent, out, "images/prepared.json")
     say(f"style_transfer: style {style.source} {style.pixels.shape[1]}x{style.pixels.shape[0]}"
@@ -399,8 +398,7 @@ def stylize_fast(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, An
     trained = inputs["train_fast_stylizer"]
     run_id = trained["run_id"]
     data = load_prepared(inputs["data_uri"])
-    metrics = evaluated(run_id, data.fingerprint, FAST_KEYS)
-    if metrics is None:
+    def measure(run: Any) -> dict[str, float]:
         transformer = tracking.load_keras_model(trained["model_uri"])
         loss = perceptual_loss(typed, images)
         photos = data.get("test", "x").astype(np.float32) / np.float32(255.0)
@@ -433,8 +431,9 @@ def stylize_fast(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, An
             tracking.log_figure(run_id, side_by_side(
                 {"content": photo, "style": _style_pixels(images), "fast stylizer": output},
                 f"Held-out photo {names[index]}"), f"stylised/test_{names[index]}.png")
-        tracking.log_metrics(run_id, metrics)
-        tracking.set_tags(run_id, {"nnzoo.evaluated_on": data.fingerprint})
+        return metrics
+
+    metrics = evaluate_into(FAMILY, run_id, data.fingerprint, FAST_KEYS, measure)
     decision = register_and_promote(FAMILY, MODEL, run_id, trained["model_uri"], "test_perceptual_loss",
                                     metrics["test_perceptual_loss"], tolerance=typed.promotion_tolerance,
                                     higher_is_better=False)
@@ -496,8 +495,7 @@ def compare_speed(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, A
                         f"speedup_500_steps{suffix}": 500 * per_step / forward,
                         f"speedup_run_steps{suffix}": steps * per_step / forward})
         rows.append((size, per_step, forward))
-    history = [m.value for m in sorted(tracking.client().get_metric_history(iterative["run_id"], "total_loss"),
-                                       key=lambda m: m.step)]
+    history = [value for _step, value in tracking.metric_history(iterative["run_id"], "total_loss")]
     target = fast["metrics"]["fast_total_loss_at_image_size"]
     reached = next((number for number, value in enumerate(history, 1) if value <= target), None)
     per_step_at_size = dict((size, step) for size, step, _ in rows)[typed.iterative.image_size]
@@ -540,11 +538,14 @@ def content_photo_from(inputs: dict[str, Any], typed: Any, images: dict[str, Any
 
 
 def _artifact_image(run_id: str, path: str) -> np.ndarray:
-    from pipelines.data.source_style import read_image
+    import io
 
-    with tempfile.TemporaryDirectory() as folder:
-        local = tracking.client().download_artifacts(run_id, path, folder)
-        return read_image(local, min_side=1).pixels
+    from PIL import Image
+
+    data = tracking.load_artifact(run_id, path)
+    if data is None:
+        raise FileNotFoundError(f"run {run_id} has no artifact {path}")
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 # --- pictures ----------------------------------------------------------------------------------------------

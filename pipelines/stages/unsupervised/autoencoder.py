@@ -9,7 +9,7 @@ import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.unsupervised import FAMILY
-from pipelines.stages.common import TAG_EVALUATED_ON, Training, builder_kwargs, evaluated, run_training, say
+from pipelines.stages.common import Training, builder_kwargs, evaluate_into, run_training, say
 
 CODE_MAP_POINTS = 1000
 """Test images drawn in the 2-D map of autoencoder codes (t-SNE cost grows quickly)."""
@@ -60,24 +60,21 @@ def evaluate_autoencoder(config: dict[str, Any], inputs: dict[str, Any]) -> dict
     typed = FAMILY.load(config)
     data = load_prepared(inputs["data_uri"])
     trained = inputs["train_autoencoder"]
-    earlier = evaluated(trained["run_id"], data.fingerprint, METRICS)
-    if earlier is not None:
-        return {"metrics": earlier}
     train_x, _ = data.split("train")
     test_x, test_y = data.split("test")
     flat = pixels(test_x)
-    with tracking.run(FAMILY.experiment_name, "autoencoder", resume_run_id=trained["run_id"]) as run:
+    components = typed.autoencoder.bottleneck
+
+    def measure(run: Any) -> dict[str, float]:
         model = tracking.load_keras_model(trained["model_uri"])
         images = flat.reshape(test_x.shape)
         reconstructed = np.asarray(model.predict(images, batch_size=512, verbose=0)).reshape(flat.shape)
-        components = typed.autoencoder.bottleneck
         train_pixels = pixels(train_x)
         pca = PCA(n_components=min(components, *train_pixels.shape), random_state=0).fit(train_pixels)
         pca_reconstructed = pca.inverse_transform(pca.transform(flat))
         metrics = {"test_mse": float(np.mean((reconstructed - flat) ** 2)),
                    "pca_test_mse": float(np.mean((np.clip(pca_reconstructed, 0, 1) - flat) ** 2))}
         metrics["mse_ratio_vs_pca"] = metrics["test_mse"] / max(metrics["pca_test_mse"], 1e-12)
-        run.log_metrics(metrics)
         run.log_params({"pca.components": components})
         # One test image per class (the first of each), then the next ten.
         firsts = [int(np.flatnonzero(test_y == label)[0]) for label in range(data.num_classes)
@@ -91,7 +88,9 @@ def evaluate_autoencoder(config: dict[str, Any], inputs: dict[str, Any]) -> dict
             f"Test reconstructions: autoencoder MSE {metrics['test_mse']:.4f}, PCA {metrics['pca_test_mse']:.4f}"),
             "plots/reconstructions.png")
         tracking.log_figure(run.run_id, _code_map(model, images, test_y, data.class_names), "plots/code_map.png")
-        run.set_tags({TAG_EVALUATED_ON: data.fingerprint})
+        return metrics
+
+    metrics = evaluate_into(FAMILY, trained["run_id"], data.fingerprint, METRICS, measure)
     say(f"autoencoder: test MSE/pixel {metrics['test_mse']:.4f} vs PCA-{components} "
         f"{metrics['pca_test_mse']:.4f} (ratio {metrics['mse_ratio_vs_pca']:.3f})")
     return {"metrics": metrics}

@@ -207,7 +207,7 @@ def finetune(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         name, data=data, run_name=name.replace("_", "-"), model_tag="dbn", stage="finetune",
         seed=typed.train.seed * 1000 + seed, after=score, progress=False, example=normalize_images(test_x[:4]),
         keep_model=init == "dbn" and fraction == max(finetune_config.label_fractions),
-        tags={"nnzoo.init": init, "nnzoo.label_fraction": fraction, "nnzoo.seed": seed},
+        tags={"init": init, "label_fraction": fraction, "seed": seed},
         params={"init": init, "label_fraction": fraction, "seed": seed, "labelled_examples": len(chosen),
                 "batch": batch, "epochs": epochs, "steps_per_epoch": steps_per_epoch},
         build=lambda: build_dbn_classifier(

@@ -1,0 +1,92 @@
+"""The kit's step kinds, on their own (the families' tests cover them in use), and the
+rule that keeps them the only way: stage modules make no direct MLflow calls, write no
+tag literals and download no artifacts by hand."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pipelines import tracking
+from pipelines.families import get_family
+from pipelines.stages import common
+from tests.conftest import REPO_ROOT, new_store
+
+FAMILY = get_family("classifiers")
+
+FORBIDDEN = {
+    r"tracking\.client\(\)|\bMlflowClient\b": "a direct MLflow client call",
+    r"^\s*(import mlflow|from mlflow)": "MLflow used directly",
+    r"download_artifacts|\btempfile\b": "an artifact downloaded by hand",
+    r"f?[\"']nnzoo\.": "a tag literal (use tracking.tag or a TAG_ constant)",
+}
+
+
+def stage_modules() -> list:
+    kit = REPO_ROOT / "pipelines" / "stages" / "common.py"
+    return sorted(p for p in (REPO_ROOT / "pipelines" / "stages").rglob("*.py") if p != kit)
+
+
+@pytest.mark.parametrize("path", stage_modules(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_stage_modules_go_through_the_kit(path):
+    found = [f"{path.name}:{number}: {why}: {line.strip()}"
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             for pattern, why in FORBIDDEN.items() if re.search(pattern, line)]
+    assert found == []
+
+
+def test_the_rule_finds_what_it_forbids(tmp_path):
+    lines = ['    client = tracking.client()', 'import mlflow', '    tags = {"nnzoo.task": 1}',
+             '    path = client.download_artifacts(run_id, "a.json", folder)']
+    assert all(any(re.search(pattern, line) for pattern in FORBIDDEN) for line in lines)
+    assert not any(re.search(pattern, 'tags = {tracking.tag("task"): 1}') for pattern in FORBIDDEN)
+
+
+@pytest.fixture
+def trained(tmp_path, monkeypatch):
+    new_store(tmp_path / "store").activate(monkeypatch)
+    with tracking.run(FAMILY.experiment_name, "model") as run:
+        run.log_metrics({"loss": 0.5})
+    return run.run_id
+
+
+def test_an_evaluation_is_logged_into_the_training_run_once_per_data(trained):
+    calls = []
+
+    def measure(run):
+        calls.append(run.run_id)
+        tracking.log_dict(run.run_id, {"seen": True}, "evaluation/seen.json")
+        return {"test_accuracy": 0.9, "test_loss": 0.3}
+
+    first = common.evaluate_into(FAMILY, trained, "data-a", ("test_accuracy",), measure)
+    again = common.evaluate_into(FAMILY, trained, "data-a", ("test_accuracy",), measure)
+    assert first == {"test_accuracy": 0.9, "test_loss": 0.3} and again == {"test_accuracy": 0.9}
+    assert calls == [trained]  # the second call reused the logged metrics
+    assert common.evaluate_into(FAMILY, trained, "data-a", ("test_accuracy",), measure, reuse_all=True) == {
+        "loss": 0.5, "test_accuracy": 0.9, "test_loss": 0.3}
+    common.evaluate_into(FAMILY, trained, "data-b", ("test_accuracy",), measure)
+    assert calls == [trained, trained]  # other data: evaluated again
+    run = tracking.get_run(trained)
+    assert run.info.status == "FINISHED" and run.data.tags[common.TAG_EVALUATED_ON] == "data-b"
+    assert tracking.load_json(trained, "evaluation/seen.json") == {"seen": True}
+    assert tracking.load_json(trained, "evaluation/nothing.json") is None
+
+
+def test_a_failed_evaluation_ends_the_run_failed_with_the_reason(trained):
+    def measure(run):
+        raise RuntimeError("the test split is empty")
+
+    with pytest.raises(RuntimeError):
+        common.evaluate_into(FAMILY, trained, "data-a", ("test_accuracy",), measure)
+    run = tracking.get_run(trained)
+    assert run.info.status == "FAILED"
+    assert run.data.tags[tracking.TAG_FAILURE] == "RuntimeError: the test split is empty"
+    assert common.TAG_EVALUATED_ON not in run.data.tags
+
+
+def test_labels_become_nnzoo_tags():
+    typed = FAMILY.config("smoke")
+    tags = common.run_tags(FAMILY, typed, "cnn", "train", task="adding", **{"mlflow.note.content": "x"})
+    assert tags["nnzoo.task"] == "adding" and tags["mlflow.note.content"] == "x"
+    assert tags[tracking.TAG_MODEL] == "cnn" and tags[tracking.TAG_PROFILE] == "smoke"
