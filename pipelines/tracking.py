@@ -326,6 +326,10 @@ def child_runs(experiment_id: str, parent_run_id: str) -> list[Any]:
                                 max_results=1000)
 
 
+def rename_run(run_id: str, run_name: str) -> None:
+    client().update_run(run_id, name=run_name)
+
+
 def get_run(run_id: str) -> Any:
     return client().get_run(run_id)
 

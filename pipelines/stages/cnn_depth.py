@@ -14,13 +14,11 @@ from pipelines.configs.cnn_depth import FAMILY, VARIANTS
 from pipelines.errors import BadValueError
 from pipelines.stages.common import (
     Training,
-    finished_run,
     parent_run_of,
     register_and_promote,
-    run_key,
-    run_tags,
     run_training,
     say,
+    side_run,
 )
 
 METRIC = "test_accuracy"
@@ -104,16 +102,12 @@ def count_parameters(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str
     from pipelines.flops import count_flops
 
     typed = FAMILY.load(config)
-    key = run_key(inputs, "count_parameters")
-    earlier = finished_run(FAMILY, key)
-    if earlier is not None:
-        return {"run_id": earlier.info.run_id, "metrics": dict(earlier.data.metrics)}
-    nets = {"dense": build_model("mlp", input_shape=TALK_INPUT, num_classes=10, hidden_units=(100, 100, 100),
-                                 dropout_rate=0.0, name="talk_dense"),
-            "cnn": build_model("talk_cnn", input_shape=TALK_INPUT, num_classes=10)}
-    metrics: dict[str, float] = {}
-    with tracking.run(FAMILY.experiment_name, "count-parameters 100x100", run_key=key, parent_run_id=parent_run_of(inputs),
-                      tags=run_tags(FAMILY, typed, "talk_nets", "count")) as run:
+
+    def count(run: Any) -> dict[str, float]:
+        nets = {"dense": build_model("mlp", input_shape=TALK_INPUT, num_classes=10, hidden_units=(100, 100, 100),
+                                     dropout_rate=0.0, name="talk_dense"),
+                "cnn": build_model("talk_cnn", input_shape=TALK_INPUT, num_classes=10)}
+        metrics: dict[str, float] = {}
         for name, model in nets.items():
             metrics[f"{name}_params"] = float(model.count_params())
             metrics[f"{name}_flops"] = float(count_flops(model).total)
@@ -122,12 +116,14 @@ def count_parameters(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str
             tracking.log_bytes(run.run_id, "\n".join(lines).encode(), f"summaries/{name}.txt")
         metrics["parameter_ratio"] = metrics["dense_params"] / metrics["cnn_params"]
         metrics["flops_ratio"] = metrics["cnn_flops"] / metrics["dense_flops"]
-        run.log_params({"input_shape": "x".join(map(str, TALK_INPUT)), "dense_hidden_units": "100,100,100",
-                        "cnn": "conv3x3(100)-conv3x3(100)-global_avg_pool-dense(10)"})
-        run.log_metrics(metrics)
-    say(f"C2 100x100 inputs: dense net {metrics['dense_params']:,.0f} parameters, CNN {metrics['cnn_params']:,.0f} "
-        f"({metrics['parameter_ratio']:.1f}x fewer); the CNN costs {metrics['flops_ratio']:.0f}x the FLOPs")
-    return {"run_id": run.run_id, "metrics": metrics}
+        say(f"C2 100x100 inputs: dense net {metrics['dense_params']:,.0f} parameters, CNN "
+            f"{metrics['cnn_params']:,.0f} ({metrics['parameter_ratio']:.1f}x fewer); the CNN costs "
+            f"{metrics['flops_ratio']:.0f}x the FLOPs")
+        return metrics
+
+    return side_run(FAMILY, typed, inputs, "talk_nets", count, run_name="count-parameters 100x100", stage="count",
+                    params={"input_shape": "x".join(map(str, TALK_INPUT)), "dense_hidden_units": "100,100,100",
+                            "cnn": "conv3x3(100)-conv3x3(100)-global_avg_pool-dense(10)"})
 
 
 # --- C3, C7, C8: the variants ---------------------------------------------------------

@@ -209,6 +209,30 @@ def finished_run(family: Family, key: str | None) -> Any | None:
     return earlier if earlier is not None and earlier.info.status == "FINISHED" else None
 
 
+def side_run(family: Family, typed: ExperimentConfig, inputs: dict[str, Any], name: str,
+             work: Callable[[Any], Mapping[str, float]], *, run_name: str | None = None, stage: str | None = None,
+             data: Any = None, params: Mapping[str, Any] | None = None, labels: Mapping[str, Any] | None = None,
+             done: Callable[[Any], bool] | None = None) -> dict[str, Any]:
+    """The non-training step kind (a conversion, a count, a comparison): one run of model
+    ``name``, nested under the pipeline's parent run, with the config, dataset, commit and
+    device as params (:func:`run_params`, plus ``params``); ``work(run)`` does the step,
+    logs what it likes into ``run`` and returns the metrics, which the kit logs. A retry
+    of the task reuses the run once it FINISHED (and ``done(run)`` holds, when given);
+    a failure ends it FAILED with the reason. Returns ``run_id`` and ``metrics``."""
+    key = run_key(inputs, name)
+    earlier = finished_run(family, key)
+    if earlier is not None and (done is None or done(earlier)):
+        say(f"{name}: run {earlier.info.run_id} already finished for {key}; reusing it")
+        return {"run_id": earlier.info.run_id, "metrics": dict(earlier.data.metrics)}
+    parent = parent_run_of(inputs) if family.pipeline.parent_run else None
+    with tracking.run(family.experiment_name, run_name or name, run_key=key, parent_run_id=parent,
+                      tags=run_tags(family, typed, name, stage or name, **(labels or {}))) as run:
+        run.log_params(run_params(typed, data, model=name, **(params or {})))
+        metrics = {key: float(value) for key, value in work(run).items()}
+        run.log_metrics(metrics)
+    return {"run_id": run.run_id, "metrics": metrics}
+
+
 def _outputs(model: str, run: Any, *, cached: bool) -> dict[str, Any]:
     return {"model": model, "run_id": run.info.run_id, "model_uri": run.data.tags[TAG_MODEL_URI], "cached": cached,
             "metrics": dict(run.data.metrics)}

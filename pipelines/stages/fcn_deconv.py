@@ -17,13 +17,12 @@ from pipelines.stages.common import (
     TAG_MODEL_URI,
     Training,
     evaluate_into,
-    finished_run,
     parent_run_of,
     register_and_promote,
     run_key,
-    run_tags,
     run_training,
     say,
+    side_run,
 )
 
 CLASSIFIER = "nnzoo-classifiers-cnn"
@@ -172,16 +171,12 @@ def convert_to_fcn(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
     from pipelines.data.source_scenes import held_out_digits, make_scenes
 
     typed = FAMILY.load(config)
-    key = run_key(inputs, "fcn")
-    earlier = finished_run(FAMILY, key)
-    if earlier is not None and TAG_CLASSIFIER in earlier.data.tags:
-        say(f"fcn: run {earlier.info.run_id} already finished for {key}; reusing it")
-        return _fcn_outputs(earlier)
-    classifier = find_classifier(typed, inputs)
-    cnn = tracking.load_keras_model(classifier["model_uri"])
     scenes = load_prepared(inputs["data_uri"])
-    with tracking.run(FAMILY.experiment_name, f"fcn from cnn v{classifier['version']}", run_key=key,
-                      parent_run_id=parent_run_of(inputs), tags=run_tags(FAMILY, typed, "fcn", "convert")) as run:
+
+    def convert_classifier(run: Any) -> dict[str, float]:
+        classifier = find_classifier(typed, inputs)
+        tracking.rename_run(run.run_id, f"fcn from cnn v{classifier['version']}")
+        cnn = tracking.load_keras_model(classifier["model_uri"])
         try:
             fcn = convert(cnn, name="digit_fcn")
         except FcnConversionError as error:
@@ -217,11 +212,7 @@ def convert_to_fcn(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
                         "classifier.run_id": classifier["run_id"], "classifier.profile": classifier["profile"],
                         "classifier.trained_here": classifier["trained_here"],
                         "fcn.window": f"{shape.window[0]}x{shape.window[1]}",
-                        "fcn.stride": f"{shape.stride[0]}x{shape.stride[1]}",
-                        "dataset.name": scenes.name, "dataset.fingerprint": scenes.fingerprint})
-        run.log_metrics({"max_abs_difference": max(difference.values()),
-                         **{f"max_abs_difference_{name}": value for name, value in difference.items()},
-                         "params": float(fcn.count_params())})
+                        "fcn.stride": f"{shape.stride[0]}x{shape.stride[1]}"})
         tracking.log_dict(run.run_id, {"heatmap_shapes": sizes, "window": shape.window, "stride": shape.stride,
                                        "max_abs_difference": difference}, "fcn/geometry.json")
         tracking.log_figure(run.run_id, plots.heatmaps(
@@ -232,10 +223,16 @@ def convert_to_fcn(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
         tracking.log_bytes(run.run_id, "\n".join(summary).encode(), "model_summary.txt")
         model_uri = tracking.log_keras_model(run.run_id, fcn, checks["held_out_digits"][:2])
         run.set_tags({TAG_CLASSIFIER: f"{CLASSIFIER}/{classifier['version']}", TAG_MODEL_URI: model_uri})
-    say(f"fcn: {CLASSIFIER} v{classifier['version']} ({classifier['profile']}) converted; window "
-        f"{shape.window}, stride {shape.stride}; max |CNN - FCN| on 28x28 = {max(difference.values()):.2e}; "
-        f"heatmaps {sizes}")
-    return _fcn_outputs(tracking.get_run(run.run_id))
+        say(f"fcn: {CLASSIFIER} v{classifier['version']} ({classifier['profile']}) converted; window "
+            f"{shape.window}, stride {shape.stride}; max |CNN - FCN| on 28x28 = {max(difference.values()):.2e}; "
+            f"heatmaps {sizes}")
+        return {"max_abs_difference": max(difference.values()),
+                **{f"max_abs_difference_{name}": value for name, value in difference.items()},
+                "params": float(fcn.count_params())}
+
+    converted = side_run(FAMILY, typed, inputs, "fcn", convert_classifier, stage="convert", data=scenes,
+                         done=lambda run: TAG_CLASSIFIER in run.data.tags)
+    return _fcn_outputs(tracking.get_run(converted["run_id"]))
 
 
 def _fcn_outputs(run: Any) -> dict[str, Any]:

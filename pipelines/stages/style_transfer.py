@@ -25,11 +25,9 @@ from pipelines.stages.common import (
     evaluate_into,
     parent_run_of,
     register_and_promote,
-    run_key,
-    run_params,
-    run_tags,
     run_training,
     say,
+    side_run,
 )
 
 TAG_LOSS_NET = tracking.tag("loss_net")
@@ -254,26 +252,18 @@ def stylize_iterative(config: dict[str, Any], inputs: dict[str, Any]) -> dict[st
 
     typed = FAMILY.load(config)
     images = inputs["prepare_images"]
-    settings_ = typed.iterative
-    key = run_key(inputs, "iterative")
-    experiment_id = tracking.ensure_experiment(FAMILY.experiment_name)
-    earlier = tracking.find_run(experiment_id, key) if key else None
-    if earlier is not None and earlier.info.status == "FINISHED":
-        say(f"iterative: run {earlier.info.run_id} already finished for {key}; reusing it")
-        return {"run_id": earlier.info.run_id, "metrics": dict(earlier.data.metrics)}
+    iterative = typed.iterative
     data = load_prepared(inputs["data_uri"])
-    size = settings_.image_size
-    content = content_photo(data, images["content_photo"], size)
-    loss = perceptual_loss(typed, images)
-    tags = run_tags(FAMILY, typed, "iterative", "stylize_iterative", **_image_tags(images))
-    with tracking.run(FAMILY.experiment_name, f"iterative {images['content_photo']}", tags=tags, run_key=key,
-                      parent_run_id=parent_run_of(inputs)) as run:
-        run.log_params(run_params(typed, data, model="iterative", **_image_params(images)))
+    size = iterative.image_size
+
+    def stylise_by_optimisation(run: Any) -> dict[str, float]:
         import keras
 
+        content = content_photo(data, images["content_photo"], size)
+        loss = perceptual_loss(typed, images)
         keras.utils.set_random_seed(typed.train.seed)
-        result = optimise_image(loss, content, settings_.iterations, settings_.pixel_step_size, settings_.init,
-                                seed=typed.train.seed, snapshot_every=settings_.snapshot_every)
+        result = optimise_image(loss, content, iterative.iterations, iterative.pixel_step_size, iterative.init,
+                                seed=typed.train.seed, snapshot_every=iterative.snapshot_every)
         for number in range(len(result.history["total"])):
             run.log_metrics({f"{name}_loss": values[number] for name, values in result.history.items()},
                             step=number + 1)
@@ -287,24 +277,27 @@ def stylize_iterative(config: dict[str, Any], inputs: dict[str, Any]) -> dict[st
                    "style_loss_vs_content_photo": result.final["style"] / max(own["style"], 1e-12),
                    "iterative_seconds": result.seconds, "iterative_seconds_per_step": result.seconds_per_step,
                    "image_size": float(size)}
-        run.log_metrics(metrics)
         for number, snapshot in result.snapshots.items():
             tracking.log_bytes(run.run_id, png_bytes(snapshot), f"snapshots/step_{number:05d}.png")
         tracking.log_bytes(run.run_id, png_bytes(result.image), "images/result.png")
         tracking.log_figure(run.run_id, side_by_side(
-            {"content": content, "style": _style_pixels(images), f"iterative, {settings_.iterations} steps":
+            {"content": content, "style": _style_pixels(images), f"iterative, {iterative.iterations} steps":
              result.image}, f"Iterative stylisation ({images['loss_net']} VGG19)"), "images/side_by_side.png")
         steps = range(1, len(result.history["total"]) + 1)
         tracking.log_figure(run.run_id, plots.lines(
             {f"{name} x weight" if name != "total" else name: (steps, np.asarray(values) * weight)
              for (name, values), weight in zip(result.history.items(), (
                  typed.style.content_weight, typed.style.style_weight, typed.style.tv_weight, 1.0), strict=True)},
-            f"Iterative stylisation: losses per step ({settings_.init} start)", "step", "loss", log_y=True),
+            f"Iterative stylisation: losses per step ({iterative.init} start)", "step", "loss", log_y=True),
             "plots/losses.png")
-    say(f"iterative: total loss {first:.4g} -> {result.final['total']:.4g} "
-        f"(-{100 * metrics['total_loss_drop']:.1f}%), style loss {result.final['style']:.4g} vs the content "
-        f"photo's {own['style']:.4g}, {result.seconds_per_step:.3f} s per step at {size}x{size}")
-    return {"run_id": run.run_id, "metrics": metrics}
+        say(f"iterative: total loss {first:.4g} -> {result.final['total']:.4g} "
+            f"(-{100 * metrics['total_loss_drop']:.1f}%), style loss {result.final['style']:.4g} vs the content "
+            f"photo's {own['style']:.4g}, {result.seconds_per_step:.3f} s per step at {size}x{size}")
+        return metrics
+
+    return side_run(FAMILY, typed, inputs, "iterative", stylise_by_optimisation, stage="stylize_iterative",
+                    run_name=f"iterative {images['content_photo']}", data=data, params=_image_params(images),
+                    labels=_image_tags(images))
 
 
 # --- train_fast_stylizer ------------------------------------------------------------------------------

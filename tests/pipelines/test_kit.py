@@ -90,3 +90,32 @@ def test_labels_become_nnzoo_tags():
     tags = common.run_tags(FAMILY, typed, "cnn", "train", task="adding", **{"mlflow.note.content": "x"})
     assert tags["nnzoo.task"] == "adding" and tags["mlflow.note.content"] == "x"
     assert tags[tracking.TAG_MODEL] == "cnn" and tags[tracking.TAG_PROFILE] == "smoke"
+
+
+def test_a_side_run_is_nested_carries_its_provenance_and_is_reused_by_a_retry(tmp_path, monkeypatch):
+    new_store(tmp_path / "store").activate(monkeypatch)
+    family = get_family("cnn_depth")  # a family with a parent run
+    typed = family.config("smoke")
+    with tracking.run(family.experiment_name, "pipeline") as parent:
+        pass
+    inputs = {"run_key": "dag/run-1", "parent_run_id": parent.run_id}
+    calls = []
+
+    def count(run):
+        calls.append(run.run_id)
+        return {"parameter_ratio": 11}
+
+    first = common.side_run(family, typed, inputs, "talk_nets", count, stage="count")
+    again = common.side_run(family, typed, inputs, "talk_nets", count, stage="count")
+    assert first == again == {"run_id": calls[0], "metrics": {"parameter_ratio": 11.0}} and len(calls) == 1
+    run = tracking.get_run(first["run_id"])
+    assert run.data.tags["mlflow.parentRunId"] == parent.run_id and run.data.tags[tracking.TAG_MODEL] == "talk_nets"
+    assert {"code.git_commit", "device", "profile"} <= set(run.data.params)
+
+    def broken(run):
+        raise ValueError("no such layer")
+
+    with pytest.raises(ValueError):
+        common.side_run(family, typed, {**inputs, "run_key": "dag/run-2"}, "talk_nets", broken)
+    failed = tracking.find_run(tracking.ensure_experiment(family.experiment_name), "dag/run-2/talk_nets")
+    assert failed.info.status == "FAILED" and "no such layer" in failed.data.tags[tracking.TAG_FAILURE]
