@@ -6,7 +6,7 @@ Each function returns a matplotlib figure (Agg backend, no display needed);
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -365,69 +365,96 @@ def accuracy_vs_flops_panels(models: Sequence[Mapping[str, Any]], frontier: Mapp
     never share an axis), test accuracy against forward FLOPs per example (log), bubble
     area proportional to the parameter count, one colour per family; the models on the
     dataset's accuracy-per-parameter frontier (``frontier[dataset]``, as
-    ``family/model``) are ringed. Models that sit on top of each other (several nets at
-    chance) share one label. ``models``: dicts with ``family``, ``model``, ``dataset``,
-    ``accuracy``, ``flops``, ``params``."""
+    ``family/model``) are ringed. The accuracy axis is spaced by the log of the error
+    (1 - accuracy), so 0.95, 0.98 and 0.99 stand apart and nets at chance keep their
+    place at the bottom; labels sit in a column beside each panel, never on each other,
+    and models that sit together share one. ``models``: dicts with ``family``,
+    ``model``, ``dataset``, ``accuracy``, ``flops``, ``params``."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
     datasets = sorted({str(row["dataset"]) for row in models})
     families = sorted({str(row["family"]) for row in models})
     colours = {family: plt.get_cmap("tab10")(index % 10) for index, family in enumerate(families)}
     largest = max((float(row["params"]) for row in models), default=1.0)
-    widths = [2.0 if sum(str(r["dataset"]) == d for r in models) > 4 else 1.0 for d in datasets] or [1.0]
-    figure, axes = plt.subplots(1, len(widths), figsize=(5.0 * sum(widths) + 1.0, 6.4), squeeze=False,
-                                gridspec_kw={"width_ratios": widths})
-    for axis, dataset in zip(axes[0], datasets, strict=False):
+    floor = 1e-3  # error shown for a perfect score: accuracy 0.999
+
+    def error(row: Mapping[str, Any]) -> float:
+        return min(max(1.0 - float(row["accuracy"]), floor), 1.0)
+
+    grouped = {d: _label_groups([r for r in models if str(r["dataset"]) == d], error) for d in datasets}
+    heights = [max(2.8, 0.3 * sum(min(len(g), 3) for g in grouped[d]) + 1.2) for d in datasets] or [2.8]
+    figure, axes = plt.subplots(len(heights), 1, figsize=(12.5, sum(heights) + 1.6), squeeze=False,
+                                gridspec_kw={"height_ratios": heights})
+    for axis, dataset in zip(axes[:, 0], datasets, strict=False):
         rows = [row for row in models if str(row["dataset"]) == dataset]
         ringed = set(frontier.get(dataset, ()))
         for row in rows:
-            axis.scatter(float(row["flops"]), float(row["accuracy"]), s=30 + 1400 * float(row["params"]) / largest,
+            axis.scatter(float(row["flops"]), error(row), s=30 + 1400 * float(row["params"]) / largest,
                          color=colours[str(row["family"])], alpha=0.45, edgecolors="black",
                          linewidths=2.2 if f"{row['family']}/{row['model']}" in ringed else 0.4, zorder=3)
-        top = max(float(row["accuracy"]) for row in rows)
-        low = min(float(row["accuracy"]) for row in rows)
-        span = max(top - low, 0.05)
-        logs = [np.log(float(row["flops"])) for row in rows]
-        middle = (min(logs) + max(logs)) / 2
-        placed: list[float] = []
-        for group in _label_groups(rows, span):
-            x = float(np.exp(np.mean([np.log(float(row["flops"])) for row in group])))
-            y = float(np.mean([float(row["accuracy"]) for row in group]))
-            names = [f"{row['model']} ({_short_count(float(row['params']))})" for row in group]
-            text = "\n".join(names) if len(names) <= 4 else "\n".join([*names[:3], f"+{len(names) - 3} more"])
-            side = 1 if np.log(x) <= middle else -1  # labels point into the panel
-            # Labels of neighbours at about the same accuracy step down, not onto each other.
-            lift = -14 * sum(abs(y - other) < 0.05 * span for other in placed)
-            placed.append(y)
-            axis.annotate(text, (x, y), xytext=(side * 16, lift), textcoords="offset points", fontsize=8,
-                          ha="left" if side > 0 else "right", va="center", linespacing=1.1,
-                          bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "#ccc", "alpha": 0.85},
-                          arrowprops={"arrowstyle": "-", "color": "#888", "lw": 0.6}, zorder=4)
+        flops = [float(row["flops"]) for row in rows]
+        errors = [error(row) for row in rows]
         axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlim(min(flops) / 2.5, max(flops) * 2.5)
+        low, high = min(errors) / 1.8, min(max(errors) * 1.8, 1.5)
+        axis.set_ylim(high, low)  # inverted: better is higher
+        ticks = [e for e in (0.9, 0.5, 0.3, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002, 0.001) if low <= e <= high]
+        ticks = ticks[::2] if len(ticks) > 6 else ticks
+        axis.yaxis.set_major_locator(FixedLocator(ticks))
+        axis.yaxis.set_minor_locator(NullLocator())
+        axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{1 - value:.3g}"))
+        axis.set_ylabel("test accuracy\n(spaced by log error)")
         axis.set_xlabel("forward FLOPs per example (log scale)")
-        axis.set_ylabel("test accuracy")
-        axis.set_title(f"{dataset}: {len(rows)} model{'s' if len(rows) != 1 else ''}", fontsize=11)
+        axis.set_title(f"{dataset}: {len(rows)} model{'s' if len(rows) != 1 else ''}", fontsize=12, loc="left")
         axis.grid(alpha=0.3, which="major")
-        axis.set_ylim(max(0.0, low - 0.15 * span - 0.02), min(1.05, top + 0.15 * span + 0.02))
-        axis.margins(x=0.35)
+        # Labels in a column right of the panel, in the order of their points, spread apart.
+        groups = grouped[dataset]
+        span = np.log(high) - np.log(low)
+        wanted = [(np.log(high) - np.log(float(np.exp(np.mean([np.log(error(r)) for r in g]))))) / span
+                  for g in groups]
+        texts = []
+        for group in groups:
+            names = [f"{r['model']} ({_short_count(float(r['params']))}, {float(r['accuracy']):.3f})" for r in group]
+            texts.append("\n".join(names if len(names) <= 2 else [*names[:2], f"+{len(names) - 2} more"]))
+        lines = [text.count("\n") + 1 for text in texts]
+        unit = min(0.09, 0.98 / max(sum(lines), 1))  # axes height per line of label
+        order = sorted(range(len(groups)), key=lambda i: -wanted[i])
+        placed: dict[int, float] = {}
+        previous, previous_lines = 1.0, 0
+        for i in order:
+            previous = placed[i] = min(wanted[i], previous - unit * (previous_lines + lines[i]) / 2)
+            previous_lines = lines[i]
+        shift = max(0.0, unit * lines[order[-1]] / 2 - min(placed.values())) if order else 0.0
+        for i, group in enumerate(groups):
+            x = float(np.exp(np.mean([np.log(float(r["flops"])) for r in group])))
+            y = float(np.exp(np.mean([np.log(error(r)) for r in group])))
+            text = texts[i]
+            axis.annotate(text, (x, y), xytext=(1.02, placed[i] + shift), textcoords="axes fraction", fontsize=9,
+                          ha="left", va="center",
+                          bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "#ccc", "alpha": 0.9},
+                          arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.6}, zorder=4, annotation_clip=False)
     handles = [axes[0][0].scatter([], [], color=colours[family], alpha=0.6, s=80, label=family) for family in families]
     handles.append(axes[0][0].scatter([], [], facecolors="none", edgecolors="black", linewidths=2.2, s=80,
                                       label="on the accuracy-per-parameter frontier"))
-    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3 if len(widths) == 1 else 6),
-                  fontsize=10, frameon=False)
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=10, frameon=False)
     import textwrap
 
-    figure.suptitle(textwrap.fill(title, int(figure.get_figwidth() * 11)), fontsize=12)
-    figure.tight_layout(rect=(0, 0.1 if len(widths) == 1 else 0.06, 1, 0.93))
+    figure.suptitle(textwrap.fill(title, 110), fontsize=12)
+    figure.subplots_adjust(left=0.09, right=0.6, top=1 - 0.9 / (sum(heights) + 1.6),
+                           bottom=0.75 / (sum(heights) + 1.6) + 0.04, hspace=0.55)
     return figure
 
 
-def _label_groups(rows: Sequence[Mapping[str, Any]], span: float) -> list[list[Mapping[str, Any]]]:
-    """Rows close enough on the chart (within 3% of the accuracy range and a quarter
-    decade of FLOPs) to share a label, highest accuracy first."""
+def _label_groups(rows: Sequence[Mapping[str, Any]], error: Callable[[Mapping[str, Any]], float]
+                  ) -> list[list[Mapping[str, Any]]]:
+    """Rows close enough on the chart to share a label (errors within 12% of each other
+    and FLOPs within a quarter decade), best first."""
     groups: list[list[Mapping[str, Any]]] = []
-    for row in sorted(rows, key=lambda r: (-float(r["accuracy"]), float(r["flops"]))):
+    for row in sorted(rows, key=lambda r: (error(r), float(r["flops"]))):
         for group in groups:
             anchor = group[0]
-            if abs(float(anchor["accuracy"]) - float(row["accuracy"])) <= 0.03 * span and \
+            if abs(np.log10(error(anchor)) - np.log10(error(row))) <= 0.05 and \
                     abs(np.log10(float(anchor["flops"])) - np.log10(float(row["flops"]))) <= 0.25:
                 group.append(row)
                 break

@@ -215,10 +215,17 @@ def chart_models(models: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]
 
 
 def judge_c17(models: Sequence[Mapping[str, Any]], profile: str) -> ClaimResult:
-    value = claims_module.newer_frontier_share(frontier_points(models))
-    datasets = sorted({row["dataset"] for row in chart_models(models)})
-    return ClaimResult(C17, C17.judge(value, None, profile), value=value, experiment=C17.experiment,
-                       dataset=", ".join(datasets))
+    """C17 from the chart's models; the experiment text names each counted dataset's
+    frontier, so a reader sees which nets hold it."""
+    points = frontier_points(models)
+    value = claims_module.newer_frontier_share(points)
+    counted = {dataset: claims_module.pareto_frontier(named) for dataset, named in sorted(points.items())
+               if any(map(claims_module.is_newer, named)) and not all(map(claims_module.is_newer, named))}
+    held = "; ".join(f"{dataset}: {', '.join(frontier)}" for dataset, frontier in counted.items())
+    datasets = sorted(counted) or sorted({row["dataset"] for row in chart_models(models)})
+    return ClaimResult(C17, C17.judge(value, None, profile), value=value,
+                       experiment=f"{C17.experiment}. Frontier, fewest parameters first: {held}" if held
+                       else C17.experiment, dataset=", ".join(datasets))
 
 
 def collect(profile: str | None = None, base_url: str | None = None, pictures: bool = True) -> Report:

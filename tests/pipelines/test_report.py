@@ -64,6 +64,7 @@ def test_a_planted_failing_run_fails_its_claim_with_the_value_and_unmeasured_cla
     assert by_id["C1"].verdict == NOT_RUN
     # C17: the residual net is the frontier's cheap end, the MLP its accurate end.
     assert by_id["C17"].value == pytest.approx(0.5) and by_id["C17"].verdict == PASS
+    assert by_id["C17"].experiment.endswith("cnn_depth/vanishing_residual, classifiers/mlp")
     models = {(row["family"], row["model"]) for row in built.models}
     assert models == {("cnn_depth", "vanishing_residual"), ("cnn_depth", "max_pool"), ("classifiers", "mlp"),
                       ("cnn_depth", "single_neuron")}
