@@ -50,6 +50,24 @@ def argument(*flags: str, **keywords: Any) -> tuple[tuple[str, ...], Mapping[str
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelFrom:
+    """A model a family takes from another family (fcn_deconv converts the classifiers'
+    CNN), resolved by :func:`pipelines.runner.model_from`."""
+
+    name: str
+    """What the family calls it (``classifier``)."""
+    family: str
+    model: str
+    """The model's name in ``family``: the registered model is ``nnzoo-<family>-<model>``."""
+    version: str
+    """Dotted path of the knob that pins a version: ``champion`` or a version number."""
+
+    @property
+    def registered(self) -> str:
+        return f"nnzoo-{self.family}-{self.model}"
+
+
+@dataclasses.dataclass(frozen=True)
 class Family:
     """One family of experiments, e.g. ``classifiers``."""
 
@@ -72,6 +90,8 @@ class Family:
     two-class slice): left off the report's accuracy-vs-FLOPs chart (C17)."""
     commands: tuple[Command, ...] = ()
     """Commands the family adds to ``nnzoo`` (:class:`Command`)."""
+    uses: tuple[ModelFrom, ...] = ()
+    """Models the family takes from other families (:class:`ModelFrom`)."""
 
     def __post_init__(self) -> None:
         missing = set(PROFILES) - set(self.profiles)

@@ -80,3 +80,58 @@ def failed_at(error: Exception, step: str, finished: list[str]) -> Exception:
     if getattr(error, "nnzoo_step", None) is None:
         error.nnzoo_step, error.nnzoo_finished = step, finished  # type: ignore[attr-defined]
     return error
+
+
+def usable(trained_on: str | None, wanted: str) -> bool:
+    """A model trained on profile ``trained_on`` serves a run of profile ``wanted`` when
+    that profile is at least as large (smoke < quick < full)."""
+    from pipelines.config import PROFILES
+
+    return trained_on in PROFILES and PROFILES.index(trained_on) >= PROFILES.index(wanted)
+
+
+def model_from(family: Any, typed: Any, inputs: dict[str, Any], name: str) -> dict[str, Any]:
+    """The model ``family`` declares it takes from another family under ``name``
+    (``Family.uses``): the version its knob pins; else that family's champion when it
+    was trained on this run's profile or a larger one; else that family's pipeline runs
+    here, its runs keyed under this run's key (``<run key>/<name>``), and the version
+    it registered is used. Returns ``name``, ``version``, ``run_id``, ``profile``,
+    ``model_uri`` and ``trained_here``, which the caller records."""
+    from pipelines import tracking
+    from pipelines.config import to_dict
+    from pipelines.errors import BadValueError
+    from pipelines.families import get_family
+
+    use = next(use for use in family.uses if use.name == name)
+    wanted = typed
+    for part in use.version.split("."):
+        wanted = getattr(wanted, part)
+
+    def described(version: Any, trained_here: bool) -> dict[str, Any]:
+        profile = tracking.get_run(version.run_id).data.tags.get(tracking.TAG_PROFILE) if version.run_id else None
+        return {"name": version.name, "version": str(version.version), "run_id": version.run_id, "profile": profile,
+                "model_uri": f"models:/{version.name}/{version.version}", "trained_here": trained_here}
+
+    if wanted != tracking.CHAMPION:
+        pinned = tracking.model_version(use.registered, wanted)
+        if pinned is None:
+            raise BadValueError(f"{use.version.rsplit('.', 1)[-1]}={wanted}: {use.registered} has no version {wanted} "
+                                f"in the registry ({tracking.configure()}); use 'champion' or an existing version")
+        return described(pinned, False)
+    champion = tracking.model_version(use.registered, tracking.CHAMPION)
+    if champion is not None:
+        found = described(champion, False)
+        if usable(found["profile"], typed.profile):
+            return found
+        print(f"[nnzoo] {use.registered} champion v{found['version']} was trained on the {found['profile']} profile, "
+              f"smaller than {typed.profile}: running {use.family} ({typed.profile}) first", flush=True)
+    else:
+        print(f"[nnzoo] {use.registered} has no champion yet: running {use.family} ({typed.profile}) first", flush=True)
+    other = get_family(use.family)
+    base = inputs.get("run_key")
+    key = f"{base}/{name}" if base else None
+    run_pipeline(other, to_dict(other.config(typed.profile)), run_key=key)
+    made = tracking.versions_of_run_key(use.registered, key) if key else []
+    version = made[-1] if made else tracking.model_version(use.registered, tracking.CHAMPION)
+    return described(version, True)
+

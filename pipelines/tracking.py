@@ -539,6 +539,16 @@ def model_version(name: str, version: str) -> Any | None:
         return None
 
 
+def versions_of_run_key(name: str, key: str) -> list[Any]:
+    """Versions of registered model ``name`` made by runs whose run key starts with
+    ``key`` (a pipeline run under that key), oldest first."""
+    found = []
+    for version in client().search_model_versions(f"name = '{name}'", max_results=1000):
+        if version.run_id and (get_run(version.run_id).data.tags.get(TAG_RUN_KEY) or "").startswith(f"{key}/"):
+            found.append(version)
+    return sorted(found, key=lambda version: int(version.version))
+
+
 def newest_versions() -> list[Any]:
     """The newest version of every registered model."""
     mlflow_client = client()

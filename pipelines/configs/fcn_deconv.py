@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pipelines.claims import Claim, Picture, owned
 from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
-from pipelines.families import Family, register_family
+from pipelines.families import Family, ModelFrom, register_family
 from pipelines.pipeline import Pipeline, Step
 
 DIGIT_SOURCES = ("mnist_subset", "mnist")
@@ -221,6 +221,7 @@ FAMILY = register_family(
         form_params=("data.canvas_height", "data.canvas_width", "data.scenes", "train.epochs",
                      "detection.score_threshold", "train.seed"),
         claims=CLAIMS,
+        uses=(ModelFrom("classifier", "classifiers", "cnn", version="classifier.classifier_version"),),
         headline=(("fcn", "max_abs_difference"), ("fcn", "detection_precision"), ("fcn", "detection_recall"),
                   ("segmenter", "mean_iou"), ("segmenter", "pixel_accuracy"), ("generator", "recognised_share")),
     )

@@ -10,16 +10,16 @@ from typing import Any
 import numpy as np
 
 from pipelines import tracking
-from pipelines.config import PROFILES, DataConfig, to_dict
+from pipelines.config import DataConfig
 from pipelines.configs.fcn_deconv import FAMILY
 from pipelines.errors import BadValueError
+from pipelines.runner import model_from
 from pipelines.stages.common import (
     TAG_MODEL_URI,
     Training,
     evaluate_into,
     parent_run_of,
     register_and_promote,
-    run_key,
     run_training,
     say,
     side_run,
@@ -104,56 +104,6 @@ def prepare_scenes(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
 # --- the classifier and its conversion ---------------------------------------------------
 
 
-def usable(trained_on: str | None, wanted: str) -> bool:
-    """A classifier trained on profile ``trained_on`` serves a run of profile ``wanted``
-    when that profile is at least as large (smoke < quick < full)."""
-    return trained_on in PROFILES and PROFILES.index(trained_on) >= PROFILES.index(wanted)
-
-
-def _version(version: Any, trained_here: bool) -> dict[str, Any]:
-    profile = tracking.get_run(version.run_id).data.tags.get(tracking.TAG_PROFILE) if version.run_id else None
-    return {"name": version.name, "version": str(version.version), "run_id": version.run_id, "profile": profile,
-            "model_uri": f"models:/{version.name}/{version.version}", "trained_here": trained_here}
-
-
-def find_classifier(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
-    """The registered digit CNN to convert: the version asked for, or the champion when
-    it was trained on this profile or a larger one; otherwise a CNN of this profile is
-    trained, evaluated and registered here (classifiers family, its own runs)."""
-    wanted = typed.classifier.classifier_version
-    if wanted != tracking.CHAMPION:
-        pinned = tracking.model_version(CLASSIFIER, wanted)
-        if pinned is None:
-            raise BadValueError(f"classifier_version={wanted}: {CLASSIFIER} has no version {wanted} in the registry "
-                                f"({tracking.configure()}); use 'champion' or an existing version")
-        return _version(pinned, False)
-    champion = tracking.model_version(CLASSIFIER, tracking.CHAMPION)
-    if champion is not None:
-        found = _version(champion, False)
-        if usable(found["profile"], typed.profile):
-            return found
-        say(f"{CLASSIFIER} champion v{found['version']} was trained on the {found['profile']} profile, smaller "
-            f"than {typed.profile}: training a {typed.profile} CNN first")
-    else:
-        say(f"{CLASSIFIER} has no champion yet: training a {typed.profile} CNN first")
-    return _train_classifier(typed, inputs)
-
-
-def _train_classifier(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.configs.classifiers import FAMILY as CLASSIFIERS
-    from pipelines.stages import classifiers
-    from pipelines.stages.common import prepare_data
-
-    config = to_dict(CLASSIFIERS.config(typed.profile))
-    base = {"run_key": run_key(inputs, "classifier")} if inputs.get("run_key") else {}
-    data = prepare_data(CLASSIFIERS, config, base)
-    step = {**base, **data}
-    trained = {"cnn": classifiers.train(config, {**step, "model": "cnn"})}
-    scores = classifiers.evaluate(config, {**step, "train": trained})
-    decision = classifiers.register(config, {**step, "train": trained, "evaluate": scores})["versions"]["cnn"]
-    return _version(tracking.model_version(CLASSIFIER, decision["version"]), True)
-
-
 def _canvas(size: str) -> tuple[int, int]:
     height, _, width = size.partition("x")
     return int(height), int(width)
@@ -174,7 +124,7 @@ def convert_to_fcn(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
     scenes = load_prepared(inputs["data_uri"])
 
     def convert_classifier(run: Any) -> dict[str, float]:
-        classifier = find_classifier(typed, inputs)
+        classifier = model_from(FAMILY, typed, inputs, "classifier")
         tracking.rename_run(run.run_id, f"fcn from cnn v{classifier['version']}")
         cnn = tracking.load_keras_model(classifier["model_uri"])
         try:

@@ -13,6 +13,7 @@ import pytest
 from pipelines import tracking
 from pipelines.configs.fcn_deconv import FAMILY
 from pipelines.errors import BadValueError
+from pipelines.runner import model_from, usable
 from pipelines.stages import fcn_deconv
 from tests.conftest import smoke_run
 
@@ -210,10 +211,10 @@ def test_a_classifier_version_the_registry_lacks_is_a_clear_error(tmp_path, monk
     new_store(tmp_path / "store").activate(monkeypatch)
     typed = FAMILY.config("smoke", {"classifier.classifier_version": "99"})
     with pytest.raises(BadValueError, match=r"classifier_version=99: nnzoo-classifiers-cnn has no version 99"):
-        fcn_deconv.find_classifier(typed, {})
+        model_from(FAMILY, typed, {}, "classifier")
 
 
 def test_a_champion_from_a_smaller_profile_is_not_used():
-    assert fcn_deconv.usable("quick", "smoke") and fcn_deconv.usable("full", "quick")
-    assert fcn_deconv.usable("quick", "quick")
-    assert not fcn_deconv.usable("smoke", "quick") and not fcn_deconv.usable(None, "smoke")
+    assert usable("quick", "smoke") and usable("full", "quick")
+    assert usable("quick", "quick")
+    assert not usable("smoke", "quick") and not usable(None, "smoke")
