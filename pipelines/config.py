@@ -102,8 +102,8 @@ class Config(BaseModel):
         knobs = {}
         for name, hint in cls.__dict__.get("__annotations__", {}).items():
             info = cls.__dict__.get(name)
-            hint = eval(hint, namespace) if isinstance(hint, str) else hint  # noqa: S307 - the class's own code
             if isinstance(info, FieldInfo) and info.description:
+                hint = eval(hint, namespace) if isinstance(hint, str) else hint  # noqa: S307 - the class's own code
                 limits = dict(info.json_schema_extra or {})
                 setattr(cls, name, Field(info.default, description=info.description))
                 knobs[name] = Knob(name, info.default, {"help": info.description, **limits}, hint)
