@@ -108,7 +108,7 @@ def _assert_logged_model_of(client, run_id: str, model_uri: str) -> None:
 def test_nnzoo_run_hands_the_family_and_its_config_to_run_pipeline(monkeypatch):
     """``nnzoo run`` has no runner of its own: it calls :func:`run_pipeline` with the
     family's declaration, the profile's config and a DAG-style run key."""
-    from pipelines import cli, pipeline
+    from pipelines import cli, runner
 
     class Stop(Exception):
         pass
@@ -119,7 +119,7 @@ def test_nnzoo_run_hands_the_family_and_its_config_to_run_pipeline(monkeypatch):
         calls.append((family, config, run_key))
         raise Stop
 
-    monkeypatch.setattr(pipeline, "run_pipeline", recorded)
+    monkeypatch.setattr(runner, "run_pipeline", recorded)
     # The runner's failure is reported (exit 1, the JSON line), not raised.
     assert cli.main(["run", "unsupervised", "--profile", "smoke"]) == 1
     [(family, config, run_key)] = calls
