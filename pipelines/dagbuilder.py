@@ -59,12 +59,13 @@ def _run_step(family: str, step: str, data: dict | None, needs: dict, item: Any 
 
 def _say_failure(context: Any) -> None:
     """A failed task's last log line: an error meant for the user, in its own words
-    (Airflow logs the exception with its traceback before the failure callbacks)."""
-    from airflow.sdk.exceptions import AirflowFailException
-
+    (Airflow logs the exception with its traceback before the failure callbacks). A bad
+    value arrives as the AirflowFailException raised in its place: its context holds it."""
     error = context.get("exception")
-    if isinstance(error, (NnzooError, AirflowFailException)):
-        print(f"nnzoo: error: {error}", flush=True)
+    for candidate in (error, getattr(error, "__context__", None)):
+        if isinstance(candidate, NnzooError):
+            print(f"nnzoo: error: {candidate}", flush=True)
+            return
 
 
 def _link_to_run(ti: Any, run_id: str | None) -> None:
