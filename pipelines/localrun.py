@@ -162,7 +162,7 @@ def summary_rows(since_ms: int = 0, env: dict[str, str] | None = None,
 
     from pipelines import tracking
     from pipelines.families import all_families
-    from pipelines.stages.common import TAG_CACHE_HIT
+    from pipelines.kit import TAG_CACHE_HIT
 
     env = env or airflow_env()
     uri = env["MLFLOW_TRACKING_URI"]

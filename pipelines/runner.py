@@ -3,7 +3,7 @@ calls, what it receives, and the steps in the order :func:`pipelines.pipeline.wa
 gives the DAG too.
 
 A step ``s`` of family ``f`` calls ``pipelines.stages.<f>.<s>(config, inputs)``, the
-kit's ``prepare_data`` and ``finish`` are in :mod:`pipelines.stages.common`; ``inputs``
+kit's ``prepare_data`` and ``finish`` are in :mod:`pipelines.kit`; ``inputs``
 holds the data reference, ``run_key``, and the output of each step it ``needs`` under
 that step's name.
 """
@@ -22,9 +22,9 @@ def stage_function(family: Any, step: str) -> Callable[[dict[str, Any], dict[str
     """The stage a step calls: the kit's for ``prepare_data`` and ``finish``, else
     ``pipelines.stages.<family>.<step>``."""
     if step in (PREPARE, FINISH):
-        from pipelines.stages import common
+        from pipelines import kit
 
-        return functools.partial(getattr(common, step), family)
+        return functools.partial(getattr(kit, step), family)
     module = importlib.import_module(f"pipelines.stages.{family.name}")
     if not hasattr(module, step):
         raise ValueError(f"family {family.name!r} declares step {step!r} but {module.__name__} has no such function")

@@ -9,7 +9,7 @@ import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.classifiers import FAMILY, MODELS
-from pipelines.stages.common import (
+from pipelines.kit import (
     Training,
     builder_kwargs,
     evaluate_into,
@@ -23,7 +23,7 @@ METRIC = "test_accuracy"
 
 def train(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     """Train ``inputs["model"]`` (``mlp`` or ``cnn``) on ``inputs["data_uri"]``; the CNN's
-    run also gets its first-layer filters. See :func:`pipelines.stages.common.run_training`
+    run also gets its first-layer filters. See :func:`pipelines.kit.run_training`
     for reuse, resume and what every run logs."""
     from models import build_model
     from pipelines import plots

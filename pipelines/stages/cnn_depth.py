@@ -12,7 +12,7 @@ import numpy as np
 from pipelines import tracking
 from pipelines.configs.cnn_depth import FAMILY, VARIANTS
 from pipelines.errors import BadValueError
-from pipelines.stages.common import (
+from pipelines.kit import (
     Training,
     parent_run_of,
     register_and_promote,

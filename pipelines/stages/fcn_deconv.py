@@ -13,8 +13,7 @@ from pipelines import tracking
 from pipelines.config import DataConfig
 from pipelines.configs.fcn_deconv import FAMILY
 from pipelines.errors import BadValueError
-from pipelines.runner import model_from
-from pipelines.stages.common import (
+from pipelines.kit import (
     TAG_MODEL_URI,
     Training,
     evaluate_into,
@@ -24,6 +23,7 @@ from pipelines.stages.common import (
     say,
     side_run,
 )
+from pipelines.runner import model_from
 
 CLASSIFIER = "nnzoo-classifiers-cnn"
 TAG_CLASSIFIER = tracking.tag("classifier")

@@ -11,7 +11,7 @@ import numpy as np
 from pipelines import tracking
 from pipelines.config import DataConfig
 from pipelines.configs.sequences import DIRECTIONS, FAMILY
-from pipelines.stages.common import Training, parent_run_of, register_and_promote, run_training, say
+from pipelines.kit import Training, parent_run_of, register_and_promote, run_training, say
 
 SPLIT = {"val_fraction": 0.1, "test_fraction": 0.2}
 

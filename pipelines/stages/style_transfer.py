@@ -4,7 +4,7 @@ stylize_fast) -> compare_speed. The steps are declared in
 
 The iterative method is the one place in nnzoo with its own optimisation loop: it
 optimises an image, not weights. The fast stylizer trains through the kit's
-:func:`~pipelines.stages.common.run_training` like every other model.
+:func:`~pipelines.kit.run_training` like every other model.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from pipelines import settings, tracking
 from pipelines.configs.style_transfer import FAMILY
 from pipelines.errors import BadValueError, NnzooError
-from pipelines.stages.common import (
+from pipelines.kit import (
     Training,
     evaluate_into,
     parent_run_of,

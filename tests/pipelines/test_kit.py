@@ -8,9 +8,8 @@ import re
 
 import pytest
 
-from pipelines import tracking
+from pipelines import kit, tracking
 from pipelines.families import get_family
-from pipelines.stages import common
 from tests.conftest import REPO_ROOT, new_store
 
 FAMILY = get_family("classifiers")
@@ -24,8 +23,7 @@ FORBIDDEN = {
 
 
 def stage_modules() -> list:
-    kit = REPO_ROOT / "pipelines" / "stages" / "common.py"
-    return sorted(p for p in (REPO_ROOT / "pipelines" / "stages").rglob("*.py") if p != kit)
+    return sorted((REPO_ROOT / "pipelines" / "stages").rglob("*.py"))
 
 
 @pytest.mark.parametrize("path", stage_modules(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
@@ -59,16 +57,16 @@ def test_an_evaluation_is_logged_into_the_training_run_once_per_data(trained):
         tracking.log_dict(run.run_id, {"seen": True}, "evaluation/seen.json")
         return {"test_accuracy": 0.9, "test_loss": 0.3}
 
-    first = common.evaluate_into(FAMILY, trained, "data-a", ("test_accuracy",), measure)
-    again = common.evaluate_into(FAMILY, trained, "data-a", ("test_accuracy",), measure)
+    first = kit.evaluate_into(FAMILY, trained, "data-a", ("test_accuracy",), measure)
+    again = kit.evaluate_into(FAMILY, trained, "data-a", ("test_accuracy",), measure)
     assert first == {"test_accuracy": 0.9, "test_loss": 0.3} and again == {"test_accuracy": 0.9}
     assert calls == [trained]  # the second call reused the logged metrics
-    assert common.evaluate_into(FAMILY, trained, "data-a", ("test_accuracy",), measure, reuse_all=True) == {
+    assert kit.evaluate_into(FAMILY, trained, "data-a", ("test_accuracy",), measure, reuse_all=True) == {
         "loss": 0.5, "test_accuracy": 0.9, "test_loss": 0.3}
-    common.evaluate_into(FAMILY, trained, "data-b", ("test_accuracy",), measure)
+    kit.evaluate_into(FAMILY, trained, "data-b", ("test_accuracy",), measure)
     assert calls == [trained, trained]  # other data: evaluated again
     run = tracking.get_run(trained)
-    assert run.info.status == "FINISHED" and run.data.tags[common.TAG_EVALUATED_ON] == "data-b"
+    assert run.info.status == "FINISHED" and run.data.tags[kit.TAG_EVALUATED_ON] == "data-b"
     assert tracking.load_json(trained, "evaluation/seen.json") == {"seen": True}
     assert tracking.load_json(trained, "evaluation/nothing.json") is None
 
@@ -78,16 +76,16 @@ def test_a_failed_evaluation_ends_the_run_failed_with_the_reason(trained):
         raise RuntimeError("the test split is empty")
 
     with pytest.raises(RuntimeError):
-        common.evaluate_into(FAMILY, trained, "data-a", ("test_accuracy",), measure)
+        kit.evaluate_into(FAMILY, trained, "data-a", ("test_accuracy",), measure)
     run = tracking.get_run(trained)
     assert run.info.status == "FAILED"
     assert run.data.tags[tracking.TAG_FAILURE] == "RuntimeError: the test split is empty"
-    assert common.TAG_EVALUATED_ON not in run.data.tags
+    assert kit.TAG_EVALUATED_ON not in run.data.tags
 
 
 def test_labels_become_nnzoo_tags():
     typed = FAMILY.config("smoke")
-    tags = common.run_tags(FAMILY, typed, "cnn", "train", task="adding", **{"mlflow.note.content": "x"})
+    tags = kit.run_tags(FAMILY, typed, "cnn", "train", task="adding", **{"mlflow.note.content": "x"})
     assert tags["nnzoo.task"] == "adding" and tags["mlflow.note.content"] == "x"
     assert tags[tracking.TAG_MODEL] == "cnn" and tags[tracking.TAG_PROFILE] == "smoke"
 
@@ -105,8 +103,8 @@ def test_a_side_run_is_nested_carries_its_provenance_and_is_reused_by_a_retry(tm
         calls.append(run.run_id)
         return {"parameter_ratio": 11}
 
-    first = common.side_run(family, typed, inputs, "talk_nets", count, stage="count")
-    again = common.side_run(family, typed, inputs, "talk_nets", count, stage="count")
+    first = kit.side_run(family, typed, inputs, "talk_nets", count, stage="count")
+    again = kit.side_run(family, typed, inputs, "talk_nets", count, stage="count")
     assert first == again == {"run_id": calls[0], "metrics": {"parameter_ratio": 11.0}} and len(calls) == 1
     run = tracking.get_run(first["run_id"])
     assert run.data.tags["mlflow.parentRunId"] == parent.run_id and run.data.tags[tracking.TAG_MODEL] == "talk_nets"
@@ -116,6 +114,6 @@ def test_a_side_run_is_nested_carries_its_provenance_and_is_reused_by_a_retry(tm
         raise ValueError("no such layer")
 
     with pytest.raises(ValueError):
-        common.side_run(family, typed, {**inputs, "run_key": "dag/run-2"}, "talk_nets", broken)
+        kit.side_run(family, typed, {**inputs, "run_key": "dag/run-2"}, "talk_nets", broken)
     failed = tracking.find_run(tracking.ensure_experiment(family.experiment_name), "dag/run-2/talk_nets")
     assert failed.info.status == "FAILED" and "no such layer" in failed.data.tags[tracking.TAG_FAILURE]

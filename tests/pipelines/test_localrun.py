@@ -112,7 +112,7 @@ def test_run_ui_closes_the_log_files_it_hands_to_its_processes(monkeypatch, tmp_
 
 
 def test_multi_line_progress_survives_the_make_run_filter(capsys):
-    from pipelines.stages.common import say
+    from pipelines.kit import say
 
     say("DBN vs random init, test accuracy:\n| labels | init |\n| 1% | dbn |")
     lines = capsys.readouterr().out.splitlines()
@@ -145,7 +145,7 @@ def test_summary_shows_the_metrics_each_family_declares_per_model_and_those_its_
 
 def test_summary_of_a_run_that_reused_cached_trainings_reports_the_reused_runs(store):
     from pipelines import tracking
-    from pipelines.stages.common import TAG_CACHE_HIT
+    from pipelines.kit import TAG_CACHE_HIT
 
     tags = {tracking.TAG_FAMILY: "classifiers", tracking.TAG_MODEL: "cnn", tracking.TAG_STAGE: "train"}
     with tracking.run("nnzoo-classifiers", "cnn", tags=tags, run_key="zoo_classifiers/first/cnn") as run:

@@ -310,7 +310,7 @@ def test_another_dataset_is_not_compared_with_the_champion(registry):
 
 def test_register_and_promote_takes_the_lineage_from_the_run(registry, logged_model):
     from pipelines.families import get_family
-    from pipelines.stages.common import register_and_promote
+    from pipelines.kit import register_and_promote
 
     _new, client, name = registry
     _shared, model_uri = logged_model
@@ -401,7 +401,7 @@ def test_the_dataset_is_a_run_input_once(store):
 
 def test_only_finished_runs_are_registered(store):
     from pipelines.families import get_family
-    from pipelines.stages.common import register_and_promote
+    from pipelines.kit import register_and_promote
 
     with pytest.raises(RuntimeError), tracking.run("nnzoo-classifiers", "failed") as run:
         raise RuntimeError("diverged")

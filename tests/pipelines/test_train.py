@@ -10,8 +10,8 @@ from pipelines import tracking, train
 from pipelines.config import to_dict
 from pipelines.configs.classifiers import FAMILY
 from pipelines.families import get_family
+from pipelines.kit import TAG_MODEL_URI, prepare_data
 from pipelines.stages import classifiers
-from pipelines.stages.common import TAG_MODEL_URI, prepare_data
 
 # An absurd step size on a deep-ish ReLU MLP: the loss is NaN within the first epoch
 # (checked for seeds 0..4; a shallow net with SGD saturates at a finite loss instead).

@@ -14,8 +14,8 @@ from pipelines.config import apply_overrides, to_dict
 from pipelines.configs.classifiers import FAMILY
 from pipelines.data.prepared import tf_dataset
 from pipelines.families import get_family
+from pipelines.kit import prepare_data
 from pipelines.stages import classifiers
-from pipelines.stages.common import prepare_data
 
 SWITCHES = [{"train.mixed_precision": True}, {"train.jit_compile": True}, {"train.distribute": "mirrored"}]
 SWITCH_IDS = ["mixed_precision", "xla", "mirrored"]

@@ -9,7 +9,7 @@ import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.unsupervised import FAMILY
-from pipelines.stages.common import Training, builder_kwargs, evaluate_into, run_training, say
+from pipelines.kit import Training, builder_kwargs, evaluate_into, run_training, say
 
 CODE_MAP_POINTS = 1000
 """Test images drawn in the 2-D map of autoencoder codes (t-SNE cost grows quickly)."""

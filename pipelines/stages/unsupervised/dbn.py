@@ -11,7 +11,7 @@ import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.unsupervised import FAMILY, INITS
-from pipelines.stages.common import Training, run_training, say
+from pipelines.kit import Training, run_training, say
 from pipelines.stages.unsupervised.autoencoder import pixels
 
 EVAL_POINTS = 20

@@ -9,7 +9,7 @@ import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.unsupervised import FAMILY
-from pipelines.stages.common import Training, run_training, say
+from pipelines.kit import Training, run_training, say
 
 PROTOCOL = "sklearn plot_rbm_logistic_classification: nudged digits, minmax, 80/20, random_state=0"
 

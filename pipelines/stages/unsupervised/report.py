@@ -10,7 +10,7 @@ import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.unsupervised import FAMILY, INITS
-from pipelines.stages.common import parent_run_of, register_and_promote, say
+from pipelines.kit import parent_run_of, register_and_promote, say
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:

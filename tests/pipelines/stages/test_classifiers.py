@@ -14,9 +14,9 @@ import pytest
 from pipelines import tracking
 from pipelines.config import flatten, to_dict
 from pipelines.configs.classifiers import FAMILY, MODELS
+from pipelines.kit import TAG_MODEL_URI
 from pipelines.runner import run_pipeline
 from pipelines.stages import classifiers
-from pipelines.stages.common import TAG_MODEL_URI
 from tests.conftest import REPO_ROOT, new_store
 
 pytestmark = pytest.mark.slow

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import tracking
+from pipelines import kit, tracking
 from pipelines.claims import FAIL, get_claim
 from pipelines.config import to_dict
 from pipelines.configs.cnn_depth import FAMILY
-from pipelines.stages import cnn_depth, common
+from pipelines.stages import cnn_depth
 from tests.claims_check import assert_claim, verdict
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def stages(tmp_path_factory):
     config, mlps, at_init = _config(POOLING), _config(MLPS), _config(AT_INIT)
     with pytest.MonkeyPatch.context() as patch:
         shared.activate(patch)
-        data = common.prepare_data(FAMILY, config, {"run_key": None})
+        data = kit.prepare_data(FAMILY, config, {"run_key": None})
         inputs = {**data, "run_key": None}
         small = {**inputs, "data_uri": prepare(FAMILY.load(at_init).data).uri}
         out = {"single_neuron": cnn_depth.single_neuron(config, inputs),

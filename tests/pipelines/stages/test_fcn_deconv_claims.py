@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from pipelines import tracking
+from pipelines import kit, tracking
 from pipelines.claims import FAIL
 from pipelines.config import to_dict
 from pipelines.configs.classifiers import FAMILY as CLASSIFIERS
 from pipelines.configs.fcn_deconv import FAMILY
-from pipelines.stages import classifiers, common, fcn_deconv
+from pipelines.stages import classifiers, fcn_deconv
 from tests.claims_check import assert_claim, verdict
 
 if TYPE_CHECKING:
@@ -66,11 +66,11 @@ def measured(store):
     with pytest.MonkeyPatch.context() as patch:
         store.activate(patch)
         classifier = to_dict(CLASSIFIERS.config("smoke", CLASSIFIER))
-        digits = {**common.prepare_data(CLASSIFIERS, classifier, {"run_key": None}), "run_key": None}
+        digits = {**kit.prepare_data(CLASSIFIERS, classifier, {"run_key": None}), "run_key": None}
         cnn = classifiers.train(classifier, {**digits, "model": "cnn"})
         version = tracking.register_model_version(cnn["model_uri"], fcn_deconv.CLASSIFIER, cnn["run_id"]).version
         config = to_dict(FAMILY.config("smoke", {**SCENES, "classifier.classifier_version": str(version)}))
-        inputs = {**common.prepare_data(FAMILY, config, {"run_key": None}), "run_key": None}
+        inputs = {**kit.prepare_data(FAMILY, config, {"run_key": None}), "run_key": None}
         scenes = fcn_deconv.prepare_scenes(config, inputs)
         converted = fcn_deconv.convert_to_fcn(config, {**inputs, "prepare_scenes": scenes})
         detected = fcn_deconv.detect(config, {**inputs, "convert_to_fcn": converted})
@@ -90,7 +90,7 @@ def _logged(measured: dict, model: keras.Model, example: list | np.ndarray, name
     """``model`` in a finished run of the family, as a stage's output names it."""
     typed = FAMILY.load(measured["config"])
     with tracking.run(FAMILY.experiment_name, name, parent_run_id=measured["inputs"]["parent_run_id"],
-                      tags=common.run_tags(FAMILY, typed, name, "test")) as run:
+                      tags=kit.run_tags(FAMILY, typed, name, "test")) as run:
         model_uri = tracking.log_keras_model(run.run_id, model, example)
     return {"run_id": run.run_id, "model_uri": model_uri}
 

@@ -19,9 +19,9 @@ import pytest
 from pipelines import tracking
 from pipelines.config import to_dict
 from pipelines.configs.classifiers import FAMILY, MODELS
+from pipelines.kit import TAG_CACHE_HIT, TAG_RESUMED, checkpoint_dir, prepare_data
 from pipelines.runner import run_pipeline
 from pipelines.stages import classifiers
-from pipelines.stages.common import TAG_CACHE_HIT, TAG_RESUMED, checkpoint_dir, prepare_data
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow

@@ -17,8 +17,8 @@ from pipelines import tracking
 from pipelines.claims import FAIL
 from pipelines.config import to_dict
 from pipelines.configs.sequences import FAMILY
+from pipelines.kit import run_tags
 from pipelines.stages import sequences
-from pipelines.stages.common import run_tags
 from tests.claims_check import assert_claim, verdict
 
 pytestmark = pytest.mark.slow

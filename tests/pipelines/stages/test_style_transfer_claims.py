@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import tracking
+from pipelines import kit, tracking
 from pipelines.claims import FAIL
 from pipelines.config import to_dict
 from pipelines.configs.style_transfer import FAMILY
-from pipelines.stages import common, style_transfer
+from pipelines.stages import style_transfer
 from tests.claims_check import assert_claim, verdict
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def family(shared):
     config = to_dict(FAMILY.config("quick", SETTINGS))
     with pytest.MonkeyPatch.context() as patch:
         shared.activate(patch)
-        data = common.prepare_data(FAMILY, config, {"run_key": None})
+        data = kit.prepare_data(FAMILY, config, {"run_key": None})
         inputs = {**data, "run_key": None}
         inputs["prepare_images"] = style_transfer.prepare_images(config, inputs)
         iterative = style_transfer.stylize_iterative(config, inputs)

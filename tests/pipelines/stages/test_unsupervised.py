@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import tracking
+from pipelines import kit, tracking
 from pipelines import train as trainer
 from pipelines.config import to_dict
 from pipelines.configs.unsupervised import FAMILY, INITS, MAX_RBM_LAYERS
+from pipelines.kit import TAG_CACHE_HIT, TAG_EVALUATED_ON, TAG_MODEL_URI
 from pipelines.runner import run_pipeline, stage_function, step_inputs
-from pipelines.stages import common, unsupervised
-from pipelines.stages.common import TAG_CACHE_HIT, TAG_EVALUATED_ON, TAG_MODEL_URI
+from pipelines.stages import unsupervised
 from pipelines.stages.unsupervised.dbn import chain_disagreement, visible
 from pipelines.stages.unsupervised.report import fewest_labels_gain
 from tests.conftest import new_store
@@ -468,7 +468,7 @@ def test_retried_stages_reuse_their_finished_runs(client, smoke):
         job["fraction"], job["init"], job["seed"]))
     features = unsupervised.evaluate_rbm_features(config, keyed)
     assert features["run_id"] == smoke["features"]["run_id"]
-    assert common.prepare_data(FAMILY, config, {"run_key": RUN_KEY})["parent_run_id"] == smoke["parent"]
+    assert kit.prepare_data(FAMILY, config, {"run_key": RUN_KEY})["parent_run_id"] == smoke["parent"]
 
     assert sorted(run.info.run_id for run in _pipeline_runs(client)) == before
     assert client.get_run(smoke["parent"]).info.status == "FINISHED"
@@ -702,7 +702,7 @@ def test_compare_refuses_an_empty_result_list():
 
 def test_stages_that_nest_runs_need_the_parent_run():
     with pytest.raises(ValueError, match="run prepare_data first"):
-        common.finish(FAMILY, SMOKE, {"register": {"versions": {"autoencoder": {}}}})
+        kit.finish(FAMILY, SMOKE, {"register": {"versions": {"autoencoder": {}}}})
 
 
 # --- failure paths -----------------------------------------------------------------
@@ -722,7 +722,7 @@ def test_finish_without_the_last_step_fails_the_parent_naming_the_failed_child(s
             raise RuntimeError("out of memory")
 
     # What Airflow hands finish when register did not run: its output is None.
-    outcome = common.finish(FAMILY, SMOKE, {"parent_run_id": parent, "register": None})
+    outcome = kit.finish(FAMILY, SMOKE, {"parent_run_id": parent, "register": None})
 
     reason = "finetune-dbn-0.1-seed0: RuntimeError: out of memory"
     assert outcome == {"parent_run_id": parent, "status": "FAILED", "reason": reason}
@@ -737,19 +737,19 @@ def test_finish_names_every_failed_child_or_says_none_ran(store):
         with pytest.raises(ValueError):
             with tracking.run(EXPERIMENT, name, parent_run_id=parent):
                 raise ValueError(f"{name} broke")
-    outcome = common.finish(FAMILY, SMOKE, {"parent_run_id": parent})
+    outcome = kit.finish(FAMILY, SMOKE, {"parent_run_id": parent})
     assert sorted(outcome["reason"].split("; ")) == ["autoencoder: ValueError: autoencoder broke",
                                                     "rbm-layer-2: ValueError: rbm-layer-2 broke"]
 
     lonely = _parent("zoo_unsupervised/no-children/pipeline")
-    outcome = common.finish(FAMILY, SMOKE, {"parent_run_id": lonely, "register": None})
+    outcome = kit.finish(FAMILY, SMOKE, {"parent_run_id": lonely, "register": None})
     assert outcome["status"] == "FAILED"
     assert outcome["reason"] == "an upstream step failed before any run"
     assert store.client().get_run(lonely).info.status == "FAILED"
 
     explicit = _parent("zoo_unsupervised/explicit/pipeline")
     # A reason fails the parent even when the last step's output is there.
-    outcome = common.finish(FAMILY, SMOKE, {"parent_run_id": explicit, "reason": "KeyError: 'stack'",
+    outcome = kit.finish(FAMILY, SMOKE, {"parent_run_id": explicit, "reason": "KeyError: 'stack'",
                                             "register": {"versions": {}}})
     assert outcome["status"] == "FAILED"
     assert store.client().get_run(explicit).data.tags[tracking.TAG_FAILURE] == (
@@ -762,7 +762,7 @@ def test_finish_names_a_child_left_running_by_a_killed_worker(store):
     # What a SIGKILLed task leaves behind: a nested run that nobody ended.
     child = tracking._create_run(experiment_id, "rbm-layer-1", {}, "zoo_unsupervised/killed/rbm_layer_1", parent)
 
-    outcome = common.finish(FAMILY, SMOKE, {"parent_run_id": parent})
+    outcome = kit.finish(FAMILY, SMOKE, {"parent_run_id": parent})
 
     assert "rbm-layer-1" in outcome["reason"]
     assert store.client().get_run(child).info.status in ("FAILED", "KILLED")
@@ -844,10 +844,10 @@ def test_a_cached_rerun_trains_nothing_and_tags_every_reused_run_with_its_run_ke
 def test_a_parent_finished_by_a_rerun_no_longer_carries_the_old_failure(store):
     key = "zoo_unsupervised/cleared/pipeline"
     parent = _parent(key)
-    assert common.finish(FAMILY, SMOKE, {"parent_run_id": parent})["status"] == "FAILED"
+    assert kit.finish(FAMILY, SMOKE, {"parent_run_id": parent})["status"] == "FAILED"
     # The DAG run is cleared and runs again: prepare_data gets the same parent, and this time it succeeds.
     assert _parent(key) == parent
-    assert common.finish(FAMILY, SMOKE, {"parent_run_id": parent, "register": {
+    assert kit.finish(FAMILY, SMOKE, {"parent_run_id": parent, "register": {
         "versions": {"autoencoder": {"version": "1"}}}})["status"] == "FINISHED"
     run = store.client().get_run(parent)
     assert run.info.status == "FINISHED"

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import tracking
+from pipelines import kit, tracking
 from pipelines.claims import FAIL
 from pipelines.config import to_dict
 from pipelines.configs.unsupervised import FAMILY
-from pipelines.stages import common, unsupervised
+from pipelines.stages import unsupervised
 from pipelines.stages.unsupervised import autoencoder, dbn
 from tests.claims_check import assert_claim, verdict
 
@@ -54,7 +54,7 @@ def family(shared):
     config = to_dict(FAMILY.config("quick", SETTINGS))
     with pytest.MonkeyPatch.context() as patch:
         shared.activate(patch)
-        data = common.prepare_data(FAMILY, config, {"run_key": None})
+        data = kit.prepare_data(FAMILY, config, {"run_key": None})
         inputs = {**data, "run_key": None}
         trained = unsupervised.train_autoencoder(config, inputs)
         evaluation = unsupervised.evaluate_autoencoder(config, {**inputs, "train_autoencoder": trained})
@@ -96,7 +96,7 @@ def test_c4_fails_for_an_untrained_autoencoder(family, active, monkeypatch):
 
     from models import build_model
     from pipelines.data.prepared import load_prepared
-    from pipelines.stages.common import builder_kwargs
+    from pipelines.kit import builder_kwargs
 
     typed = FAMILY.load(family["config"])
     keras.utils.set_random_seed(0)

@@ -15,12 +15,12 @@ import time
 
 import pytest
 
-from pipelines import tracking
+from pipelines import kit, tracking
 from pipelines.config import to_dict
 from pipelines.configs.unsupervised import FAMILY
+from pipelines.kit import TAG_MODEL_URI, TAG_RESUMED, checkpoint_dir
 from pipelines.runner import step_inputs
-from pipelines.stages import common, unsupervised
-from pipelines.stages.common import TAG_MODEL_URI, TAG_RESUMED, checkpoint_dir
+from pipelines.stages import unsupervised
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ def test_killed_rbm_layer_resumes_the_same_run_and_registers_once(store):
     # autoencoder epoch: register needs an autoencoder next to the layer.
     config = to_dict(FAMILY.config("quick", {"rbm.layers": "500", "rbm.batch_size": 4, "rbm.k": 5,
                                              "rbm.epochs": EPOCHS, "rbm.gibbs_steps": 10, "train.epochs": 1}))
-    data = common.prepare_data(FAMILY, config, {"run_key": RUN_KEY})
+    data = kit.prepare_data(FAMILY, config, {"run_key": RUN_KEY})
     # Layer 1 is the first of the chain: nothing below it.
     inputs = step_inputs(FAMILY.pipeline.step("pretrain_rbm_layer"), data, RUN_KEY, {"pretrain_rbm_layer": None},
                          item=1)

@@ -4,7 +4,7 @@ import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.toy import FAMILY
-from pipelines.stages.common import Training, register_and_promote, run_training
+from pipelines.kit import Training, register_and_promote, run_training
 
 
 def train(config, inputs):
