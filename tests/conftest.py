@@ -6,6 +6,7 @@ store under pytest's tmp dir; nothing is written to the repository's ``var/``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -123,6 +124,17 @@ class Store:
 def new_store(root: Path) -> Store:
     root.mkdir(parents=True, exist_ok=True)
     return Store(home=root / "home", uri=f"sqlite:///{root / 'mlflow.db'}")
+
+
+@contextlib.contextmanager
+def prepared_in(store: Store, family, config: dict):
+    """``store`` active and the family's ``prepare_data`` run (no run key): the inputs
+    its steps get, for a claims fixture that calls the stages one by one."""
+    from pipelines import kit
+
+    with pytest.MonkeyPatch.context() as patch:
+        store.activate(patch)
+        yield {**kit.prepare_data(family, config, {"run_key": None}), "run_key": None}
 
 
 def smoke_run(family, root: Path, run_key: str) -> dict:

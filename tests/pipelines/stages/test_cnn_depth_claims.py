@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import kit, tracking
+from pipelines import tracking
 from pipelines.claims import FAIL, get_claim
 from pipelines.config import to_dict
 from pipelines.configs.cnn_depth import FAMILY
@@ -49,14 +49,11 @@ def newest_metrics(model: str) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory):
     from pipelines.data.prepared import load_prepared, prepare
-    from tests.conftest import new_store
+    from tests.conftest import new_store, prepared_in
 
     shared = new_store(tmp_path_factory.mktemp("cnn_depth_claims"))
     config, mlps, at_init = _config(POOLING), _config(MLPS), _config(AT_INIT)
-    with pytest.MonkeyPatch.context() as patch:
-        shared.activate(patch)
-        data = kit.prepare_data(FAMILY, config, {"run_key": None})
-        inputs = {**data, "run_key": None}
+    with prepared_in(shared, FAMILY, config) as inputs:
         small = {**inputs, "data_uri": prepare(FAMILY.load(at_init).data).uri}
         out = {"single_neuron": cnn_depth.single_neuron(config, inputs),
                "count_parameters": cnn_depth.count_parameters(config, inputs)}
@@ -67,7 +64,7 @@ def stages(tmp_path_factory):
         logged = {model: newest_metrics(model) for model in (
             "pipeline", "single_neuron", "talk_nets", "max_pool", "strided", "mlp_sigmoid", "mlp_relu", *DEEP_CNNS)}
     return {"store": shared, "config": config, "at_init": at_init, "inputs": inputs, "logged": logged,
-            "image_shape": load_prepared(data["data_uri"]).image_shape, "small_uri": small["data_uri"]}
+            "image_shape": load_prepared(inputs["data_uri"]).image_shape, "small_uri": small["data_uri"]}
 
 
 @pytest.fixture

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import kit, tracking
+from pipelines import tracking
 from pipelines.claims import FAIL
 from pipelines.config import to_dict
 from pipelines.configs.style_transfer import FAMILY
 from pipelines.stages import style_transfer
 from tests.claims_check import assert_claim, verdict
+from tests.conftest import prepared_in
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +48,7 @@ def shared(tmp_path_factory):
 @pytest.fixture(scope="module")
 def family(shared):
     config = to_dict(FAMILY.config("quick", SETTINGS))
-    with pytest.MonkeyPatch.context() as patch:
-        shared.activate(patch)
-        data = kit.prepare_data(FAMILY, config, {"run_key": None})
-        inputs = {**data, "run_key": None}
+    with prepared_in(shared, FAMILY, config) as inputs:
         inputs["prepare_images"] = style_transfer.prepare_images(config, inputs)
         iterative = style_transfer.stylize_iterative(config, inputs)
         fast = style_transfer.stylize_fast(config, {**inputs, "train_fast_stylizer": _untrained_stylizer(config, inputs)})

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import kit, tracking
+from pipelines import tracking
 from pipelines.claims import FAIL
 from pipelines.config import to_dict
 from pipelines.configs.unsupervised import FAMILY
 from pipelines.stages import unsupervised
 from pipelines.stages.unsupervised import autoencoder, dbn
 from tests.claims_check import assert_claim, verdict
+from tests.conftest import prepared_in
 
 pytestmark = pytest.mark.slow
 
@@ -52,10 +53,7 @@ def shared(tmp_path_factory):
 @pytest.fixture(scope="module")
 def family(shared):
     config = to_dict(FAMILY.config("quick", SETTINGS))
-    with pytest.MonkeyPatch.context() as patch:
-        shared.activate(patch)
-        data = kit.prepare_data(FAMILY, config, {"run_key": None})
-        inputs = {**data, "run_key": None}
+    with prepared_in(shared, FAMILY, config) as inputs:
         trained = unsupervised.train_autoencoder(config, inputs)
         evaluation = unsupervised.evaluate_autoencoder(config, {**inputs, "train_autoencoder": trained})
         stack = None
