@@ -133,5 +133,7 @@ def model_from(family: Any, typed: Any, inputs: dict[str, Any], name: str) -> di
     run_pipeline(other, to_dict(other.config(typed.profile)), run_key=key)
     made = tracking.versions_of_run_key(use.registered, key) if key else []
     version = made[-1] if made else tracking.model_version(use.registered, tracking.CHAMPION)
+    if version is None:
+        raise RuntimeError(f"{use.family}'s pipeline ran but registered no {use.registered}")
     return described(version, True)
 

@@ -25,7 +25,7 @@ from pipelines.kit import (
 )
 from pipelines.runner import model_from
 
-CLASSIFIER = "nnzoo-classifiers-cnn"
+CLASSIFIER = next(use.registered for use in FAMILY.uses if use.name == "classifier")
 TAG_CLASSIFIER = tracking.tag("classifier")
 PREVIEW = 8
 
