@@ -4,6 +4,11 @@
   layers (each doubles the resolution with learned weights, Noh et al. 2015), optional
   skip connections from the encoder (U-Net style); a softmax over the classes at every
   pixel. Fully convolutional: any input whose sides are multiples of ``2**len(filters)``.
+* ``fcn_segmenter``: a classifier rewritten fully convolutional (``models.fcn``) as the
+  encoder, its class scores brought back to full resolution by ``Conv2DTranspose`` layers
+  initialised as bilinear interpolation and then learned, with the finer pooled features
+  added at each resolution (FCN-8s/4s, Long et al. 2015; DeconvNet also starts from a
+  trained classifier). It knows the classes from its first step and learns the outlines.
 * ``digit_generator``: from a class one-hot and pose parameters to an image, through
   Dense -> reshape -> ``Conv2DTranspose`` layers, as the chairs generator of Dosovitskiy
   et al. 2015 (there: chair type + viewpoint; here: digit class + rotation, scale,
@@ -86,6 +91,83 @@ def build_deconv_segmenter(
             x = keras.layers.Concatenate(name="skip_image")([x, inputs])
         x = _conv_bn_relu(x, filters[0], "full_res", batch_norm)
     outputs = keras.layers.Conv2D(num_classes, 1, activation="softmax", dtype="float32", name="classes")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _bilinear(layer: keras.layers.Conv2DTranspose) -> None:
+    """Set a channel-to-itself transposed-conv kernel that upsamples bilinearly."""
+    import numpy as np
+
+    size = layer.kernel.shape[0]
+    factor = (size + 1) // 2
+    centre = factor - 1 if size % 2 else factor - 0.5
+    rows, cols = np.ogrid[:size, :size]
+    weights = (1 - abs(rows - centre) / factor) * (1 - abs(cols - centre) / factor)
+    kernel = np.zeros(layer.kernel.shape, np.float32)
+    for channel in range(kernel.shape[2]):
+        kernel[:, :, channel, channel] = weights
+    layer.kernel.assign(kernel)
+
+
+@register_model("fcn_segmenter")
+def build_fcn_segmenter(fcn: keras.Model, num_classes: int, fine_filters: int = 16,
+                        name: str = "fcn_segmenter") -> keras.Model:
+    """Per-pixel classes ``[batch, H, W, num_classes]`` (class 0 background, then the
+    classifier's classes in order) from ``fcn``, a classifier converted by
+    :func:`models.fcn.convert_to_fcn` (window ``w``, stride ``s``, a power of two).
+
+    The input is zero-padded by ``(w - s) / 2`` so that heatmap cell ``(i, j)`` is the
+    window centred on the ``s x s`` block at ``(i*s, j*s)``: an ``H/s x W/s`` grid. There
+    the classifier's logits are the digit scores and a 1x1 conv of its last hidden layer
+    the background score. Each stride-2 ``Conv2DTranspose`` (bilinear at first, learned)
+    doubles the resolution, and a zero-initialised 1x1 conv of the features the
+    classifier had at that resolution (a ``fine_filters``-channel conv of the image at
+    full resolution) is added: at step 0 the net is the upsampled heatmap. Input sides
+    must be multiples of ``s``.
+    """
+    from models.fcn import geometry
+
+    shape = geometry(fcn)
+    stride, window = shape.stride[0], shape.window[0]
+    if shape.stride[1] != stride or shape.window[1] != window or stride & (stride - 1) or (window - stride) % 2:
+        raise ValueError(f"fcn {fcn.name!r}: window {shape.window}, stride {shape.stride}; expected a square "
+                         "window, a square power-of-two stride and an even window - stride")
+    classes = fcn.outputs[0].shape[-1]
+    if num_classes != classes + 1:
+        raise ValueError(f"num_classes={num_classes}: the fcn has {classes} classes, so background + {classes} "
+                         f"= {classes + 1}")
+    pad = (window - stride) // 2
+    inputs = keras.Input(shape=(None, None, fcn.inputs[0].shape[-1]), name="image")
+    x = keras.layers.ZeroPadding2D(pad, name="centre_windows")(inputs)
+    chain = [layer for layer in fcn.layers if not isinstance(layer, keras.layers.InputLayer)]
+    features, factor = {}, 1
+    for layer in chain[:-1]:
+        x = layer(x)
+        factor *= getattr(layer, "strides", (1, 1))[0]
+        if factor < stride:
+            features[factor] = x
+    head = chain[-1]
+    logits = keras.layers.Conv2D(head.filters, head.kernel_size, use_bias=head.use_bias, name="digit_scores")
+    scores = keras.layers.Concatenate(name="scores")(
+        [keras.layers.Conv2D(1, 1, name="background_score")(x),
+         keras.layers.Activation("log_softmax", name="digit_log_probabilities")(logits(x))])
+    logits.set_weights(head.get_weights())
+    fine = keras.layers.Conv2D(fine_filters, 3, padding="same", activation="relu", name="fine_1")(inputs)
+    features[1] = keras.layers.Conv2D(fine_filters, 3, padding="same", activation="relu", name="fine_2")(fine)
+    while factor > 1:
+        factor //= 2
+        up = keras.layers.Conv2DTranspose(num_classes, 4, strides=2, padding="same", use_bias=False,
+                                          name=f"up_{factor}")
+        scores = up(scores)
+        _bilinear(up)
+        skip = features[factor]
+        if factor > 1:
+            if pad % factor:
+                raise ValueError(f"fcn {fcn.name!r}: padding {pad} is not a multiple of {factor}")
+            skip = keras.layers.Cropping2D(pad // factor, name=f"crop_{factor}")(skip)
+        refine = keras.layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=f"skip_{factor}")(skip)
+        scores = keras.layers.Add(name=f"add_{factor}")([scores, refine])
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="classes")(scores)
     return keras.Model(inputs, outputs, name=name)
 
 

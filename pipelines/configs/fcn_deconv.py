@@ -88,7 +88,16 @@ class DetectionConfig(Config):
             raise ConfigError("detection_scales=(): give at least one scale, e.g. 1.0")
 
 
+SEGMENTER_ENCODERS = ("own", "classifier")
+
+
 class SegmenterConfig(Config):
+    encoder: str = knob("own", "own: the encoder-decoder below, trained from scratch; classifier: the converted "
+                               "classifier (the fcn) as encoder, its class scores upsampled by Conv2DTranspose "
+                               "layers that start as bilinear interpolation and learn, with its finer features "
+                               "added (FCN, Long et al. 2015): it knows the digits from its first step, so it "
+                               "needs far fewer steps; filters, bottleneck, skips and stem_stride then do not "
+                               "apply.", choices=SEGMENTER_ENCODERS)
     filters: tuple[int, ...] = knob((12, 24, 48), "Channels of each encoder level (two 3x3 convs, a 2x2 max-pool) "
                                                   "and, mirrored, decoder level (a stride-2 Conv2DTranspose, two "
                                                   "3x3 convs).", minimum=1, maximum=4096)
@@ -206,9 +215,11 @@ FAMILY = register_family(
             Step("detect", "### Detect\nBoxes from heatmap peaks over an image pyramid with non-maximum "
                            "suppression; precision and recall at IoU 0.5 on the test scenes; registers the "
                            "converted net.", needs=("convert_to_fcn",)),
-            Step("train_segmenter", "### Train the segmenter\nEncoder of convs and max-pools, decoder of "
-                                    "Conv2DTranspose layers (learned upsampling) with skip connections, "
-                                    "per-pixel classes.", needs=("prepare_scenes",), trains=True),
+            Step("train_segmenter", "### Train the segmenter\nEncoder of convs and max-pools (or the converted "
+                                    "classifier), decoder of Conv2DTranspose layers (learned upsampling) with "
+                                    "skip connections, per-pixel classes.", needs=("prepare_scenes",
+                                                                                   "convert_to_fcn"),
+                 trains=True),
             Step("evaluate_segmenter", "### Evaluate the segmenter\nMean IoU and pixel accuracy on the test "
                                        "scenes, predicted masks beside the true ones; registers it.",
                  needs=("train_segmenter",)),

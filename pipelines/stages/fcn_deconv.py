@@ -399,12 +399,28 @@ def _check_divisible(height: int, width: int, step: int, what: str = "canvas") -
                          f"{max(height // step, 1) * step}x{max(width // step, 1) * step}")
 
 
-def _train_one_segmenter(typed: Any, inputs: dict[str, Any], data: Any, key: str, name: str) -> dict[str, Any]:
+def _train_one_segmenter(typed: Any, inputs: dict[str, Any], data: Any, key: str, name: str,
+                         fcn_uri: str | None = None) -> dict[str, Any]:
+    """The segmenter on ``data``; with ``fcn_uri`` its encoder is that converted classifier."""
     from models import build_model
+    from models.fcn import geometry
 
     segmenter = typed.segmenter
     height, width = data.shape("x")[:2]
-    step = segmenter.stem_stride * 2 ** len(segmenter.filters)
+    if fcn_uri:
+        step = geometry(tracking.load_keras_model(fcn_uri)).stride[0]
+
+        def build() -> Any:
+            return build_model("fcn_segmenter", fcn=tracking.load_keras_model(fcn_uri),
+                               num_classes=len(data.class_names), name=key)
+    else:
+        step = segmenter.stem_stride * 2 ** len(segmenter.filters)
+
+        def build() -> Any:
+            return build_model("deconv_segmenter", num_classes=len(data.class_names),
+                               channels=data.shape("x")[-1], filters=tuple(segmenter.filters),
+                               bottleneck=segmenter.bottleneck, skips=segmenter.skips,
+                               stem_stride=segmenter.stem_stride, name=key)
     _check_divisible(height, width, step)
     crop = segmenter.crop if segmenter.crop and segmenter.crop < min(height, width) else 0
     if crop:
@@ -414,10 +430,9 @@ def _train_one_segmenter(typed: Any, inputs: dict[str, Any], data: Any, key: str
         key, data=data, run_name=name, examples=len(x),
         params={"segmenter.classes": len(data.class_names), "segmenter.trained_on": f"{crop}x{crop} crops" if crop
                 else "whole scenes", "segmenter.loss": "per-pixel cross-entropy" if segmenter.digit_weight == 1.0
-                else f"per-pixel cross-entropy, non-background pixels weighted {segmenter.digit_weight:g}"},
-        build=lambda: build_model("deconv_segmenter", num_classes=len(data.class_names), channels=data.shape("x")[-1],
-                                  filters=tuple(segmenter.filters), bottleneck=segmenter.bottleneck,
-                                  skips=segmenter.skips, stem_stride=segmenter.stem_stride, name=key),
+                else f"per-pixel cross-entropy, non-background pixels weighted {segmenter.digit_weight:g}",
+                "segmenter.encoder_from": fcn_uri or "scratch"},
+        depends_on={"encoder": fcn_uri} if fcn_uri else {}, build=build,
         datasets=lambda: (_segmentation_batches(x, y, typed.train.batch_size, shuffle=True, seed=typed.train.seed,
                                                 crop=crop, digit_weight=segmenter.digit_weight),
                           _segmentation_batches(data.get("val", "x"), data.get("val", "mask"), 32, shuffle=False,
@@ -427,13 +442,15 @@ def _train_one_segmenter(typed: Any, inputs: dict[str, Any], data: Any, key: str
 
 def train_segmenter(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     """Train the deconvolution segmenter on the scenes (per-pixel classes, background +
-    10 digits); with ``extra_dataset`` a second one on that dataset."""
+    10 digits), its encoder its own or (``encoder=classifier``) the converted classifier;
+    with ``extra_dataset`` a second one (its own encoder) on that dataset."""
     from pipelines.data.prepared import load_prepared, prepare
 
     typed = FAMILY.load(config)
     scenes = load_prepared(inputs["data_uri"])
+    fcn_uri = inputs["convert_to_fcn"]["model_uri"] if typed.segmenter.encoder == "classifier" else None
     out = {"scenes": _train_one_segmenter(typed, inputs, scenes, "segmenter", f"segmenter {scenes.shape('x')[0]}"
-                                                                              f"x{scenes.shape('x')[1]} scenes")}
+                                          f"x{scenes.shape('x')[1]} scenes", fcn_uri)}
     if typed.segmenter.extra_dataset:
         extra = prepare(PetsData(dataset=typed.segmenter.extra_dataset, data_dir=typed.data.data_dir,
                                  split_seed=typed.data.split_seed))

@@ -1,5 +1,6 @@
 """Learned-upsampling nets: the segmenter maps images to per-pixel classes at any
-allowed size; the generator maps class + pose to a 28x28 image."""
+allowed size; the segmenter on a converted classifier starts as its heatmap upsampled;
+the generator maps class + pose to a 28x28 image."""
 
 from __future__ import annotations
 
@@ -53,6 +54,39 @@ def test_the_segmenter_learns_a_mask_on_a_tiny_problem():
 def test_bad_segmenter_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_model("deconv_segmenter", **kwargs)
+
+
+def _fcn():
+    from models.fcn import convert_to_fcn
+
+    keras.utils.set_random_seed(0)
+    return convert_to_fcn(build_model("cnn", input_shape=(28, 28, 1), num_classes=10, filters=(4, 8),
+                                      dense_units=16, batch_norm=False))
+
+
+def test_the_segmenter_on_a_converted_classifier_starts_as_its_heatmap_upsampled(tmp_path):
+    fcn = _fcn()
+    segmenter = build_model("fcn_segmenter", fcn=fcn, num_classes=11)
+    x = np.random.default_rng(0).random((2, 56, 40, 1), dtype=np.float32)
+    out = segmenter.predict(x, verbose=0)
+    assert out.shape == (2, 56, 40, 11)
+    np.testing.assert_allclose(out.sum(axis=-1), 1.0, rtol=1e-5)
+    # Cell (i, j) of the padded input's heatmap is the window centred on block (4i, 4j):
+    # at step 0 the digit channels there rank the classes as the classifier does.
+    heat = fcn.predict(np.pad(x, ((0, 0), (12, 12), (12, 12), (0, 0))), verbose=0)
+    assert heat.shape[1:3] == (14, 10)
+    centres = out[:, 1::4, 1::4, 1:]
+    assert (centres.argmax(-1) == heat.argmax(-1)).mean() > 0.9
+    assert [layer.name for layer in segmenter.layers if isinstance(layer, keras.layers.Conv2DTranspose)] == \
+        ["up_2", "up_1"]
+    segmenter.save(tmp_path / "segmenter.keras")
+    np.testing.assert_allclose(keras.models.load_model(tmp_path / "segmenter.keras").predict(x, verbose=0), out,
+                               atol=1e-6)
+
+
+def test_the_segmenter_on_a_converted_classifier_needs_background_plus_its_classes():
+    with pytest.raises(ValueError, match="num_classes=10: the fcn has 10 classes, so background"):
+        build_model("fcn_segmenter", fcn=_fcn(), num_classes=10)
 
 
 def test_the_generator_maps_class_and_pose_to_an_image_and_standardises_the_pose(tmp_path):
