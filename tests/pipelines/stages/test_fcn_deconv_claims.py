@@ -6,9 +6,10 @@ figures are in docs/claims.md. Each claim also fails when what it is about is ta
   another order than Flatten's (channels first), it does not;
 * C10: boxes from the converted net's heatmaps find the digits of test scenes drawn in
   digits no training scene holds; with the same net untrained they do not;
-* C11: a segmenter at its initialisation (zero training steps) is far from the bar. Its
-  bar itself is not met on CI-sized data: the segmenter learns the digit classes in
-  about a thousand quick steps, minutes on 2 CPU cores;
+* C11: the segmenter whose encoder is the converted classifier (``segmenter.encoder=
+  classifier``: it need not learn the digits, only the outlines, so 840 steps of a minute
+  suffice here) meets the bar on the unseen-digit test scenes; the same net at zero
+  training steps (the heatmap upsampled bilinearly) is far from it;
 * C12: the classifier recognises the generator's digits; a generator never trained
   makes none it recognises.
 
@@ -45,12 +46,15 @@ accuracy after six epochs."""
 SCENES = {"data.scenes": 600, "data.scale_max": 1.2, "detection.detection_scales": (1.0, 1.1, 1.2),
           "detection.score_threshold": 0.95, "detection.detect_scenes": 600,
           "generator.poses": 200, "generator.generator_epochs": 3, "generator.dense_units": 64,
-          "generator.generator_batch": 16, "generator.generator_step_size": 5e-3}
+          "generator.generator_batch": 16, "generator.generator_step_size": 5e-3,
+          "segmenter.encoder": "classifier", "train.epochs": 16, "train.batch_size": 8,
+          "train.learning_rate": 3e-3, "train.lr_schedule": "cosine"}
 """On top of the family's smoke profile (56x56 canvases, up to two digits): 120 test
 scenes, digits up to 1.2x MNIST size and a pyramid to match; a peak becomes a box at
 0.95 (quick: 0.99, for a CNN surer of itself: with this one the recall at 0.99 is
 0.71-0.88 from one training seed to the next, at 0.95 0.88-0.94); a generator trained
-for 300 steps."""
+for 300 steps; a segmenter on the converted classifier trained for 840 steps (mean IoU
+0.794 / 0.793 on unseen digits with training seeds 0 / 1, 0.771 after 630 steps)."""
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +78,14 @@ def measured(store):
         scenes = fcn_deconv.prepare_scenes(config, inputs)
         converted = fcn_deconv.convert_to_fcn(config, {**inputs, "prepare_scenes": scenes})
         detected = fcn_deconv.detect(config, {**inputs, "convert_to_fcn": converted})
+        segmenter = fcn_deconv.train_segmenter(config, {**inputs, "prepare_scenes": scenes,
+                                                        "convert_to_fcn": converted})
+        segmented = fcn_deconv.evaluate_segmenter(config, {**inputs, "train_segmenter": segmenter})
         generator = fcn_deconv.train_generator(config, {**inputs, "prepare_scenes": scenes})
         generated = fcn_deconv.evaluate_generator(config, {**inputs, "prepare_scenes": scenes,
                                                            "train_generator": generator, "convert_to_fcn": converted})
     return {"config": config, "inputs": inputs, "scenes": scenes, "converted": converted, "detected": detected,
-            "generator": generator, "generated": generated}
+            "segmented": segmented, "generator": generator, "generated": generated}
 
 
 @pytest.fixture
@@ -153,14 +160,19 @@ def test_c10_fails_with_the_converted_net_untrained(measured, active):
 # --- C11 ----------------------------------------------------------------------------------
 
 
+def test_c11_the_segmenter_on_the_converted_classifier_labels_the_pixels_of_unseen_digits(measured):
+    metrics = measured["segmented"]["scenes"]["metrics"]
+    assert_claim("C11", metrics)
+
+
 def test_c11_fails_for_the_segmenter_at_zero_training_steps(measured, active):
+    """The same net before its first step: the classifier's heatmap upsampled bilinearly,
+    background scored by an untrained layer."""
     from models import build_model
 
-    settings = FAMILY.load(measured["config"]).segmenter
-    segmenter = build_model("deconv_segmenter", num_classes=11, filters=settings.filters,
-                            bottleneck=settings.bottleneck, skips=settings.skips, stem_stride=settings.stem_stride,
-                            name="segmenter")
-    untrained = _logged(measured, _untrained(segmenter), np.zeros((1, 56, 56, 1), np.float32), "segmenter")
+    segmenter = build_model("fcn_segmenter", fcn=tracking.load_keras_model(measured["converted"]["model_uri"]),
+                            num_classes=11, name="segmenter")
+    untrained = _logged(measured, segmenter, np.zeros((1, 56, 56, 1), np.float32), "segmenter")
     scored = fcn_deconv.evaluate_segmenter(measured["config"], {**measured["inputs"],
                                                                 "train_segmenter": {"scenes": untrained}})
     metrics = scored["scenes"]["metrics"]
