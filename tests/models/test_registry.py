@@ -21,6 +21,7 @@ TINY_KWARGS = {
 CHECKED_ELSEWHERE = {"autoencoder": "test_autoencoder.py", "rbm": "test_rbm.py",
                      "sequence_regressor": "test_recurrent.py", "sequence_tagger": "test_recurrent.py",
                      "text_classifier": "test_recurrent.py", "deconv_segmenter": "test_deconv.py",
+                     "fcn_segmenter": "test_deconv.py",
                      "digit_generator": "test_deconv.py", "style_transformer": "test_style.py"}
 
 
