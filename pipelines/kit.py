@@ -409,6 +409,29 @@ def evaluate_into(family: Family, run_id: str, fingerprint: str, keys: tuple[str
     return metrics
 
 
+def report_on_parent(inputs: dict[str, Any], metrics: Mapping[str, float] | None = None, *, name: str = "",
+                     text: str = "", data: Mapping[str, Any] | None = None,
+                     figures: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The parent report step kind: on the pipeline's parent run, ``metrics`` (what the
+    family's summary and the zoo report read there), ``text`` as
+    ``comparison/<name>.md`` (and printed), ``data`` as ``comparison/<name>.json`` and
+    each figure of ``figures`` (artifact path -> matplotlib figure; a false value:
+    nothing to draw). A retried step writes the same keys and files again. Returns ``{"metrics":
+    metrics}``."""
+    parent = parent_run_of(inputs)
+    metrics = {key: float(value) for key, value in (metrics or {}).items()}
+    tracking.log_metrics(parent, metrics)
+    for path, figure in (figures or {}).items():
+        if figure:
+            tracking.log_figure(parent, figure, path)
+    if data is not None:
+        tracking.log_dict(parent, data, f"comparison/{name}.json")
+    if text:
+        tracking.log_bytes(parent, text.encode(), f"comparison/{name}.md")
+        say(text)
+    return {"metrics": metrics}
+
+
 def register_and_promote(
     family: Family, model: str, run_id: str, model_uri: str, metric: str, value: float,
     *, tolerance: float, higher_is_better: bool = True,
@@ -429,3 +452,68 @@ def register_and_promote(
                                 tolerance=tolerance, profile=profile, dataset=dataset)
     say(f"registered {name} v{decision['version']}: {decision['reason']}")
     return decision
+
+
+class StepContext:
+    """What a step function declared with :func:`step_of` gets instead of ``(config,
+    inputs)``: the decoded config (``config``), the pipeline's prepared data (``data``,
+    loaded once), the parent run (``parent``), the upstream outputs by step name
+    (``step["train"]``) and the kit's step kinds bound to the family, config and inputs."""
+
+    def __init__(self, family: Family, config: dict[str, Any], inputs: dict[str, Any]) -> None:
+        self.family, self.inputs = family, inputs
+        self.config = family.load(config)  # a bad config is refused before any run is touched
+
+    @functools.cached_property
+    def data(self) -> Any:
+        from pipelines.data.prepared import load_prepared
+
+        return load_prepared(self.inputs["data_uri"])
+
+    @property
+    def parent(self) -> str:
+        return parent_run_of(self.inputs)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.inputs:
+            raise KeyError(f"{name!r} is not among this step's inputs ({', '.join(sorted(self.inputs))}): declare it "
+                           f"in the step's needs")
+        return self.inputs[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.inputs.get(name, default)
+
+    def train(self, spec: Training) -> dict[str, Any]:
+        return run_training(self.family, self.config, self.inputs, spec)
+
+    def side_run(self, name: str, work: Callable[[Any], Mapping[str, float]], **options: Any) -> dict[str, Any]:
+        return side_run(self.family, self.config, self.inputs, name, work, **options)
+
+    def evaluate_into(self, run_id: str, keys: tuple[str, ...], measure: Callable[[Any], Mapping[str, float]],
+                      *, fingerprint: str | None = None, reuse_all: bool = False) -> dict[str, float]:
+        """:func:`evaluate_into`, on the pipeline's data unless ``fingerprint`` names other data."""
+        return evaluate_into(self.family, run_id, fingerprint or self.data.fingerprint, keys, measure,
+                             reuse_all=reuse_all)
+
+    def report(self, metrics: Mapping[str, float] | None = None, **options: Any) -> dict[str, Any]:
+        return report_on_parent(self.inputs, metrics, **options)
+
+    def register(self, model: str, trained: Mapping[str, Any], metric: str, value: float,
+                 higher_is_better: bool = True) -> dict[str, Any]:
+        """:func:`register_and_promote` of ``trained`` (a training's outputs) with the config's tolerance."""
+        return register_and_promote(self.family, model, trained["run_id"], trained["model_uri"], metric, value,
+                                    tolerance=self.config.promotion_tolerance, higher_is_better=higher_is_better)
+
+
+def step_of(family: Family) -> Callable[[Callable[[StepContext], dict[str, Any]]], Callable[..., dict[str, Any]]]:
+    """Declare a step function of ``family`` that takes a :class:`StepContext`; it is
+    still called as ``function(config, inputs)`` by the runner, the DAG and tests."""
+
+    def declare(function: Callable[[StepContext], dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        @functools.wraps(function)
+        def stage(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+            return function(StepContext(family, config, inputs))
+
+        return stage
+
+    return declare

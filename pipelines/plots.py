@@ -230,41 +230,6 @@ def bars(values: Mapping[str, float], title: str, ylabel: str,
     return figure
 
 
-def accuracy_vs_flops(points: Sequence[Mapping[str, Any]], title: str) -> plt.Figure:
-    """The talk's chart: accuracy against compute, bubble area proportional to the
-    parameter count. ``points``: dicts with ``name``, ``accuracy``, ``flops``,
-    ``params`` and optional ``group`` (one colour per group, e.g. dataset and profile).
-    Bubbles carry numbers; the list beside the chart names them (names would overlap)."""
-    figure, (axis, legend) = plt.subplots(1, 2, figsize=(12.0, 6.0), gridspec_kw={"width_ratios": [2.2, 1]})
-    groups = sorted({str(point.get("group", "")) for point in points})
-    largest = max((float(point["params"]) for point in points), default=1.0)
-    ordered = sorted(points, key=lambda point: (float(point["flops"]), str(point["name"])))
-    lines = []
-    for number, point in enumerate(ordered, start=1):
-        colour = plt.get_cmap("tab10")(groups.index(str(point.get("group", ""))) % 10)
-        axis.scatter(point["flops"], point["accuracy"], s=40 + 1500 * float(point["params"]) / largest,
-                     color=colour, alpha=0.4, edgecolors="black", linewidths=0.5)
-        axis.annotate(str(number), (point["flops"], point["accuracy"]), fontsize=8, ha="center", va="center",
-                      weight="bold")
-        lines.append(f"{number:>2}  {point['name']}  {float(point['accuracy']):.3f}, "
-                     f"{_short_count(float(point['params']))} params, {_short_count(float(point['flops']))}FLOPs")
-    for index, group in enumerate(groups):
-        if group:
-            axis.scatter([], [], color=plt.get_cmap("tab10")(index % 10), alpha=0.4, s=60, label=group)
-    axis.set_xscale("log")
-    axis.set_xlabel("forward FLOPs per example (log)")
-    axis.set_ylabel("test accuracy")
-    axis.grid(alpha=0.3, which="both")
-    if any(groups):
-        axis.legend(fontsize=8, loc="lower right")
-    axis.set_title(title)
-    legend.axis("off")
-    legend.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=7,
-                transform=legend.transAxes)
-    figure.tight_layout()
-    return figure
-
-
 Box = tuple[float, float, float, float]
 """(top, left, bottom, right) in pixels."""
 

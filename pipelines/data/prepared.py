@@ -242,11 +242,29 @@ def normalize_images(images):
 
 
 def tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0):
-    """A ``tf.data`` pipeline: cache, shuffle (training), batch, normalise, prefetch."""
+    """(image, label) batches, images normalised: :func:`batches` of the pair."""
+    return batches((images, labels), batch_size, shuffle=shuffle, seed=seed)
+
+
+def batches(arrays: Any, batch_size: int, *, shuffle: bool = False, seed: int = 0, repeat: bool = False,
+            normalize: bool = True, each: Any = None, batched: Any = None):
+    """The ``tf.data`` pipeline of every training: ``arrays`` (an array, or a nest of
+    arrays of one length) cached; shuffled anew each pass (``shuffle``, seeded); endless
+    (``repeat``); ``each`` mapped over examples; batched; the first array's uint8 images
+    normalised to [0, 1] (``normalize``); ``batched`` mapped over batches; prefetched."""
     import tensorflow as tf
 
-    data = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
+    data = tf.data.Dataset.from_tensor_slices(arrays).cache()
     if shuffle:
-        data = data.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size).map(lambda x, y: (normalize_images(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        data = data.shuffle(len(tf.nest.flatten(arrays)[0]), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        data = data.repeat()
+    if each is not None:
+        data = data.map(each, num_parallel_calls=tf.data.AUTOTUNE)
+    data = data.batch(batch_size)
+    if normalize:
+        data = data.map(lambda x, *rest: (normalize_images(x), *rest) if rest else normalize_images(x),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+    if batched is not None:
+        data = data.map(batched, num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)

@@ -9,31 +9,23 @@ import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.classifiers import FAMILY, MODELS
-from pipelines.kit import (
-    Training,
-    builder_kwargs,
-    evaluate_into,
-    register_and_promote,
-    run_training,
-    say,
-)
+from pipelines.kit import StepContext, Training, builder_kwargs, say, step_of
 
 METRIC = "test_accuracy"
 
 
-def train(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
-    """Train ``inputs["model"]`` (``mlp`` or ``cnn``) on ``inputs["data_uri"]``; the CNN's
-    run also gets its first-layer filters. See :func:`pipelines.kit.run_training`
-    for reuse, resume and what every run logs."""
+@step_of(FAMILY)
+def train(step: StepContext) -> dict[str, Any]:
+    """Train ``step["model"]`` (``mlp`` or ``cnn``) on the prepared data; the CNN's run
+    also gets its first-layer filters. See :func:`pipelines.kit.run_training` for reuse,
+    resume and what every run logs."""
     from models import build_model
     from pipelines import plots
-    from pipelines.data.prepared import load_prepared, normalize_images, tf_dataset
+    from pipelines.data.prepared import normalize_images, tf_dataset
 
-    typed = FAMILY.load(config)
-    name = inputs.get("model")
+    typed, data, name = step.config, step.data, step.get("model")
     if name not in MODELS:
         raise ValueError(f"model={name!r}: expected one of {', '.join(MODELS)}")
-    data = load_prepared(inputs["data_uri"])
     (train_x, train_y), (val_x, val_y) = data.split("train"), data.split("val")
 
     def filters(run: Any, model: Any, history: Any) -> None:
@@ -42,7 +34,7 @@ def train(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
                                                                "CNN first-layer filters"),
                                 "plots/first_layer_filters.png")
 
-    return run_training(FAMILY, typed, inputs, Training(
+    return step.train(Training(
         name, data=data, run_name=f"{name}-{typed.profile}", examples=len(train_y), after=filters,
         build=lambda: build_model(name, input_shape=data.image_shape, num_classes=data.num_classes,
                                   **builder_kwargs(getattr(typed, name))),
@@ -51,18 +43,18 @@ def train(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         example=normalize_images(train_x[:4])))
 
 
-def evaluate(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
-    """Score every trained model (``inputs["train"]``) on the held-out test split, in its
+@step_of(FAMILY)
+def evaluate(step: StepContext) -> dict[str, Any]:
+    """Score every trained model (``step["train"]``) on the held-out test split, in its
     own run: ``test_accuracy`` / ``test_loss``, the confusion matrix and the
     misclassified examples. Returns ``{"metrics": {model: {...}}}``."""
     from pipelines import plots
-    from pipelines.data.prepared import load_prepared, normalize_images
+    from pipelines.data.prepared import normalize_images
 
-    FAMILY.load(config)  # refuses a bad config before any run is touched
-    data = load_prepared(inputs["data_uri"])
+    data = step.data
     test_x, test_y = data.split("test")
     metrics: dict[str, dict[str, float]] = {}
-    for name, trained in sorted(inputs["train"].items()):
+    for name, trained in sorted(step["train"].items()):
 
         def measure(run: Any, name: str = name, trained: dict = trained) -> dict[str, float]:
             probabilities = tracking.load_keras_model(trained["model_uri"]).predict(
@@ -85,16 +77,14 @@ def evaluate(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
                     test_x[wrong], titles, f"{name}: misclassified (true→predicted)"), "plots/misclassified.png")
             return values
 
-        values = metrics[name] = evaluate_into(FAMILY, trained["run_id"], data.fingerprint, (METRIC, "test_loss"),
-                                               measure)
+        values = metrics[name] = step.evaluate_into(trained["run_id"], (METRIC, "test_loss"), measure)
         say(f"{name}: {METRIC}={values[METRIC]:.4f} test_loss={values['test_loss']:.4f}")
     return {"metrics": metrics}
 
 
-def register(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def register(step: StepContext) -> dict[str, Any]:
     """Register each model (once per run) and move ``champion`` only on no regression."""
-    typed = FAMILY.load(config)
-    scores = inputs["evaluate"]["metrics"]
-    return {"versions": {name: register_and_promote(FAMILY, name, trained["run_id"], trained["model_uri"], METRIC,
-                                                    scores[name][METRIC], tolerance=typed.promotion_tolerance)
-                         for name, trained in sorted(inputs["train"].items())}}
+    scores = step["evaluate"]["metrics"]
+    return {"versions": {name: step.register(name, trained, METRIC, scores[name][METRIC])
+                         for name, trained in sorted(step["train"].items())}}

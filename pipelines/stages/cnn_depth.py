@@ -12,14 +12,7 @@ import numpy as np
 from pipelines import tracking
 from pipelines.configs.cnn_depth import FAMILY, VARIANTS
 from pipelines.errors import BadValueError
-from pipelines.kit import (
-    Training,
-    parent_run_of,
-    register_and_promote,
-    run_training,
-    say,
-    side_run,
-)
+from pipelines.kit import StepContext, Training, say, step_of
 
 METRIC = "test_accuracy"
 RANDOM_DRAWS = 16
@@ -31,7 +24,8 @@ TALK_INPUT = (100, 100, 1)
 # --- C1 -------------------------------------------------------------------------------
 
 
-def single_neuron(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def single_neuron(step: StepContext) -> dict[str, Any]:
     """A 1-unit sigmoid model (``mlp`` with no hidden layer) and scikit-learn's
     ``LogisticRegression`` on the same two-class slice of the data: both test
     accuracies, their gap and the correlation of the two weight vectors."""
@@ -40,10 +34,9 @@ def single_neuron(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, A
 
     from models import build_model
     from pipelines import plots
-    from pipelines.data.prepared import load_prepared, normalize_images, tf_dataset
+    from pipelines.data.prepared import normalize_images, tf_dataset
 
-    typed = FAMILY.load(config)
-    data = load_prepared(inputs["data_uri"])
+    typed, data = step.config, step.data
     negative, positive = typed.neuron.classes
     if max(negative, positive) >= data.num_classes:
         raise BadValueError(f"neuron.classes={typed.neuron.classes!r}: {data.name} has classes 0..{data.num_classes - 1}")
@@ -73,7 +66,7 @@ def single_neuron(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, A
             normalize_each=True), "plots/weights.png")
         return metrics
 
-    trained = run_training(FAMILY, typed, inputs, Training(
+    trained = step.train(Training(
         "single_neuron", data=data, run_name=f"single-neuron {names}", examples=len(train_y),
         after=compare_with_logistic, progress=False, params={"neuron.slice": names, "neuron.train_size": len(train_y)},
         build=lambda: build_model("mlp", input_shape=data.image_shape, num_classes=1, hidden_units=(),
@@ -94,14 +87,13 @@ def single_neuron(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, A
 # --- C2 -------------------------------------------------------------------------------
 
 
-def count_parameters(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def count_parameters(step: StepContext) -> dict[str, Any]:
     """The talk's two nets on 100x100 inputs, built and counted (not trained): a fully
     connected net with hidden layers 100-100-100 and a CNN with two conv layers of 100
     filters, both with a 10-way dense output. Logs both counts, FLOPs and the ratios."""
     from models import build_model
     from pipelines.flops import count_flops
-
-    typed = FAMILY.load(config)
 
     def count(run: Any) -> dict[str, float]:
         nets = {"dense": build_model("mlp", input_shape=TALK_INPUT, num_classes=10, hidden_units=(100, 100, 100),
@@ -121,7 +113,7 @@ def count_parameters(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str
             f"{metrics['flops_ratio']:.0f}x the FLOPs")
         return metrics
 
-    return side_run(FAMILY, typed, inputs, "talk_nets", count, run_name="count-parameters 100x100", stage="count",
+    return step.side_run("talk_nets", count, run_name="count-parameters 100x100", stage="count",
                     params={"input_shape": "x".join(map(str, TALK_INPUT)), "dense_hidden_units": "100,100,100",
                             "cnn": "conv3x3(100)-conv3x3(100)-global_avg_pool-dense(10)"})
 
@@ -129,10 +121,10 @@ def count_parameters(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str
 # --- C3, C7, C8: the variants ---------------------------------------------------------
 
 
-def plan_variants(config: dict[str, Any], inputs: dict[str, Any]) -> list[dict[str, Any]]:
+@step_of(FAMILY)
+def plan_variants(step: StepContext) -> list[dict[str, Any]]:
     """One job per variant named in ``variants``, in the family's order."""
-    typed = FAMILY.load(config)
-    return [{"variant": name} for name in VARIANTS if name in typed.variants]
+    return [{"variant": name} for name in VARIANTS if name in step.config.variants]
 
 
 def variant_model(typed: Any, variant: str) -> tuple[str, dict[str, Any], str]:
@@ -164,21 +156,20 @@ def variant_model(typed: Any, variant: str) -> tuple[str, dict[str, Any], str]:
     raise ValueError(f"variant={variant!r}: expected one of {', '.join(VARIANTS)}")
 
 
-def train_variant(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
-    """Train ``inputs["variant"]`` with every layer's gradient norm recorded on a fixed
+@step_of(FAMILY)
+def train_variant(step: StepContext) -> dict[str, Any]:
+    """Train ``step["variant"]`` with every layer's gradient norm recorded on a fixed
     batch (step 0 and every ``gradients.record_every`` steps); then test accuracy, the
     training error (inference mode, whole training split), the gradient heatmap and,
     for the pooling pair, shift agreement (C8) and the first layer's edge score against
     random filters' (C7); the max-pool net's filters and feature maps are drawn (C7)."""
     from models import build_model
     from pipelines import plots
-    from pipelines.data.prepared import load_prepared, normalize_images, tf_dataset
+    from pipelines.data.prepared import normalize_images, tf_dataset
     from pipelines.gradients import GradientNorms, heatmap
 
-    typed = FAMILY.load(config)
-    variant = inputs.get("variant")
+    typed, data, variant = step.config, step.data, step.get("variant")
     builder, kwargs, description = variant_model(typed, variant)
-    data = load_prepared(inputs["data_uri"])
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = (data.split(s) for s in ("train", "val", "test"))
     fixed = np.random.default_rng(typed.train.seed).choice(len(train_y), min(typed.gradients.examples,
                                                                              len(train_y)), replace=False)
@@ -187,7 +178,7 @@ def train_variant(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, A
     def gradient_recorder(run_id: str) -> list[Any]:
         recorder[:] = [GradientNorms(normalize_images(train_x[fixed]), train_y[fixed],
                                      every=typed.gradients.record_every,
-                                     on_record=lambda step, norms: tracking.log_metrics(run_id, norms, step))]
+                                     on_record=lambda at, norms: tracking.log_metrics(run_id, norms, at))]
         return recorder
 
     def evaluate(run: Any, model: Any, history: Any) -> dict[str, float]:
@@ -214,7 +205,7 @@ def train_variant(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, A
                 f"One test image ({data.class_names[test_y[0]]}) through every layer"), "plots/feature_maps.png")
         return metrics
 
-    trained = run_training(FAMILY, typed, inputs, Training(
+    trained = step.train(Training(
         variant, data=data, run_name=f"{variant} ({description})", examples=len(train_y), after=evaluate,
         callbacks=gradient_recorder, params={"builder": builder, "description": description},
         build=lambda: build_model(builder, input_shape=data.image_shape, num_classes=data.num_classes,
@@ -291,88 +282,53 @@ def layer_outputs(model: Any, image: np.ndarray) -> list[tuple[str, np.ndarray]]
 # --- register and compare -------------------------------------------------------------
 
 
-def register(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def register(step: StepContext) -> dict[str, Any]:
     """Register each variant as ``nnzoo-cnn_depth-<variant>`` (once per run); ``champion``
     moves only if the test accuracy is not worse than the champion's beyond tolerance."""
-    typed = FAMILY.load(config)
-    return {"versions": {result["variant"]: register_and_promote(
-        FAMILY, result["variant"], result["run_id"], result["model_uri"], METRIC, result["metrics"][METRIC],
-        tolerance=typed.promotion_tolerance) for result in _results(inputs)}}
+    return {"versions": {result["variant"]: step.register(result["variant"], result, METRIC, result["metrics"][METRIC])
+                         for result in _results(step.inputs)}}
 
 
-def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def compare(step: StepContext) -> dict[str, Any]:
     """On the parent run: the table of every variant, C1 and C2 numbers, step-0 gradient
-    norms by layer (C3), training error per epoch of the degradation nets (C3), shift
-    agreement (C8), and accuracy vs FLOPs over every registered model (C17)."""
+    norms by layer (C3), training error per epoch of the degradation nets (C3) and shift
+    agreement (C8). Accuracy vs FLOPs over every registered model (C17) is the zoo
+    report's (``nnzoo report``)."""
     from pipelines import plots
     from pipelines.gradients import ratio_plot
 
-    typed = FAMILY.load(config)
-    parent = parent_run_of(inputs)
-    results = {result["variant"]: result for result in _results(inputs)}
-    neuron, counted = inputs["single_neuron"]["metrics"], inputs["count_parameters"]["metrics"]
+    typed = step.config
+    results = {result["variant"]: result for result in _results(step.inputs)}
+    neuron, counted = step["single_neuron"]["metrics"], step["count_parameters"]["metrics"]
     metrics: dict[str, float] = {**neuron, "parameter_ratio": counted["parameter_ratio"]}
     for variant, result in results.items():
         for key in (METRIC, "train_error", "first_last_gradient_ratio"):
             if key in result["metrics"]:
                 metrics[f"{variant}_{key}"] = result["metrics"][key]
-    tracking.log_metrics(parent, metrics)
-
-    step0 = {v: _step0_norms(r["run_id"]) for v, r in results.items()
-             if v.startswith(("vanishing_", "sigmoid_", "mlp_"))}
-    if any(step0.values()):
-        tracking.log_figure(parent, ratio_plot({v: n for v, n in step0.items() if n},
-                                               "Gradient norm of each layer's kernel at initialisation"),
-                            "plots/gradient_norms_at_init.png")
+    step0 = {v: norms for v, r in results.items() if v.startswith(("vanishing_", "sigmoid_", "mlp_"))
+             if (norms := _step0_norms(r["run_id"]))}
     curves = {f"{v} ({results[v]['description']})": _error_curve(results[v]["run_id"])
               for v in results if v.startswith(("vanishing_", "sigmoid_", "degradation_"))}
-    if curves:
-        tracking.log_figure(parent, plots.lines(curves, "Training error per epoch (1 - training accuracy)", "epoch",
-                                                "training error", log_y=True), "plots/training_error.png")
     pooling = {v: results[v]["metrics"] for v in ("max_pool", "strided") if v in results}
-    if pooling:
-        tracking.log_figure(parent, plots.lines(
-            {v: ([0, *range(1, typed.pooling.max_shift + 1)],
-                 [1.0, *(m.get(f"shift_agreement_{s}", float("nan")) for s in range(1, typed.pooling.max_shift + 1))])
+    shifts = [0, *range(1, typed.pooling.max_shift + 1)]
+    return step.report(metrics, name="cnn_depth", figures={
+        "plots/gradient_norms_at_init.png": step0 and ratio_plot(
+            step0, "Gradient norm of each layer's kernel at initialisation"),
+        "plots/training_error.png": curves and plots.lines(
+            curves, "Training error per epoch (1 - training accuracy)", "epoch", "training error", log_y=True),
+        "plots/shift_agreement.png": pooling and plots.lines(
+            {v: (shifts, [1.0, *(m.get(f"shift_agreement_{s}", float("nan")) for s in shifts[1:])])
              for v, m in pooling.items()}, "Predictions unchanged by a shift of the input (4 directions)",
-            "shift (pixels)", "agreement with the unshifted prediction"), "plots/shift_agreement.png")
-    points, skipped = zoo_points()
-    if points:
-        tracking.log_figure(parent, plots.accuracy_vs_flops(points, "Every registered model: test accuracy vs "
-                                                                    "compute (bubble area: parameters)"),
-                            "plots/accuracy_vs_flops.png")
-    table = format_report(typed, results, neuron, counted, points, skipped)
-    tracking.log_bytes(parent, table.encode(), "comparison/cnn_depth.md")
-    tracking.log_dict(parent, {"variants": {v: r["metrics"] for v, r in results.items()}, "single_neuron": neuron,
-                               "count_parameters": counted, "zoo": points, "zoo_skipped": skipped},
-                      "comparison/cnn_depth.json")
-    say(table)
-    return {"metrics": metrics}
-
-
-def zoo_points() -> tuple[list[dict[str, Any]], list[str]]:
-    """Accuracy, FLOPs and parameters of every registered model of every family (its
-    newest version, so the chart shows what was trained last), from the runs that made
-    them, grouped by dataset and profile; the models whose runs lack one of the three
-    are named in the second list."""
-    points: list[dict[str, Any]] = []
-    skipped: list[str] = []
-    for version in tracking.newest_versions():
-        run = tracking.get_run(version.run_id)
-        values = run.data.metrics
-        if not all(key in values for key in (METRIC, "flops", "params")):
-            skipped.append(f"{version.name} v{version.version}")
-            continue
-        group = " ".join(part for part in (run.data.params.get("dataset.name"),
-                                           run.data.tags.get(tracking.TAG_PROFILE)) if part)
-        points.append({"name": version.name.removeprefix("nnzoo-"), "accuracy": values[METRIC],
-                       "flops": values["flops"], "params": values["params"], "version": version.version,
-                       "group": group})
-    return points, skipped
+            "shift (pixels)", "agreement with the unshifted prediction")},
+        text=format_report(typed, results, neuron, counted),
+        data={"variants": {v: r["metrics"] for v, r in results.items()}, "single_neuron": neuron,
+              "count_parameters": counted})
 
 
 def format_report(typed: Any, results: Mapping[str, Mapping[str, Any]], neuron: Mapping[str, float],
-                  counted: Mapping[str, float], points: Sequence[Mapping[str, Any]], skipped: Sequence[str]) -> str:
+                  counted: Mapping[str, float]) -> str:
     """The comparison as Markdown: C1, C2, the variants table and the C3 verdicts."""
     lines = [f"# CNN depth ({typed.profile}, {typed.data.dataset})", "",
              f"C1: single neuron {neuron['neuron_test_accuracy']:.4f} vs logistic regression "
@@ -396,9 +352,6 @@ def format_report(typed: Any, results: Mapping[str, Mapping[str, Any]], neuron: 
             lines += ["", f"Degradation, {block}: training error {error[f'degradation_{block}_shallow']:.4f} at "
                           f"{shallow} layers, {error[f'degradation_{block}_deep']:.4f} at {deep}: the deeper net "
                           f"trains {'worse' if worse else 'no worse'}."]
-    lines += ["", f"C17: {len(points)} registered model(s) charted in plots/accuracy_vs_flops.png"
-                  + (f"; without test_accuracy/flops/params (trained before FLOPs were logged or not "
-                     f"classifiers): {', '.join(skipped)}" if skipped else "") + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -12,17 +12,9 @@ import numpy as np
 from pipelines import tracking
 from pipelines.config import DataConfig
 from pipelines.configs.fcn_deconv import FAMILY
+from pipelines.data.prepared import batches
 from pipelines.errors import BadValueError
-from pipelines.kit import (
-    TAG_MODEL_URI,
-    Training,
-    evaluate_into,
-    parent_run_of,
-    register_and_promote,
-    run_training,
-    say,
-    side_run,
-)
+from pipelines.kit import TAG_MODEL_URI, StepContext, Training, say, step_of
 from pipelines.runner import model_from
 
 CLASSIFIER = next(use.registered for use in FAMILY.uses if use.name == "classifier")
@@ -71,15 +63,14 @@ def _posed_config(typed: Any) -> PosedData:
 # --- scenes -------------------------------------------------------------------------------
 
 
-def prepare_scenes(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def prepare_scenes(step: StepContext) -> dict[str, Any]:
     """Sample scenes with their boxes and masks, and the posed digits, on the parent run;
     prepares (or finds stored) the posed-digit set and returns its reference."""
     from pipelines import plots
-    from pipelines.data.prepared import load_prepared, prepare
+    from pipelines.data.prepared import prepare
 
-    typed = FAMILY.load(config)
-    parent = parent_run_of(inputs)
-    scenes = load_prepared(inputs["data_uri"])
+    typed, parent, scenes = step.config, step.parent, step.data
     images, masks = scored_scenes(scenes, "x")[:PREVIEW], scored_scenes(scenes, "mask")[:PREVIEW]
     truth = [_truth(b, d) for b, d in zip(scenes.get("test", "boxes")[:PREVIEW], scenes.get("test", "digits")[:PREVIEW], strict=True)]
     tracking.log_figure(parent, plots.detections(images, truth, [[] for _ in truth],
@@ -109,7 +100,8 @@ def _canvas(size: str) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def convert_to_fcn(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def convert_to_fcn(step: StepContext) -> dict[str, Any]:
     """Rewrite the classifier fully convolutional; check it equals the CNN on 28x28
     inputs (max abs difference on held-out digits and on random inputs) and run it on
     the configured canvas sizes (heatmap shapes, heatmaps over scenes). The converted
@@ -117,14 +109,13 @@ def convert_to_fcn(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
     from models.fcn import FcnConversionError, geometry
     from models.fcn import convert_to_fcn as convert
     from pipelines import plots
-    from pipelines.data.prepared import load_prepared, normalize_images
+    from pipelines.data.prepared import normalize_images
     from pipelines.data.source_scenes import held_out_digits, make_scenes
 
-    typed = FAMILY.load(config)
-    scenes = load_prepared(inputs["data_uri"])
+    typed, scenes = step.config, step.data
 
     def convert_classifier(run: Any) -> dict[str, float]:
-        classifier = model_from(FAMILY, typed, inputs, "classifier")
+        classifier = model_from(FAMILY, typed, step.inputs, "classifier")
         tracking.rename_run(run.run_id, f"fcn from cnn v{classifier['version']}")
         cnn = tracking.load_keras_model(classifier["model_uri"])
         try:
@@ -180,7 +171,7 @@ def convert_to_fcn(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
                 **{f"max_abs_difference_{name}": value for name, value in difference.items()},
                 "params": float(fcn.count_params())}
 
-    converted = side_run(FAMILY, typed, inputs, "fcn", convert_classifier, stage="convert", data=scenes,
+    converted = step.side_run("fcn", convert_classifier, stage="convert", data=scenes,
                          done=lambda run: TAG_CLASSIFIER in run.data.tags)
     return _fcn_outputs(tracking.get_run(converted["run_id"]))
 
@@ -308,19 +299,18 @@ def score_detections(found: Sequence[Sequence[tuple[int, float, Sequence[float]]
             "true_boxes": float(hits + missed), "found_boxes": float(hits + false)}
 
 
-def detect(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def detect(step: StepContext) -> dict[str, Any]:
     """Boxes from the converted net's heatmaps on the test scenes (drawn in digits no
     training scene holds), scored at ``match_iou``; also the figures without re-centring
     (peaks only). Logged in the conversion's run, which is then registered as
     ``nnzoo-fcn_deconv-fcn``."""
     from models.fcn import geometry
     from pipelines import plots
-    from pipelines.data.prepared import load_prepared, normalize_images
+    from pipelines.data.prepared import normalize_images
 
-    typed = FAMILY.load(config)
-    converted = inputs["convert_to_fcn"]
+    typed, scenes, converted = step.config, step.data, step["convert_to_fcn"]
     detection = typed.detection
-    scenes = load_prepared(inputs["data_uri"])
     count = min(detection.detect_scenes, scenes.sizes["test"])
     images = scored_scenes(scenes, "x")[:count]
     boxes, digits = scenes.get("test", "boxes")[:count], scenes.get("test", "digits")[:count]
@@ -353,14 +343,13 @@ def detect(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
             "plots/heatmaps_over_scenes.png")
         return metrics
 
-    metrics = evaluate_into(FAMILY, converted["run_id"], scenes.fingerprint, keys, measure, reuse_all=True)
+    metrics = step.evaluate_into(converted["run_id"], keys, measure, reuse_all=True)
     say(f"detect: precision {metrics['detection_precision']:.3f}, recall {metrics['detection_recall']:.3f} at IoU "
         f"{detection.match_iou} on {count} test scenes (peaks only, no re-centring: "
         f"{metrics['detection_precision_peaks_only']:.3f} / {metrics['detection_recall_peaks_only']:.3f})")
-    tracking.log_metrics(parent_run_of(inputs), {**{key: metrics[key] for key in keys},
-                                          "max_abs_difference": converted["metrics"]["max_abs_difference"]})
-    decision = register_and_promote(FAMILY, "fcn", converted["run_id"], converted["model_uri"], "detection_f1",
-                                    metrics["detection_f1"], tolerance=typed.promotion_tolerance)
+    step.report({**{key: metrics[key] for key in keys},
+                 "max_abs_difference": converted["metrics"]["max_abs_difference"]})
+    decision = step.register("fcn", converted, "detection_f1", metrics["detection_f1"])
     return {"metrics": metrics, "version": decision, "classifier": converted["classifier"]}
 
 
@@ -373,23 +362,16 @@ def _segmentation_batches(images: np.ndarray, masks: np.ndarray, batch: int, *, 
     ``digit_weight`` is not 1: a pixel that is not background (class 0) weighs that much."""
     import tensorflow as tf
 
-    from pipelines.data.prepared import normalize_images
+    def cut(image: Any, mask: Any) -> Any:  # one random window of image and mask together
+        both = tf.concat([tf.cast(image, tf.int32), tf.cast(mask, tf.int32)[..., None]], axis=-1)
+        both = tf.image.random_crop(both, (crop, crop, both.shape[-1]), seed=seed)
+        return both[..., :-1], both[..., -1]
 
-    data = tf.data.Dataset.from_tensor_slices((images, masks)).cache()
-    if shuffle:
-        data = data.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    if crop:
-        def cut(image: Any, mask: Any) -> Any:  # one random window of image and mask together
-            both = tf.concat([tf.cast(image, tf.int32), tf.cast(mask, tf.int32)[..., None]], axis=-1)
-            both = tf.image.random_crop(both, (crop, crop, both.shape[-1]), seed=seed)
-            return both[..., :-1], both[..., -1]
+    def weigh(x: Any, y: Any) -> Any:
+        y = tf.cast(y, tf.int32)
+        return (x, y) if digit_weight == 1.0 else (x, y, tf.where(y > 0, digit_weight, 1.0))
 
-        data = data.map(cut, num_parallel_calls=tf.data.AUTOTUNE)
-    data = data.batch(batch).map(lambda x, y: (normalize_images(x), tf.cast(y, tf.int32)),
-                                 num_parallel_calls=tf.data.AUTOTUNE)
-    if digit_weight != 1.0:
-        data = data.map(lambda x, y: (x, y, tf.where(y > 0, digit_weight, 1.0)), num_parallel_calls=tf.data.AUTOTUNE)
-    return data.prefetch(tf.data.AUTOTUNE)
+    return batches((images, masks), batch, shuffle=shuffle, seed=seed, each=cut if crop else None, batched=weigh)
 
 
 def _check_divisible(height: int, width: int, step: int, what: str = "canvas") -> None:
@@ -399,34 +381,35 @@ def _check_divisible(height: int, width: int, step: int, what: str = "canvas") -
                          f"{max(height // step, 1) * step}x{max(width // step, 1) * step}")
 
 
-def _train_one_segmenter(typed: Any, inputs: dict[str, Any], data: Any, key: str, name: str,
+def _train_one_segmenter(step: StepContext, data: Any, key: str, name: str,
                          fcn_uri: str | None = None) -> dict[str, Any]:
     """The segmenter on ``data``; with ``fcn_uri`` its encoder is that converted classifier."""
     from models import build_model
     from models.fcn import geometry
 
+    typed = step.config
     segmenter = typed.segmenter
     height, width = data.shape("x")[:2]
     if fcn_uri:
-        step = geometry(tracking.load_keras_model(fcn_uri)).stride[0]
+        multiple = geometry(tracking.load_keras_model(fcn_uri)).stride[0]
 
         def build() -> Any:
             return build_model("fcn_segmenter", fcn=tracking.load_keras_model(fcn_uri),
                                num_classes=len(data.class_names), name=key)
     else:
-        step = segmenter.stem_stride * 2 ** len(segmenter.filters)
+        multiple = segmenter.stem_stride * 2 ** len(segmenter.filters)
 
         def build() -> Any:
             return build_model("deconv_segmenter", num_classes=len(data.class_names),
                                channels=data.shape("x")[-1], filters=tuple(segmenter.filters),
                                bottleneck=segmenter.bottleneck, skips=segmenter.skips,
                                stem_stride=segmenter.stem_stride, name=key)
-    _check_divisible(height, width, step)
+    _check_divisible(height, width, multiple)
     crop = segmenter.crop if segmenter.crop and segmenter.crop < min(height, width) else 0
     if crop:
-        _check_divisible(crop, crop, step, "crop")
+        _check_divisible(crop, crop, multiple, "crop")
     x, y = data.get("train", "x"), data.get("train", "mask")
-    return run_training(FAMILY, typed, inputs, Training(
+    return step.train(Training(
         key, data=data, run_name=name, examples=len(x),
         params={"segmenter.classes": len(data.class_names), "segmenter.trained_on": f"{crop}x{crop} crops" if crop
                 else "whole scenes", "segmenter.loss": "per-pixel cross-entropy" if segmenter.digit_weight == 1.0
@@ -440,21 +423,21 @@ def _train_one_segmenter(typed: Any, inputs: dict[str, Any], data: Any, key: str
         example=(x[:2] / 255.0).astype(np.float32)))
 
 
-def train_segmenter(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def train_segmenter(step: StepContext) -> dict[str, Any]:
     """Train the deconvolution segmenter on the scenes (per-pixel classes, background +
     10 digits), its encoder its own or (``encoder=classifier``) the converted classifier;
     with ``extra_dataset`` a second one (its own encoder) on that dataset."""
-    from pipelines.data.prepared import load_prepared, prepare
+    from pipelines.data.prepared import prepare
 
-    typed = FAMILY.load(config)
-    scenes = load_prepared(inputs["data_uri"])
-    fcn_uri = inputs["convert_to_fcn"]["model_uri"] if typed.segmenter.encoder == "classifier" else None
-    out = {"scenes": _train_one_segmenter(typed, inputs, scenes, "segmenter", f"segmenter {scenes.shape('x')[0]}"
+    typed, scenes = step.config, step.data
+    fcn_uri = step["convert_to_fcn"]["model_uri"] if typed.segmenter.encoder == "classifier" else None
+    out = {"scenes": _train_one_segmenter(step, scenes, "segmenter", f"segmenter {scenes.shape('x')[0]}"
                                           f"x{scenes.shape('x')[1]} scenes", fcn_uri)}
     if typed.segmenter.extra_dataset:
         extra = prepare(PetsData(dataset=typed.segmenter.extra_dataset, data_dir=typed.data.data_dir,
                                  split_seed=typed.data.split_seed))
-        out["extra"] = {**_train_one_segmenter(typed, inputs, extra, "segmenter_pets", f"segmenter {extra.name}"),
+        out["extra"] = {**_train_one_segmenter(step, extra, "segmenter_pets", f"segmenter {extra.name}"),
                         "data_uri": extra.uri}
     return out
 
@@ -471,7 +454,8 @@ def segmentation_scores(predicted: np.ndarray, truth: np.ndarray, classes: int) 
             "iou": [None if np.isnan(v) else float(v) for v in iou], "present": present.tolist()}
 
 
-def evaluate_segmenter(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def evaluate_segmenter(step: StepContext) -> dict[str, Any]:
     """Mean IoU (over the classes present) and pixel accuracy on the test scenes, drawn in
     digits no training scene holds, in the segmenter's run (``mean_iou_seen_digits``: the
     same scenes in training digits); predicted masks beside the true ones; then
@@ -479,10 +463,9 @@ def evaluate_segmenter(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
     from pipelines import plots
     from pipelines.data.prepared import load_prepared, normalize_images
 
-    typed = FAMILY.load(config)
     results = {}
-    for which, trained in sorted(inputs["train_segmenter"].items()):
-        data = load_prepared(trained.get("data_uri", inputs["data_uri"]))
+    for which, trained in sorted(step["train_segmenter"].items()):
+        data = load_prepared(trained.get("data_uri", step["data_uri"]))
 
         def measure(run: Any, data: Any = data, trained: dict = trained) -> dict[str, float]:
             model = tracking.load_keras_model(trained["model_uri"])
@@ -505,15 +488,14 @@ def evaluate_segmenter(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
                 f"{metrics['pixel_accuracy']:.3f}"), "plots/masks.png")
             return metrics
 
-        metrics = evaluate_into(FAMILY, trained["run_id"], data.fingerprint, ("mean_iou", "pixel_accuracy"), measure, reuse_all=True)
+        metrics = step.evaluate_into(trained["run_id"], ("mean_iou", "pixel_accuracy"), measure,
+                                     fingerprint=data.fingerprint, reuse_all=True)
         say(f"segmenter ({data.name}): mean IoU {metrics['mean_iou']:.4f}, pixel accuracy "
             f"{metrics['pixel_accuracy']:.4f}")
-        tracking.log_metrics(parent_run_of(inputs), {f"{key}{'' if which == 'scenes' else '_' + which}": metrics[key]
-                                              for key in ("mean_iou", "pixel_accuracy")})
-        model_name = "segmenter" if which == "scenes" else "segmenter_pets"
-        results[which] = {"metrics": metrics, "version": register_and_promote(
-            FAMILY, model_name, trained["run_id"], trained["model_uri"], "mean_iou", metrics["mean_iou"],
-            tolerance=typed.promotion_tolerance)}
+        step.report({f"{key}{'' if which == 'scenes' else '_' + which}": metrics[key]
+                     for key in ("mean_iou", "pixel_accuracy")})
+        results[which] = {"metrics": metrics, "version": step.register(
+            "segmenter" if which == "scenes" else "segmenter_pets", trained, "mean_iou", metrics["mean_iou"])}
     return results
 
 
@@ -524,35 +506,32 @@ def _generator_inputs(labels: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray,
     return np.eye(10, dtype=np.float32)[labels], pose.astype(np.float32)
 
 
-def train_generator(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def train_generator(step: StepContext) -> dict[str, Any]:
     """Train the class + pose -> image generator on the posed digits (pixel-wise
     binary cross-entropy against the posed digit)."""
-    import tensorflow as tf
-
     from models import build_model
     from pipelines.data.prepared import load_prepared
 
-    typed = FAMILY.load(config)
+    typed = step.config
     generator = typed.generator
-    posed = load_prepared(inputs["prepare_scenes"]["posed_uri"])
+    posed = load_prepared(step["prepare_scenes"]["posed_uri"])
 
-    def batches(split: str, shuffle: bool) -> Any:
+    def posed_batches(split: str, shuffle: bool) -> Any:
         label, pose = _generator_inputs(posed.get(split, "y"), posed.get(split, "pose"))
         target = (posed.get(split, "x") / 255.0).astype(np.float32)
-        data = tf.data.Dataset.from_tensor_slices(((label, pose), target)).cache()
-        if shuffle:
-            data = data.shuffle(len(target), seed=typed.train.seed, reshuffle_each_iteration=True)
-        return data.batch(generator.generator_batch).prefetch(tf.data.AUTOTUNE)
+        return batches(((label, pose), target), generator.generator_batch, shuffle=shuffle, seed=typed.train.seed,
+                       normalize=False)
 
     # The pose inputs are standardised inside the model, so it takes degrees, zoom and stroke as they are.
     low, high = generator.pose_scale_min, generator.pose_scale_max
-    return run_training(FAMILY, typed, inputs, Training(
+    return step.train(Training(
         "generator", data=posed, run_name="generator class+pose", examples=posed.sizes["train"],
         build=lambda: build_model("digit_generator", dense_units=generator.dense_units,
                                   pose_mean=(0.0, (low + high) / 2, 0.0),
                                   pose_std=(max(generator.rotation_max, 1.0) / np.sqrt(3.0),
                                             max(high - low, 1e-3) / np.sqrt(12.0), 0.8165)),
-        datasets=lambda: (batches("train", True), batches("val", False)),
+        datasets=lambda: (posed_batches("train", True), posed_batches("val", False)),
         example=list(_generator_inputs(posed.get("train", "y")[:2], posed.get("train", "pose")[:2])),
         train=typed.train.replace(epochs=generator.generator_epochs, batch_size=generator.generator_batch,
                                   learning_rate=generator.generator_step_size, lr_schedule="constant",
@@ -560,17 +539,16 @@ def train_generator(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str,
         fit={"loss": "binary_crossentropy", "metrics": ("mae",)}))
 
 
-def evaluate_generator(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def evaluate_generator(step: StepContext) -> dict[str, Any]:
     """Generate digits of every class at random poses from the training ranges and let
     the classifier that ``convert_to_fcn`` used label them (``recognised_share``); grids
     of class x rotation, scale and stroke sweeps, and a morph between classes."""
     from pipelines import plots
 
-    typed = FAMILY.load(config)
-    generator_config = typed.generator
-    trained = inputs["train_generator"]
-    classifier = inputs["convert_to_fcn"]["classifier"]
-    posed_fingerprint = inputs["prepare_scenes"]["posed_fingerprint"]
+    generator_config, trained = step.config.generator, step["train_generator"]
+    classifier = step["convert_to_fcn"]["classifier"]
+    posed_fingerprint = step["prepare_scenes"]["posed_fingerprint"]
 
     def measure(run: Any) -> dict[str, float]:
         generator = tracking.load_keras_model(trained["model_uri"])
@@ -618,10 +596,10 @@ def evaluate_generator(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
                 "generated digits the classifier labels otherwise (asked→labelled)"), "plots/not_recognised.png")
         return metrics
 
-    metrics = evaluate_into(FAMILY, trained["run_id"], posed_fingerprint, ("recognised_share",), measure, reuse_all=True)
+    metrics = step.evaluate_into(trained["run_id"], ("recognised_share",), measure, fingerprint=posed_fingerprint,
+                                 reuse_all=True)
     say(f"generator: {metrics['recognised_share']:.3f} of generated digits labelled with the requested class by "
         f"{classifier['name']} v{classifier['version']}")
-    tracking.log_metrics(parent_run_of(inputs), {"recognised_share": metrics["recognised_share"]})
-    decision = register_and_promote(FAMILY, "generator", trained["run_id"], trained["model_uri"], "recognised_share",
-                                    metrics["recognised_share"], tolerance=typed.promotion_tolerance)
+    step.report({"recognised_share": metrics["recognised_share"]})
+    decision = step.register("generator", trained, "recognised_share", metrics["recognised_share"])
     return {"metrics": metrics, "version": decision}

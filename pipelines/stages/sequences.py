@@ -11,7 +11,8 @@ import numpy as np
 from pipelines import tracking
 from pipelines.config import DataConfig
 from pipelines.configs.sequences import DIRECTIONS, FAMILY
-from pipelines.kit import Training, parent_run_of, register_and_promote, run_training, say
+from pipelines.data.prepared import batches
+from pipelines.kit import StepContext, Training, say, step_of
 
 SPLIT = {"val_fraction": 0.1, "test_fraction": 0.2}
 
@@ -36,13 +37,14 @@ class FutureContextData(DataConfig):
 # --- plan --------------------------------------------------------------------------------
 
 
-def plan_jobs(config: dict[str, Any], inputs: dict[str, Any]) -> list[dict[str, Any]]:
+@step_of(FAMILY)
+def plan_jobs(step: StepContext) -> list[dict[str, Any]]:
     """Generate (or find stored) the adding-problem data at every length and the
     future-context data, and return one job per training: small dicts with the task,
     cell, direction, length, the data reference and a display name."""
     from pipelines.data.prepared import prepare
 
-    typed = FAMILY.load(config)
+    typed = step.config
     seed = typed.data.split_seed
     jobs: list[dict[str, Any]] = []
     if "adding" in typed.tasks:
@@ -57,7 +59,7 @@ def plan_jobs(config: dict[str, Any], inputs: dict[str, Any]) -> list[dict[str, 
         jobs += [_job("future_context", cell, direction, data.uri) for cell in future_context.cells
                  for direction in DIRECTIONS]
     if "sentiment" in typed.tasks:
-        jobs += [_job("sentiment", cell, direction, inputs["data_uri"]) for cell in typed.sentiment.cells
+        jobs += [_job("sentiment", cell, direction, step["data_uri"]) for cell in typed.sentiment.cells
                  for direction in DIRECTIONS]
     say(f"sequences: {len(jobs)} trainings: " + ", ".join(job["name"] for job in jobs))
     return jobs
@@ -74,52 +76,41 @@ def _job(task: str, cell: str, direction: str, data_uri: str, length: int | None
 # --- train -------------------------------------------------------------------------------
 
 
-def train(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def train(step: StepContext) -> dict[str, Any]:
     """Train the job's model; the task decides data, model, loss and what is measured."""
-    typed = FAMILY.load(config)
-    task = inputs.get("task")
+    task = step.get("task")
     trainers = {"adding": _adding, "future_context": _future_context, "sentiment": _sentiment}
     if task not in trainers:
         raise ValueError(f"task={task!r}: expected one of {', '.join(trainers)}")
-    trained = trainers[task](typed, inputs)
+    trained = trainers[task](step)
     metrics = trained["metrics"]
     shown = ", ".join(f"{key} {metrics[key]:.4f}" for key in (
         "test_mse", "baseline_mse", "test_accuracy", "causal_bound", "tfidf_test_accuracy") if key in metrics)
-    say(f"{inputs['name']}: {shown}")
-    return {**trained, **{key: inputs[key] for key in ("task", "cell", "direction", "length", "name", "key")}}
+    say(f"{step['name']}: {shown}")
+    return {**trained, **{key: step[key] for key in ("task", "cell", "direction", "length", "name", "key")}}
 
 
-def _common(inputs: dict[str, Any], data: Any, sequence_length: int, **fields: Any) -> Training:
-    return Training(inputs["key"], data=data, run_name=inputs["name"],
-                    tags={"task": inputs["task"], "cell": inputs["cell"], "direction": inputs["direction"]},
-                    params={"task": inputs["task"], "cell": inputs["cell"], "direction": inputs["direction"],
-                            "sequence_length": sequence_length}, **fields)
+def _common(step: StepContext, sequence_length: int, **fields: Any) -> Training:
+    labels = {key: step[key] for key in ("task", "cell", "direction")}
+    return Training(step["key"], data=step.data, run_name=step["name"], tags=labels,
+                    params={**labels, "sequence_length": sequence_length}, **fields)
 
 
 def _arrays(data: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
     return data.get(split, "x"), data.get(split, "y")
 
 
-def _batches(x: np.ndarray, y: np.ndarray, batch: int, *, shuffle: bool, seed: int) -> Any:
-    import tensorflow as tf
-
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).cache()
-    if shuffle:
-        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch).prefetch(tf.data.AUTOTUNE)
-
-
-def _adding(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+def _adding(step: StepContext) -> dict[str, Any]:
     from models import build_model
-    from pipelines.data.prepared import load_prepared
     from pipelines.gradients import InputGradients
     from pipelines.train import StopBelow
 
+    typed, data = step.config, step.data
     adding = typed.adding
-    data = load_prepared(inputs["data_uri"])
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = (_arrays(data, s) for s in ("train", "val", "test"))
     length = int(train_x.shape[1])
-    simple = inputs["cell"] == "rnn"
+    simple = step["cell"] == "rnn"
     through_time = InputGradients(test_x[:256], test_y[:256])
 
     def evaluate(run: Any, model: Any, history: Any) -> dict[str, float]:
@@ -135,22 +126,22 @@ def _adding(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
                               "gradients/through_time.json")
             tracking.log_figure(run.run_id, plots.lines(
                 {stage: (range(1, length + 1), norms) for stage, norms in through_time.records.items()},
-                f"{inputs['name']}: |dL/dx_t| at each time step", "time step t", "gradient norm", log_y=True),
+                f"{step['name']}: |dL/dx_t| at each time step", "time step t", "gradient norm", log_y=True),
                 "plots/gradient_through_time.png")
             metrics.update({f"first_step_gradient_{'at_init' if stage == 'initialisation' else stage}": norms[0]
                             for stage, norms in through_time.records.items()})
         return metrics
 
-    return run_training(FAMILY, typed, inputs, _common(
-        inputs, data, length, examples=len(train_y), after=evaluate,
+    return step.train(_common(
+        step, length, examples=len(train_y), after=evaluate,
         callbacks=lambda run_id: [through_time, *_layer_gradients(train_x, train_y, run_id),
                                   *([StopBelow("val_loss", adding.target_mse)] if adding.target_mse else [])],
         build=lambda: build_model("sequence_regressor", input_shape=(length, int(train_x.shape[2])),
-                                  cell=inputs["cell"], units=adding.units,
-                                  bidirectional=inputs["direction"] == "bi",
-                                  truncation=adding.truncation or None, name=inputs["key"].replace("-", "_")),
-        datasets=lambda: (_batches(train_x, train_y, adding.batch, shuffle=True, seed=typed.train.seed),
-                          _batches(val_x, val_y, 1024, shuffle=False, seed=0)),
+                                  cell=step["cell"], units=adding.units,
+                                  bidirectional=step["direction"] == "bi",
+                                  truncation=adding.truncation or None, name=step["key"].replace("-", "_")),
+        datasets=lambda: (batches((train_x, train_y), adding.batch, shuffle=True, seed=typed.train.seed, normalize=False),
+                          batches((val_x, val_y), 1024, normalize=False)),
         example=train_x[:4],
         train=typed.train.replace(epochs=adding.max_epochs, batch_size=adding.batch,
                                   lr_schedule="constant",
@@ -159,13 +150,12 @@ def _adding(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
         fit={"loss": "mse", "metrics": ("mae",)}))
 
 
-def _future_context(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+def _future_context(step: StepContext) -> dict[str, Any]:
     from models import build_model
-    from pipelines.data.prepared import load_prepared
     from pipelines.data.source_sequences import causal_bound
 
+    typed, data = step.config, step.data
     future_context = typed.future_context
-    data = load_prepared(inputs["data_uri"])
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = (_arrays(data, s) for s in ("train", "val", "test"))
     length, vocabulary = int(train_x.shape[1]), int(data.meta["generator"]["params"]["vocabulary"])
 
@@ -177,25 +167,24 @@ def _future_context(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
         return {"test_accuracy": float((predicted == test_y).mean()),
                 "causal_bound": causal_bound(length, vocabulary)}
 
-    return run_training(FAMILY, typed, inputs, _common(
-        inputs, data, length, examples=len(train_y), after=evaluate,
+    return step.train(_common(
+        step, length, examples=len(train_y), after=evaluate,
         build=lambda: build_model("sequence_tagger", vocabulary_size=vocabulary + 1, num_classes=2,
-                                  sequence_length=length, cell=inputs["cell"], units=future_context.units,
-                                  bidirectional=inputs["direction"] == "bi", name=inputs["key"].replace("-", "_")),
-        datasets=lambda: (_batches(train_x, train_y, future_context.batch, shuffle=True, seed=typed.train.seed),
-                          _batches(val_x, val_y, 1024, shuffle=False, seed=0)),
+                                  sequence_length=length, cell=step["cell"], units=future_context.units,
+                                  bidirectional=step["direction"] == "bi", name=step["key"].replace("-", "_")),
+        datasets=lambda: (batches((train_x, train_y), future_context.batch, shuffle=True, seed=typed.train.seed, normalize=False),
+                          batches((val_x, val_y), 1024, normalize=False)),
         example=train_x[:4],
         train=typed.train.replace(epochs=future_context.max_epochs, learning_rate=future_context.step_size,
                                   batch_size=future_context.batch, lr_schedule="constant", early_stopping_patience=0)))
 
 
-def _sentiment(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+def _sentiment(step: StepContext) -> dict[str, Any]:
     from models import build_model
     from models.recurrent import make_text_vectorizer, with_text_vectorizer
-    from pipelines.data.prepared import load_prepared
 
+    typed, data = step.config, step.data
     sentiment = typed.sentiment
-    data = load_prepared(inputs["data_uri"])
     texts = {split: data.get(split, "text") for split in ("train", "val", "test")}
     labels = {split: data.get(split, "y") for split in ("train", "val", "test")}
     vectorizer = make_text_vectorizer(sentiment.max_tokens, sentiment.sequence_length)
@@ -213,16 +202,16 @@ def _sentiment(typed: Any, inputs: dict[str, Any]) -> dict[str, Any]:
                 "tfidf_test_accuracy": baseline["test_accuracy"], "vocabulary_size": vectorizer.vocabulary_size(),
                 "test_share_truncated": cut}
 
-    return run_training(FAMILY, typed, inputs, _common(
-        inputs, data, sentiment.sequence_length, examples=len(labels["train"]), after=evaluate,
+    return step.train(_common(
+        step, sentiment.sequence_length, examples=len(labels["train"]), after=evaluate,
         build=lambda: build_model("text_classifier", vocabulary_size=vectorizer.vocabulary_size(),
                                   num_classes=data.num_classes, sequence_length=sentiment.sequence_length,
-                                  cell=inputs["cell"], units=sentiment.units,
-                                  bidirectional=inputs["direction"] == "bi", embedding_dim=sentiment.embedding_dim,
-                                  dropout_rate=sentiment.dropout_rate, name=inputs["key"].replace("-", "_")),
-        datasets=lambda: (_batches(tokens["train"], labels["train"], typed.train.batch_size, shuffle=True,
-                                   seed=typed.train.seed),
-                          _batches(tokens["val"], labels["val"], 1024, shuffle=False, seed=0)),
+                                  cell=step["cell"], units=sentiment.units,
+                                  bidirectional=step["direction"] == "bi", embedding_dim=sentiment.embedding_dim,
+                                  dropout_rate=sentiment.dropout_rate, name=step["key"].replace("-", "_")),
+        datasets=lambda: (batches((tokens["train"], labels["train"]), typed.train.batch_size, shuffle=True,
+                                  seed=typed.train.seed, normalize=False),
+                          batches((tokens["val"], labels["val"]), 1024, normalize=False)),
         example=tokens["train"][:4],
         # The registered model takes raw strings: the tokenizer is saved inside it.
         export=lambda model: (with_text_vectorizer(vectorizer, model), texts["train"][:4])))
@@ -259,7 +248,8 @@ def _layer_gradients(x: np.ndarray, y: np.ndarray, run_id: str) -> list[Any]:
 # --- compare and register -----------------------------------------------------------------
 
 
-def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def compare(step: StepContext) -> dict[str, Any]:
     """On the parent run: the results table, test MSE against T per cell with the
     constant baseline (adding problem) and, at the longest T, the simple RNN's MSE over
     the worse gated cell's (C15) and the gradient reaching each time step, accuracy per
@@ -267,12 +257,12 @@ def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     baseline)."""
     from pipelines import plots
 
-    typed = FAMILY.load(config)
-    parent = parent_run_of(inputs)
-    results = [r for r in inputs.get("train") or [] if r]
+    typed = step.config
+    results = [r for r in step.get("train") or [] if r]
     if not results:
         raise ValueError("compare got no trained model: check the tasks param")
     metrics: dict[str, float] = {}
+    figures: dict[str, Any] = {}
     adding = [r for r in results if r["task"] == "adding"]
     if adding:
         series = {}
@@ -283,20 +273,17 @@ def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         lengths = sorted({r["length"] for r in adding})
         series["constant prediction"] = (lengths, [np.mean([r["metrics"]["baseline_mse"] for r in adding
                                                             if r["length"] == t]) for t in lengths])
-        tracking.log_figure(parent, plots.lines(series, "Adding problem: test MSE against sequence length",
-                                                "sequence length T", "test MSE", log_y=True),
-                            "plots/mse_vs_length.png")
+        figures["plots/mse_vs_length.png"] = plots.lines(
+            series, "Adding problem: test MSE against sequence length", "sequence length T", "test MSE", log_y=True)
         longest = [r for r in adding if r["length"] == max(lengths)]
         metrics.update(longest_rnn_over_gated(longest))
         curves = {}
         for r in longest:
             for stage, norms in _through_time(r["run_id"]).items():
                 curves[f"{_cell_label(r['cell'])}, {stage}"] = (range(1, len(norms) + 1), norms)
-        if curves:
-            tracking.log_figure(parent, plots.lines(
-                curves, f"Gradient of the loss reaching each time step (T={max(lengths)})",
-                "time step t (the marked values sit in either half)", "|dL/dx_t|", log_y=True),
-                "plots/gradient_through_time.png")
+        figures["plots/gradient_through_time.png"] = curves and plots.lines(
+            curves, f"Gradient of the loss reaching each time step (T={max(lengths)})",
+            "time step t (the marked values sit in either half)", "|dL/dx_t|", log_y=True)
     for task in ("future_context", "sentiment"):
         rows = [r for r in results if r["task"] == task]
         if rows:
@@ -305,18 +292,12 @@ def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
             bars = {r["name"].removeprefix(f"{task} "): r["metrics"]["test_accuracy"] for r in rows}
             metrics.update({f"{r['key'].replace('-', '_')}_accuracy": r["metrics"]["test_accuracy"] for r in rows})
             metrics[f"{task}_{reference[0]}"] = rows[0]["metrics"][reference[0]]
-            tracking.log_figure(parent, plots.bars(bars, f"{task.replace('_', ' ')}: test accuracy",
-                                                   "test accuracy", reference=(rows[0]["metrics"][reference[0]],
-                                                                               reference[1])),
-                                f"plots/{task}_accuracy.png")
-    tracking.log_metrics(parent, metrics)
-    table = format_table(typed, results)
-    tracking.log_bytes(parent, table.encode(), "comparison/sequences.md")
-    tracking.log_dict(parent, {"results": [{k: r[k] for k in ("task", "cell", "direction", "length", "name",
-                                                              "run_id", "metrics")} for r in results]},
-                      "comparison/sequences.json")
-    say(table)
-    return {"metrics": metrics}
+            figures[f"plots/{task}_accuracy.png"] = plots.bars(
+                bars, f"{task.replace('_', ' ')}: test accuracy", "test accuracy",
+                reference=(rows[0]["metrics"][reference[0]], reference[1]))
+    return step.report(metrics, name="sequences", figures=figures, text=format_table(typed, results),
+                            data={"results": [{k: r[k] for k in ("task", "cell", "direction", "length", "name",
+                                                                 "run_id", "metrics")} for r in results]})
 
 
 def longest_rnn_over_gated(longest: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -346,12 +327,12 @@ def format_table(typed: Any, results: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def register(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def register(step: StepContext) -> dict[str, Any]:
     """Register each task's best model as ``nnzoo-sequences-<task>``: the lowest test MSE
     at the longest length (adding), the highest test accuracy (tagging, sentiment; the
     sentiment model takes raw strings)."""
-    typed = FAMILY.load(config)
-    results = [r for r in inputs.get("train") or [] if r and r.get("model_uri")]
+    results = [r for r in step.get("train") or [] if r and r.get("model_uri")]
     decisions = {}
     for task in ("adding", "future_context", "sentiment"):
         rows = [r for r in results if r["task"] == task]
@@ -362,9 +343,7 @@ def register(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         lower = task == "adding"
         metric = "test_mse" if lower else "test_accuracy"
         best = (min if lower else max)(rows, key=lambda r: r["metrics"][metric])
-        decisions[task] = register_and_promote(FAMILY, task, best["run_id"], best["model_uri"], metric,
-                                               best["metrics"][metric], tolerance=typed.promotion_tolerance,
-                                               higher_is_better=not lower)
+        decisions[task] = step.register(task, best, metric, best["metrics"][metric], higher_is_better=not lower)
         decisions[task]["model"] = best["name"]
     return {"versions": decisions}
 

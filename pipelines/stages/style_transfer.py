@@ -19,16 +19,9 @@ import numpy as np
 
 from pipelines import settings, tracking
 from pipelines.configs.style_transfer import FAMILY
+from pipelines.data.prepared import batches
 from pipelines.errors import BadValueError, NnzooError
-from pipelines.kit import (
-    Training,
-    evaluate_into,
-    parent_run_of,
-    register_and_promote,
-    run_training,
-    say,
-    side_run,
-)
+from pipelines.kit import StepContext, Training, say, step_of
 
 TAG_LOSS_NET = tracking.tag("loss_net")
 TAG_STYLE_SOURCE = tracking.tag("style_source")
@@ -120,16 +113,15 @@ def _style_pixels(images: dict[str, Any]) -> np.ndarray:
 # --- prepare_images ---------------------------------------------------------------------------------
 
 
-def prepare_images(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def prepare_images(step: StepContext) -> dict[str, Any]:
     """Read and check the style image, choose the loss network, pick the content photo;
     record all three on the parent run (the style image as an artifact). Returns
     references: the stored style image's path and fingerprint, the loss net's name and
     weights, the content photo's name."""
-    from pipelines.data.prepared import load_prepared
     from pipelines.data.source_style import load_style
 
-    typed = FAMILY.load(config)
-    parent = parent_run_of(inputs)
+    typed, parent, data = step.config, step.parent, step.data
     style = load_style(typed.style.style_image, typed.style.style_size,
                        cache_dir=settings.work_dir() / "style_downloads")
     folder = settings.ensure_writable_dir(settings.work_dir() / "style_images", "style image folder",
@@ -140,7 +132,6 @@ def prepare_images(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, 
     chosen = choose_loss_network(typed.style.loss_net, typed.style.loss_net_seed)
     if chosen.name == "random":
         say(f"style_transfer: {RANDOM_WARNING} ({chosen.reason})")
-    data = load_prepared(inputs["data_uri"])
     names = [str(name) for name in data.get("test", "name")]
     photo = typed.iterative.content_photo or names[0]
     every = [str(name) for split in ("train", "val", "test") for name in data.get(split, "name")]
@@ -243,17 +234,15 @@ def optimise_image(loss: Any, content: np.ndarray, steps: int, step_size: float,
     return Optimised(image.numpy()[0], history, final, snapshots, ended - started, per_step)
 
 
-def stylize_iterative(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def stylize_iterative(step: StepContext) -> dict[str, Any]:
     """Stylise the content photo by optimisation; log the content, style, TV and total
     losses at every step, snapshots, the result beside content and style, the content
     photo's own style loss, and the drop of the total loss from the first step."""
     from pipelines import plots
-    from pipelines.data.prepared import load_prepared
 
-    typed = FAMILY.load(config)
-    images = inputs["prepare_images"]
+    typed, data, images = step.config, step.data, step["prepare_images"]
     iterative = typed.iterative
-    data = load_prepared(inputs["data_uri"])
     size = iterative.image_size
 
     def stylise_by_optimisation(run: Any) -> dict[str, float]:
@@ -295,7 +284,7 @@ def stylize_iterative(config: dict[str, Any], inputs: dict[str, Any]) -> dict[st
             f"photo's {own['style']:.4g}, {result.seconds_per_step:.3f} s per step at {size}x{size}")
         return metrics
 
-    return side_run(FAMILY, typed, inputs, "iterative", stylise_by_optimisation, stage="stylize_iterative",
+    return step.side_run("iterative", stylise_by_optimisation, stage="stylize_iterative",
                     run_name=f"iterative {images['content_photo']}", data=data, params=_image_params(images),
                     labels=_image_tags(images))
 
@@ -312,29 +301,23 @@ def random_crops(photos: np.ndarray, crop_size: int, batch_size: int, seed: int)
     if photos.shape[1] < crop_size or photos.shape[2] < crop_size:
         photos = tf.image.resize(photos, (max(crop_size, photos.shape[1]), max(crop_size, photos.shape[2])))
         photos = np.clip(np.asarray(photos), 0, 255).astype(np.uint8)
-    data = tf.data.Dataset.from_tensor_slices(photos).repeat().shuffle(len(photos), seed=seed)
-
     def crop(photo: Any) -> Any:
-        patch = tf.image.random_crop(photo, (crop_size, crop_size, 3), seed=seed)
-        return tf.image.random_flip_left_right(tf.cast(patch, tf.float32) / 255.0, seed=seed)
+        return tf.image.random_flip_left_right(tf.image.random_crop(photo, (crop_size, crop_size, 3), seed=seed),
+                                               seed=seed)
 
-    return data.map(crop, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return batches(photos, batch_size, shuffle=True, seed=seed, repeat=True, each=crop)
 
 
-def train_fast_stylizer(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def train_fast_stylizer(step: StepContext) -> dict[str, Any]:
     """Train the transformer net on random crops of the training photos with the
     perceptual loss (validation: the validation photos, whole); log sample outputs. The
     logged and registered model is the transformer alone."""
-    import tensorflow as tf
-
     from models import build_model
     from models.style import PerceptualTrainer
-    from pipelines.data.prepared import load_prepared
 
-    typed = FAMILY.load(config)
-    images = inputs["prepare_images"]
+    typed, data, images = step.config, step.data, step["prepare_images"]
     fast = typed.fast
-    data = load_prepared(inputs["data_uri"])
     train_photos, val_photos = data.get("train", "x"), data.get("val", "x")
     crop = fast.crop_size
     sample = content_photo(data, images["content_photo"], typed.iterative.image_size)
@@ -347,10 +330,8 @@ def train_fast_stylizer(config: dict[str, Any], inputs: dict[str, Any]) -> dict[
         return trainer
 
     def datasets() -> tuple[Any, Any]:
-        train = random_crops(train_photos, crop, typed.train.batch_size, typed.train.seed)
-        val = (tf.data.Dataset.from_tensor_slices(val_photos.astype(np.float32) / np.float32(255.0)).batch(1)
-               if len(val_photos) else None)
-        return train, val
+        return (random_crops(train_photos, crop, typed.train.batch_size, typed.train.seed),
+                batches(val_photos, 1) if len(val_photos) else None)
 
     def after(run: Any, model: Any, history: Any) -> dict[str, float]:
         from models.style import stylise
@@ -362,7 +343,7 @@ def train_fast_stylizer(config: dict[str, Any], inputs: dict[str, Any]) -> dict[
         return {"training_crop": float(crop)}
 
     example = np.zeros((1, crop, crop, 3), np.float32)
-    return run_training(FAMILY, typed, inputs, Training(
+    return step.train(Training(
         MODEL, data=data, build=build, datasets=datasets, example=example, after=after,
         run_name="fast stylizer", stage="train_fast_stylizer", tags=_image_tags(images),
         params={**_image_params(images), "crop_size": crop},
@@ -378,19 +359,16 @@ FAST_KEYS = ("test_perceptual_loss", "test_content_loss", "test_style_loss", "fa
              "sizes_stylised")
 
 
-def stylize_fast(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def stylize_fast(step: StepContext) -> dict[str, Any]:
     """One forward pass per held-out photo (their mean perceptual loss is the registry's
     metric, lower is better), the content photo at the iterative method's size (its loss
     is what the iterative method must reach), and the content photo at each of
     ``fast.stylize_sizes`` (never the training size); then register the stylizer."""
     from models.style import stylise
-    from pipelines.data.prepared import load_prepared
 
-    typed = FAMILY.load(config)
-    images = inputs["prepare_images"]
-    trained = inputs["train_fast_stylizer"]
+    typed, data, images, trained = step.config, step.data, step["prepare_images"], step["train_fast_stylizer"]
     run_id = trained["run_id"]
-    data = load_prepared(inputs["data_uri"])
     def measure(run: Any) -> dict[str, float]:
         transformer = tracking.load_keras_model(trained["model_uri"])
         loss = perceptual_loss(typed, images)
@@ -426,10 +404,9 @@ def stylize_fast(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, An
                 f"Held-out photo {names[index]}"), f"stylised/test_{names[index]}.png")
         return metrics
 
-    metrics = evaluate_into(FAMILY, run_id, data.fingerprint, FAST_KEYS, measure)
-    decision = register_and_promote(FAMILY, MODEL, run_id, trained["model_uri"], "test_perceptual_loss",
-                                    metrics["test_perceptual_loss"], tolerance=typed.promotion_tolerance,
-                                    higher_is_better=False)
+    metrics = step.evaluate_into(run_id, FAST_KEYS, measure)
+    decision = step.register(MODEL, trained, "test_perceptual_loss", metrics["test_perceptual_loss"],
+                             higher_is_better=False)
     say(f"fast stylizer: held-out perceptual loss {metrics['test_perceptual_loss']:.4g}, "
         f"{int(metrics['sizes_stylised'])} untrained sizes stylised")
     return {"run_id": run_id, "model_uri": trained["model_uri"], "metrics": metrics, "version": decision}
@@ -460,7 +437,8 @@ def time_forward(transformer: Any, size: int, repeats: int, seed: int = 0) -> fl
     return float(np.median(times))
 
 
-def compare_speed(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def compare_speed(step: StepContext) -> dict[str, Any]:
     """Time both methods here, one after the other in this process: seconds per image of
     the fast net against the iterative method (per step, at 100 and 500 steps and at the
     run's step count), at ``speed.timing_size`` and at the iterative run's size; and the
@@ -468,10 +446,9 @@ def compare_speed(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, A
     photo over the fast net's time. Logged on the parent run with the results side by side."""
     from pipelines import plots
 
-    typed = FAMILY.load(config)
-    images = inputs["prepare_images"]
-    iterative, fast = inputs["stylize_iterative"], inputs["stylize_fast"]
-    parent = parent_run_of(inputs)
+    typed = step.config
+    images = step["prepare_images"]
+    iterative, fast = step["stylize_iterative"], step["stylize_fast"]
     transformer = tracking.load_keras_model(fast["model_uri"])
     loss = perceptual_loss(typed, images)
     repeats, steps = typed.speed.timing_repeats, typed.iterative.iterations
@@ -503,31 +480,21 @@ def compare_speed(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, A
         matched = (f"the iterative method did not reach the fast net's loss {target:.4g} in {len(history)} "
                    f"steps (best {min(history):.4g}): more than "
                    f"{metrics['loss_matched_speedup_lower_bound']:.0f}x the fast net's time")
-    tracking.log_metrics(parent, metrics)
     table = ["| size | iterative s/step | fast s/image | per step | 100 steps | 500 steps |",
              "|---|---|---|---|---|---|"]
     table += [f"| {size}x{size} | {step:.4f} | {fwd:.4f} | {step / fwd:.1f}x | {100 * step / fwd:.0f}x | "
               f"{500 * step / fwd:.0f}x |" for size, step, fwd in rows]
     text = "\n".join([f"# Style transfer speed ({typed.profile}, {images['loss_net']} VGG19)", "", *table, "",
                       matched, ""])
-    tracking.log_bytes(parent, text.encode(), "comparison/speed.md")
-    tracking.log_figure(parent, plots.bars(
-        {f"iterative {steps} steps": steps * rows[-1][1], "iterative 100 steps": 100 * rows[-1][1],
-         "fast net": rows[-1][2]}, f"Seconds per {rows[-1][0]}x{rows[-1][0]} image on this machine", "seconds"),
-        "plots/seconds_per_image.png")
-    panels = {"content": content_photo_from(inputs, typed, images), "style": _style_pixels(images)}
+    panels = {"content": content_photo(step.data, images["content_photo"], typed.iterative.image_size),
+              "style": _style_pixels(images)}
     for label, run_id in ((f"iterative, {steps} steps", iterative["run_id"]), ("fast, one pass", fast["run_id"])):
         panels[label] = _artifact_image(run_id, "images/result.png")
-    tracking.log_figure(parent, side_by_side(panels, f"Style transfer ({images['loss_net']} VGG19 loss network)"),
-                        "images/side_by_side.png")
-    say(text)
-    return {"metrics": metrics}
-
-
-def content_photo_from(inputs: dict[str, Any], typed: Any, images: dict[str, Any]) -> np.ndarray:
-    from pipelines.data.prepared import load_prepared
-
-    return content_photo(load_prepared(inputs["data_uri"]), images["content_photo"], typed.iterative.image_size)
+    return step.report(metrics, name="speed", text=text, figures={
+        "plots/seconds_per_image.png": plots.bars(
+            {f"iterative {steps} steps": steps * rows[-1][1], "iterative 100 steps": 100 * rows[-1][1],
+             "fast net": rows[-1][2]}, f"Seconds per {rows[-1][0]}x{rows[-1][0]} image on this machine", "seconds"),
+        "images/side_by_side.png": side_by_side(panels, f"Style transfer ({images['loss_net']} VGG19 loss network)")})
 
 
 def _artifact_image(run_id: str, path: str) -> np.ndarray:

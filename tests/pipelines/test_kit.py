@@ -117,3 +117,49 @@ def test_a_side_run_is_nested_carries_its_provenance_and_is_reused_by_a_retry(tm
         kit.side_run(family, typed, {**inputs, "run_key": "dag/run-2"}, "talk_nets", broken)
     failed = tracking.find_run(tracking.ensure_experiment(family.experiment_name), "dag/run-2/talk_nets")
     assert failed.info.status == "FAILED" and "no such layer" in failed.data.tags[tracking.TAG_FAILURE]
+
+
+def test_a_parent_report_puts_metrics_table_data_and_figures_on_the_parent_run(tmp_path, monkeypatch, capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    new_store(tmp_path / "store").activate(monkeypatch)
+    family = get_family("cnn_depth")
+    with tracking.run(family.experiment_name, "pipeline") as parent:
+        pass
+    inputs = {"run_key": "dag/run-1", "parent_run_id": parent.run_id}
+    for _attempt in range(2):  # a retried step writes the same keys and files again
+        out = kit.report_on_parent(inputs, {"ratio": 11}, name="depth", text="| a |\n|---|\n| 1 |",
+                                   data={"rows": [1]}, figures={"plots/curve.png": plt.figure(),
+                                                                "plots/nothing.png": None})
+    assert out == {"metrics": {"ratio": 11.0}}
+    run = tracking.get_run(parent.run_id)
+    assert run.data.metrics == {"ratio": 11.0}
+    assert tracking.load_json(parent.run_id, "comparison/depth.json") == {"rows": [1]}
+    files = {item.path for folder in ("plots", "comparison")
+             for item in tracking.client().list_artifacts(parent.run_id, folder)}
+    assert files == {"plots/curve.png", "comparison/depth.json", "comparison/depth.md"}
+    assert "[nnzoo] | 1 |" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="parent_run_id"):
+        kit.report_on_parent({"run_key": "dag/run-1"}, {"ratio": 1})
+
+
+def test_a_step_function_gets_a_context_and_is_still_called_with_config_and_inputs():
+    from pipelines.config import ConfigError, to_dict
+
+    seen = {}
+
+    @kit.step_of(FAMILY)
+    def look(step):
+        seen.update(profile=step.config.profile, train=step["train"], model=step.get("model", "none"))
+        with pytest.raises(KeyError, match="'evaluate' is not among this step's inputs .*declare it"):
+            step["evaluate"]
+        return {"looked": True}
+
+    assert look.__name__ == "look"
+    assert look(to_dict(FAMILY.config("smoke")), {"train": {"run_id": "r1"}}) == {"looked": True}
+    assert seen == {"profile": "smoke", "train": {"run_id": "r1"}, "model": "none"}
+    with pytest.raises(ConfigError, match="profile"):
+        look({"profile": "huge"}, {"train": {}})

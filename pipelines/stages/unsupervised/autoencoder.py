@@ -9,7 +9,8 @@ import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.unsupervised import FAMILY
-from pipelines.kit import Training, builder_kwargs, evaluate_into, run_training, say
+from pipelines.data.prepared import batches
+from pipelines.kit import StepContext, Training, builder_kwargs, say, step_of
 
 CODE_MAP_POINTS = 1000
 """Test images drawn in the 2-D map of autoencoder codes (t-SNE cost grows quickly)."""
@@ -21,26 +22,20 @@ def pixels(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
 
 
-def train_autoencoder(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def train_autoencoder(step: StepContext) -> dict[str, Any]:
     """Train the autoencoder (``autoencoder`` section) to reproduce its input (MSE),
     nested under the parent run."""
-    import tensorflow as tf
-
     from models import build_model
-    from pipelines.data.prepared import load_prepared, normalize_images
+    from pipelines.data.prepared import normalize_images
 
-    typed = FAMILY.load(config)
-    data = load_prepared(inputs["data_uri"])
+    typed, data = step.config, step.data
     train_x, val_x = data.split("train")[0], data.split("val")[0]
 
     def images_to_images(images: np.ndarray, shuffle: bool, batch: int) -> Any:
-        dataset = tf.data.Dataset.from_tensor_slices(images).cache()
-        if shuffle:
-            dataset = dataset.shuffle(len(images), seed=typed.train.seed, reshuffle_each_iteration=True)
-        dataset = dataset.batch(batch).map(lambda x: (normalize_images(x), normalize_images(x)))
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        return batches(images, batch, shuffle=shuffle, seed=typed.train.seed, batched=lambda x: (x, x))
 
-    return run_training(FAMILY, typed, inputs, Training(
+    return step.train(Training(
         "autoencoder", data=data, examples=len(train_x), fit={"loss": "mse", "metrics": ()},
         build=lambda: build_model("autoencoder", input_shape=data.image_shape, **builder_kwargs(typed.autoencoder)),
         datasets=lambda: (images_to_images(train_x, True, typed.train.batch_size),
@@ -48,18 +43,17 @@ def train_autoencoder(config: dict[str, Any], inputs: dict[str, Any]) -> dict[st
         example=normalize_images(train_x[:4])))
 
 
-def evaluate_autoencoder(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def evaluate_autoencoder(step: StepContext) -> dict[str, Any]:
     """Test reconstruction error per pixel of the autoencoder and of PCA with as many
     components as the bottleneck (fitted on the same training split), in the
     autoencoder's run; reconstructions next to originals; a 2-D map of the codes."""
     from sklearn.decomposition import PCA
 
     from pipelines import plots
-    from pipelines.data.prepared import load_prepared
 
-    typed = FAMILY.load(config)
-    data = load_prepared(inputs["data_uri"])
-    trained = inputs["train_autoencoder"]
+    typed, data = step.config, step.data
+    trained = step["train_autoencoder"]
     train_x, _ = data.split("train")
     test_x, test_y = data.split("test")
     flat = pixels(test_x)
@@ -90,7 +84,7 @@ def evaluate_autoencoder(config: dict[str, Any], inputs: dict[str, Any]) -> dict
         tracking.log_figure(run.run_id, _code_map(model, images, test_y, data.class_names), "plots/code_map.png")
         return metrics
 
-    metrics = evaluate_into(FAMILY, trained["run_id"], data.fingerprint, METRICS, measure)
+    metrics = step.evaluate_into(trained["run_id"], METRICS, measure)
     say(f"autoencoder: test MSE/pixel {metrics['test_mse']:.4f} vs PCA-{components} "
         f"{metrics['pca_test_mse']:.4f} (ratio {metrics['mse_ratio_vs_pca']:.3f})")
     return {"metrics": metrics}

@@ -11,7 +11,8 @@ import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.unsupervised import FAMILY, INITS
-from pipelines.kit import Training, run_training, say
+from pipelines.data.prepared import batches
+from pipelines.kit import StepContext, Training, say, step_of
 from pipelines.stages.unsupervised.autoencoder import pixels
 
 EVAL_POINTS = 20
@@ -32,30 +33,28 @@ def _load_stack(stack: list[dict[str, Any]]) -> list[Any]:
     return [tracking.load_keras_model(layer["model_uri"]) for layer in stack]
 
 
-def pretrain_rbm_layer(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
-    """Train RBM layer ``inputs["layer"]`` (1-based) on the hidden probabilities of the
-    layers below (``inputs["pretrain_rbm_layer"]["stack"]``, their model URIs), with CD-k
+@step_of(FAMILY)
+def pretrain_rbm_layer(step: StepContext) -> dict[str, Any]:
+    """Train RBM layer ``step["layer"]`` (1-based) on the hidden probabilities of the
+    layers below (``step["pretrain_rbm_layer"]["stack"]``, their model URIs), with CD-k
     or PCD. Returns ``{"stack": stack + [this layer]}``; a layer beyond ``rbm.layers``
     passes the stack on untouched (the DAG has a fixed number of layer tasks). Logs the
     filters and, for the first layer, Gibbs samples and ``gibbs_chain_disagreement`` (C5)
     by Gibbs step."""
-    import tensorflow as tf
-
     from models.dbn import propagate
     from models.rbm import RBM
     from pipelines import plots
-    from pipelines.data.prepared import load_prepared
 
-    typed = FAMILY.load(config)
-    layer = int(inputs["layer"])
-    stack = list((inputs.get("pretrain_rbm_layer") or {}).get("stack") or [])
+    typed = step.config
+    layer = int(step["layer"])
+    stack = list((step.get("pretrain_rbm_layer") or {}).get("stack") or [])
     sizes, rbm_config = typed.rbm.layers, typed.rbm
     if layer > len(sizes):
         say(f"rbm layer {layer}: not in this run (rbm.layers={','.join(map(str, sizes))}); nothing to do")
         return {"stack": stack}
     if len(stack) != layer - 1:
         raise ValueError(f"rbm layer {layer} needs the {layer - 1} layer(s) below it; got {len(stack)}")
-    data = load_prepared(inputs["data_uri"])
+    data = step.data
     below = _load_stack(stack)
     train_v = propagate(below, visible(data.split("train")[0], rbm_config.visible))
     val_v = propagate(below, visible(data.split("val")[0], rbm_config.visible))
@@ -82,14 +81,13 @@ def pretrain_rbm_layer(config: dict[str, Any], inputs: dict[str, Any]) -> dict[s
             say(f"rbm layer 1: two Gibbs chains from the same digit disagree on {value:.1%} of the pixels "
                 f"after {step} steps")
 
-    trained = run_training(FAMILY, typed, inputs, Training(
+    trained = step.train(Training(
         f"rbm_layer_{layer}", data=data, run_name=f"rbm-layer-{layer}", stage="pretrain", seed=seed, float32=True,
         params={"layer": layer, "n_visible": n_visible, "n_hidden": n_hidden}, examples=len(train_v),
         build=lambda: RBM(n_visible, n_hidden, k=rbm_config.k, persistent=rbm_config.persistent,
                           n_chains=rbm_config.batch_size, seed=seed, name=f"rbm_layer_{layer}"),
-        datasets=lambda: (tf.data.Dataset.from_tensor_slices(train_v).shuffle(
-            len(train_v), seed=seed, reshuffle_each_iteration=True).batch(rbm_config.batch_size),
-            tf.data.Dataset.from_tensor_slices(val_v).batch(512) if len(val_v) else None),
+        datasets=lambda: (batches(train_v, rbm_config.batch_size, shuffle=True, seed=seed, normalize=False),
+                          batches(val_v, 512, normalize=False) if len(val_v) else None),
         train=typed.train.replace(epochs=rbm_config.epochs, batch_size=rbm_config.batch_size,
                                   learning_rate=rbm_config.learning_rate, optimizer="sgd", lr_schedule="constant",
                                   early_stopping_patience=0),
@@ -149,10 +147,11 @@ def chain_disagreement(probabilities: np.ndarray) -> float:
     return float((np.abs(pairs[:, 0] - pairs[:, 1]) > STRONG_DISAGREEMENT).mean())
 
 
-def plan_finetuning(config: dict[str, Any], inputs: dict[str, Any]) -> list[dict[str, Any]]:
+@step_of(FAMILY)
+def plan_finetuning(step: StepContext) -> list[dict[str, Any]]:
     """One job per (label fraction, init, seed); the DAG maps ``finetune`` over them."""
-    typed = FAMILY.load(config)
-    stack = list((inputs.get("pretrain_rbm_layer") or {}).get("stack") or [])
+    typed = step.config
+    stack = list((step.get("pretrain_rbm_layer") or {}).get("stack") or [])
     if len(stack) != len(typed.rbm.layers):
         raise ValueError(f"fine-tuning needs all {len(typed.rbm.layers)} pretrained RBM layers; got {len(stack)}")
     return [{"fraction": fraction, "init": init, "seed": seed}
@@ -171,30 +170,29 @@ def label_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-def finetune(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def finetune(step: StepContext) -> dict[str, Any]:
     """Fine-tune the unrolled DBN (``init="dbn"``) or the same net from random weights
     (``init="random"``) on ``fraction`` of the training labels, for ``finetune.steps``
     steps; score it on the test split. The model is kept for DBN-initialised runs on the
     largest fraction (the ones ``register`` chooses from)."""
-    import tensorflow as tf
-
     from models.dbn import build_dbn_classifier
-    from pipelines.data.prepared import load_prepared, normalize_images
+    from pipelines.data.prepared import normalize_images
 
-    typed = FAMILY.load(config)
-    fraction, init, seed = float(inputs["fraction"]), inputs["init"], int(inputs["seed"])
+    typed = step.config
+    fraction, init, seed = float(step["fraction"]), step["init"], int(step["seed"])
     if init not in INITS:
         raise ValueError(f"init={init!r}: expected one of {', '.join(INITS)}")
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction={fraction}: expected a share in (0, 1]")
-    data = load_prepared(inputs["data_uri"])
+    data = step.data
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = (data.split(s) for s in ("train", "val", "test"))
     chosen = label_subset(train_y, fraction, seed)
     finetune_config = typed.finetune
     batch = min(finetune_config.batch_size, len(chosen))
     steps_per_epoch = max(MIN_EVAL_STEPS, math.ceil(finetune_config.steps / EVAL_POINTS))
     epochs = max(1, math.ceil(finetune_config.steps / steps_per_epoch))
-    stack = inputs["pretrain_rbm_layer"]["stack"]
+    stack = step["pretrain_rbm_layer"]["stack"]
 
     def score(run: Any, model: Any, history: Any) -> dict[str, float]:
         probabilities = model.predict(normalize_images(test_x), batch_size=512, verbose=0)
@@ -203,7 +201,7 @@ def finetune(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
                 "test_loss": float(-np.log(np.clip(picked, 1e-7, 1.0)).mean()), "labelled_examples": len(chosen)}
 
     name = f"finetune_{init}_{fraction:g}_seed{seed}"
-    trained = run_training(FAMILY, typed, inputs, Training(
+    trained = step.train(Training(
         name, data=data, run_name=name.replace("_", "-"), model_tag="dbn", stage="finetune",
         seed=typed.train.seed * 1000 + seed, after=score, progress=False, example=normalize_images(test_x[:4]),
         keep_model=init == "dbn" and fraction == max(finetune_config.label_fractions),
@@ -213,12 +211,8 @@ def finetune(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         build=lambda: build_dbn_classifier(
             data.image_shape, data.num_classes, typed.rbm.layers, rbms=_load_stack(stack) if init == "dbn" else None,
             dropout_rate=finetune_config.dropout_rate, seed=typed.train.seed * 1000 + seed),
-        datasets=lambda: (
-            tf.data.Dataset.from_tensor_slices((train_x[chosen], train_y[chosen])).cache().shuffle(
-                len(chosen), seed=seed, reshuffle_each_iteration=True).repeat().batch(batch).map(
-                lambda x, y: (normalize_images(x), y)).prefetch(tf.data.AUTOTUNE),
-            tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(512).map(
-                lambda x, y: (normalize_images(x), y)) if len(val_y) else None),
+        datasets=lambda: (batches((train_x[chosen], train_y[chosen]), batch, shuffle=True, seed=seed, repeat=True),
+                          batches((val_x, val_y), 512) if len(val_y) else None),
         train=typed.train.replace(epochs=epochs, batch_size=batch, learning_rate=finetune_config.learning_rate,
                                   optimizer="adam", lr_schedule="constant", early_stopping_patience=0),
         fit={"steps_per_epoch": steps_per_epoch}))

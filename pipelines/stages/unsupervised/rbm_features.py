@@ -9,17 +9,18 @@ import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.unsupervised import FAMILY
-from pipelines.kit import Training, run_training, say
+from pipelines.data.prepared import batches
+from pipelines.kit import StepContext, Training, say, step_of
 
 PROTOCOL = "sklearn plot_rbm_logistic_classification: nudged digits, minmax, 80/20, random_state=0"
 
 
-def evaluate_rbm_features(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def evaluate_rbm_features(step: StepContext) -> dict[str, Any]:
     """sklearn digits nudged by one pixel in four directions (x5 data), scaled to [0, 1],
     80/20 split (random_state=0); a PCD-1 RBM's hidden probabilities feed a logistic
     regression. Logs ``rbm_logistic_accuracy`` and the raw-pixel baseline
     ``raw_logistic_accuracy`` in a nested run."""
-    import tensorflow as tf
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import classification_report
@@ -29,7 +30,7 @@ def evaluate_rbm_features(config: dict[str, Any], inputs: dict[str, Any]) -> dic
     from models.rbm import RBM
     from pipelines import plots
 
-    typed = FAMILY.load(config)
+    typed = step.config
     rbm_features = typed.rbm_features
     if not rbm_features.enabled:
         say("rbm features: disabled (rbm_features.enabled=false)")
@@ -60,14 +61,13 @@ def evaluate_rbm_features(config: dict[str, Any], inputs: dict[str, Any]) -> dic
                 "raw_logistic_accuracy": float((raw.predict(test_x) == test_y).mean()),
                 "test_pseudo_likelihood": float(np.mean(np.asarray(rbm.pseudo_likelihood(test_x))))}
 
-    trained = run_training(FAMILY, typed, inputs, Training(
+    trained = step.train(Training(
         "rbm_features", fingerprint="sklearn-digits-nudged", run_name="rbm-features-digits", stage="evaluate",
         seed=0, float32=True, keep_model=False, after=classify, example=None, examples=len(train_x),
         params={"protocol": PROTOCOL, "train_size": len(train_y), "test_size": len(test_y)},
         build=lambda: RBM(64, rbm_features.hidden_units, k=1, persistent=True, n_chains=rbm_features.batch_size, seed=0,
                           name="rbm_digits"),
-        datasets=lambda: (tf.data.Dataset.from_tensor_slices(train_x).shuffle(len(train_x), seed=0).batch(
-            rbm_features.batch_size), None),
+        datasets=lambda: (batches(train_x, rbm_features.batch_size, shuffle=True, normalize=False), None),
         train=typed.train.replace(epochs=rbm_features.epochs, batch_size=rbm_features.batch_size,
                                   learning_rate=rbm_features.learning_rate, optimizer="sgd", lr_schedule="constant",
                                   early_stopping_patience=0),

@@ -10,7 +10,7 @@ import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.unsupervised import FAMILY, INITS
-from pipelines.kit import parent_run_of, register_and_promote, say
+from pipelines.kit import StepContext, step_of
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -67,15 +67,15 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def compare(step: StepContext) -> dict[str, Any]:
     """DBN vs random init by label fraction (mean, spread, paired difference): table
     and plot on the parent run, with the autoencoder's and RBM-feature figures; the gain
     at the fewest labels (C6) as ``finetune_gain_fewest_labels_mean`` / ``_std``."""
     from pipelines import plots
 
-    typed = FAMILY.load(config)
-    parent = parent_run_of(inputs)
-    results = list(inputs["finetune"] or [])
+    typed = step.config
+    results = list(step["finetune"] or [])
     if not results:
         raise ValueError("compare got no fine-tuning results")
     rows = summarize(results)
@@ -86,46 +86,38 @@ def compare(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         metrics[f"finetune_{init}_{row['fraction']:g}_mean"] = row["mean"]
         metrics[f"finetune_{init}_{row['fraction']:g}_std"] = row["std"]
     metrics.update(fewest_labels_gain(rows))
-    for key, value in inputs["evaluate_autoencoder"]["metrics"].items():
+    for key, value in step["evaluate_autoencoder"]["metrics"].items():
         metrics[f"autoencoder_{key}"] = value
-    for key, value in (inputs["evaluate_rbm_features"].get("metrics") or {}).items():
+    for key, value in (step["evaluate_rbm_features"].get("metrics") or {}).items():
         if key.endswith("accuracy"):
             metrics[key] = value
-    tracking.log_metrics(parent, metrics)
-    tracking.log_dict(parent, {"rows": rows, "results": results}, "comparison/finetune.json")
-    tracking.log_bytes(parent, (f"# DBN vs random init, test accuracy by share of labels ({typed.profile})\n\n"
-                                + table + "\n").encode(), "comparison/finetune.md")
-    tracking.log_figure(parent, plots.accuracy_vs_labels(
-        results, "Fine-tuning from DBN pretraining vs random init "
-        f"({'-'.join(str(units) for units in typed.rbm.layers)} sigmoid units)"),
-        "plots/accuracy_vs_labels.png")
-    say("DBN vs random init, test accuracy:\n" + table)
+    step.report(metrics, name="finetune", data={"rows": rows, "results": results},
+                text=f"# DBN vs random init, test accuracy by share of labels ({typed.profile})\n\n{table}\n",
+                figures={"plots/accuracy_vs_labels.png": plots.accuracy_vs_labels(
+                    results, "Fine-tuning from DBN pretraining vs random init "
+                    f"({'-'.join(str(units) for units in typed.rbm.layers)} sigmoid units)")})
     return {"rows": rows, "table": table}
 
 
-def register(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+@step_of(FAMILY)
+def register(step: StepContext) -> dict[str, Any]:
     """Register (once per run) and promote: the autoencoder (lower test MSE is better),
     the best DBN-initialised classifier on the largest label share (test accuracy),
     and each RBM layer (validation pseudo-likelihood)."""
-    typed = FAMILY.load(config)
-    tolerance = typed.promotion_tolerance
-    autoencoder = inputs["train_autoencoder"]
-    decisions = {"autoencoder": register_and_promote(
-        FAMILY, "autoencoder", autoencoder["run_id"], autoencoder["model_uri"], "test_mse",
-        inputs["evaluate_autoencoder"]["metrics"]["test_mse"], tolerance=tolerance, higher_is_better=False)}
-    results = inputs.get("finetune") or []
+    decisions = {"autoencoder": step.register("autoencoder", step["train_autoencoder"], "test_mse",
+                                              step["evaluate_autoencoder"]["metrics"]["test_mse"],
+                                              higher_is_better=False)}
+    results = step.get("finetune") or []
     largest = max((float(r["fraction"]) for r in results), default=None)
     candidates = [r for r in results if r["init"] == "dbn" and float(r["fraction"]) == largest and r["model_uri"]]
     if candidates:
         best = max(candidates, key=lambda r: (r["test_accuracy"], -r["seed"]))
-        decisions["dbn"] = register_and_promote(FAMILY, "dbn", best["run_id"], best["model_uri"], "test_accuracy",
-                                                best["test_accuracy"], tolerance=tolerance)
-    for layer in inputs["pretrain_rbm_layer"]["stack"]:
+        decisions["dbn"] = step.register("dbn", best, "test_accuracy", best["test_accuracy"])
+    for layer in step["pretrain_rbm_layer"]["stack"]:
         run = tracking.get_run(layer["run_id"])
         value = run.data.metrics.get("val_pseudo_likelihood", run.data.metrics.get("pseudo_likelihood"))
         if value is None or not math.isfinite(value):
             raise ValueError(f"rbm layer {layer['layer']} (run {layer['run_id']}) has no pseudo-likelihood logged")
-        decisions[f"rbm-layer-{layer['layer']}"] = register_and_promote(
-            FAMILY, f"rbm-layer-{layer['layer']}", layer["run_id"], layer["model_uri"], "val_pseudo_likelihood",
-            value, tolerance=tolerance)
+        decisions[f"rbm-layer-{layer['layer']}"] = step.register(f"rbm-layer-{layer['layer']}", layer,
+                                                                 "val_pseudo_likelihood", value)
     return {"versions": decisions}

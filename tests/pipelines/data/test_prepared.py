@@ -11,6 +11,7 @@ import pytest
 from pipelines.config import DataConfig
 from pipelines.data.prepared import (
     SPLITS,
+    batches,
     load_prepared,
     normalize_images,
     prepare,
@@ -199,6 +200,20 @@ def test_tf_dataset_batches_have_the_right_shapes_and_dtypes():
     assert [tuple(x.shape) for x, _ in batches] == [(4, 6, 6, 1), (4, 6, 6, 1), (2, 6, 6, 1)]
     assert all(x.dtype.name == "float32" and y.dtype.name == "int64" for x, y in batches)
     assert np.concatenate([y.numpy() for _, y in batches]).tolist() == labels.tolist()
+
+
+def test_batches_take_nests_repeat_and_map_examples_and_batches():
+    images = np.arange(6, dtype=np.uint8).reshape(6, 1, 1, 1) * 51
+    labels, pose = np.arange(6, dtype=np.int64), np.ones((6, 2), np.float32)
+    nested = next(iter(batches(((labels, pose), images), 6, normalize=False)))
+    assert [tuple(t.shape) for t in (*nested[0], nested[1])] == [(6,), (6, 2), (6, 1, 1, 1)]
+    assert nested[1].dtype.name == "uint8"  # left as it is
+    endless = batches(images, 4, shuffle=True, seed=0, repeat=True, batched=lambda x: (x, x))
+    seen = [x.numpy().reshape(-1) for x, _ in endless.take(3)]  # 12 images from 6: past the end
+    first_pass = np.sort(np.concatenate([seen[0], seen[1][:2]]))  # each image once per pass, normalised
+    np.testing.assert_allclose(first_pass, np.arange(6) * 0.2, atol=1e-6)
+    flipped = next(iter(batches((images, labels), 6, each=lambda x, y: (255 - x, y))))
+    np.testing.assert_allclose(flipped[0].numpy().reshape(-1), 1.0 - np.arange(6) * 0.2, atol=1e-6)
 
 
 def test_tf_dataset_shuffle_is_seeded_and_keeps_pairs():
