@@ -186,3 +186,9 @@ def test_train_rejects_an_unknown_model(smoke, monkeypatch):
     smoke["store"].activate(monkeypatch)
     with pytest.raises(ValueError, match=r"model='rnn': expected one of mlp, cnn"):
         classifiers.train(smoke["config"], {**smoke["out"]["prepare_data"], "model": "rnn"})
+
+
+def test_the_result_contract_holds_on_the_smoke_run(smoke):
+    from tests.claims_check import assert_result_contract
+
+    assert_result_contract(FAMILY, smoke["store"], RUN_KEY)

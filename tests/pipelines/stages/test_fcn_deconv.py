@@ -218,3 +218,9 @@ def test_a_champion_from_a_smaller_profile_is_not_used():
     assert usable("quick", "smoke") and usable("full", "quick")
     assert usable("quick", "quick")
     assert not usable("smoke", "quick") and not usable(None, "smoke")
+
+
+def test_the_result_contract_holds_on_the_smoke_run(smoke):
+    from tests.claims_check import assert_result_contract
+
+    assert_result_contract(FAMILY, smoke["store"], RUN_KEY)

@@ -163,3 +163,9 @@ def test_bad_tasks_and_unknown_task_are_refused():
         FAMILY.config("smoke", {"tasks": ("adding", "translation")})
     with pytest.raises(ValueError, match="task='translation'"):
         sequences.train(SMOKE, {"task": "translation"})
+
+
+def test_the_result_contract_holds_on_the_smoke_run(smoke):
+    from tests.claims_check import assert_result_contract
+
+    assert_result_contract(FAMILY, smoke["store"], RUN_KEY)

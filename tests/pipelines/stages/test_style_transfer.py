@@ -304,3 +304,9 @@ def test_style_images_generated_shipped_or_a_file_and_urls_only_when_given(tmp_p
     monkeypatch.setattr(urllib.request, "urlopen", lambda *args, **kwargs: (_ for _ in ()).throw(OSError("offline")))
     with pytest.raises(ImageError, match="download failed"):
         load_style("https://example.org/starry.jpg", cache_dir=tmp_path)
+
+
+def test_the_result_contract_holds_on_the_smoke_run(smoke):
+    from tests.claims_check import assert_result_contract
+
+    assert_result_contract(FAMILY, smoke["store"], RUN_KEY)

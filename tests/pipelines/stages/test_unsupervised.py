@@ -991,3 +991,9 @@ def test_rbm_layer_1_trains_on_binarised_pixels_only_when_asked(client, smoke, m
     assert run.info.status == "FINISHED"
     assert run.data.params["rbm.visible"] == mode
     assert run.data.tags["mlflow.parentRunId"] == parent
+
+
+def test_the_result_contract_holds_on_the_smoke_run(smoke):
+    from tests.claims_check import assert_result_contract
+
+    assert_result_contract(FAMILY, smoke["store"], RUN_KEY)
