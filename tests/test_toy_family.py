@@ -1,7 +1,10 @@
 """Adding a family touches only its own new files: the toy family in tests/toy_family/
 is dropped into a copy of the repository, and with no other edit it gets a CLI run,
 `nnzoo list` steps, a DAG with a trigger form (and a place in `zoo_all`), MLflow runs,
-a registered model and a row in the `make run` summary (docs/adding-a-family.md)."""
+a registered model and a row in the `make run` summary (docs/adding-a-family.md). Its
+steps use the kit's step kinds: a training, an evaluation into the training run, a
+parent report, and a model it declares it takes from the classifiers family, which
+the kit resolves (here the champion the test registered, so no classifier trains)."""
 
 from __future__ import annotations
 
@@ -48,7 +51,28 @@ def toy_repo(tmp_path_factory):
         assert not (copy / relative).exists(), f"{relative} would overwrite a file of the repository"
         shutil.copy2(TOY / relative, copy / relative)
     store = new_store(root / "store")
+    with pytest.MonkeyPatch.context() as patch:
+        store.activate(patch)
+        _register_reference(store)
     return copy, store, store.env(PYTHONPATH=str(copy))
+
+
+REFERENCE_PARAMS = 3 * 5 + 5
+"""Parameters of the stand-in for the classifiers' MLP (3 inputs, 5 units)."""
+
+
+def _register_reference(store) -> None:
+    """A smoke-profile nnzoo-classifiers-mlp champion, the model the toy family takes."""
+    import keras
+    import numpy as np
+
+    from pipelines import tracking
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(5)])
+    with tracking.run("nnzoo-classifiers", "mlp", tags={tracking.TAG_PROFILE: "smoke"}) as run:
+        uri = tracking.log_keras_model(run.run_id, model, np.zeros((1, 3), np.float32))
+    version = tracking.register_model_version(uri, "nnzoo-classifiers-mlp", run.run_id)
+    store.client().set_registered_model_alias("nnzoo-classifiers-mlp", tracking.CHAMPION, version.version)
 
 
 def _cli(copy: Path, env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -66,7 +90,7 @@ def test_list_shows_the_toy_familys_declared_steps(toy_repo):
     copy, _store, env = toy_repo
     result = _cli(copy, env, "list", "-v")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "DAG zoo_toy, stages: prepare_data -> train -> evaluate -> register" in result.stdout
+    assert "DAG zoo_toy, stages: prepare_data -> train -> evaluate -> report -> register -> finish" in result.stdout
     assert "toy_blobs" in result.stdout
 
 
@@ -79,7 +103,8 @@ def test_the_toy_family_gets_a_dag_with_a_trigger_form_and_a_place_in_zoo_all(to
     bag = json.loads(result.stdout.strip().splitlines()[-1])
     assert bag["errors"] == {}
     assert bag["tasks"] == {"prepare_data": [], "train": ["prepare_data"], "evaluate": ["prepare_data", "train"],
-                            "register": ["evaluate", "prepare_data", "train"]}
+                            "report": ["evaluate", "prepare_data", "train"],
+                            "register": ["evaluate", "prepare_data", "train"], "finish": ["prepare_data", "register", "report"]}
     assert {"profile", "examples", "epochs", "cache"} <= set(bag["params"])
     assert bag["examples"]["minimum"] == 20
     assert "zoo_toy" in bag["zoo_all"]
@@ -91,12 +116,24 @@ def test_nnzoo_run_trains_tracks_and_registers_the_toy_family(toy_repo):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["family"] == "toy" and set(summary["runs"]) == {"logistic"}
-    run = store.client().get_run(summary["runs"]["logistic"])
+    client = store.client()
+    run = client.get_run(summary["runs"]["logistic"])
     assert run.info.status == "FINISHED"
     assert run.data.params["dataset.source"] == "generated:toy_blobs"
     assert run.data.metrics["test_accuracy"] == summary["metrics"]["logistic"]["test_accuracy"] > 0.9
-    champion = store.client().get_model_version_by_alias("nnzoo-toy-logistic", "champion")
+    assert run.data.tags["nnzoo.evaluated_on"]  # the evaluation step kind marked it
+    champion = client.get_model_version_by_alias("nnzoo-toy-logistic", "champion")
     assert champion.run_id == run.info.run_id
+    # The parent report: the kit put the step's metrics, table and data on the parent run.
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["reference_params"] == REFERENCE_PARAMS
+    assert parent.data.metrics["test_accuracy"] == run.data.metrics["test_accuracy"]
+    with open(client.download_artifacts(parent.info.run_id, "comparison/toy.md")) as handle:
+        assert f"| nnzoo-classifiers-mlp v1 | {REFERENCE_PARAMS} |" in handle.read()
+    with open(client.download_artifacts(parent.info.run_id, "comparison/toy.json")) as handle:
+        reference = json.load(handle)["reference"]
+    assert (reference["version"], reference["trained_here"]) == ("1", False)  # the champion, nothing trained
 
 
 def test_make_runs_summary_has_a_row_for_the_toy_family(toy_repo):

@@ -1,41 +1,52 @@
-"""The toy family's steps (prepare_data is the kit's)."""
+"""The toy family's steps (prepare_data and finish are the kit's), one of each kind:
+a training, an evaluation into the training run, a parent report with a model taken
+from another family, a registration. Each gets a StepContext: the decoded config, the
+prepared data, the upstream outputs by step name and the kit's step kinds."""
 
 import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.toy import FAMILY
-from pipelines.kit import Training, register_and_promote, run_training
+from pipelines.data.prepared import batches
+from pipelines.kit import Training, step_of
+from pipelines.runner import model_from
 
 
-def train(config, inputs):
-    import tensorflow as tf
-
+@step_of(FAMILY)
+def train(step):
     from models import build_model
-    from pipelines.data.prepared import load_prepared
 
-    typed = FAMILY.load(config)
-    data = load_prepared(inputs["data_uri"])
+    data = step.data
     (x, y), (val_x, val_y) = data.split("train"), data.split("val")
-    return run_training(FAMILY, typed, inputs, Training(
+    return step.train(Training(
         "logistic", data=data, example=x[:4],
         build=lambda: build_model("toy_logistic", input_dim=x.shape[1], num_classes=data.num_classes),
-        datasets=lambda: (tf.data.Dataset.from_tensor_slices((x, y)).batch(typed.train.batch_size),
-                          tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(256))))
+        datasets=lambda: (batches((x, y), step.config.train.batch_size, normalize=False),
+                          batches((val_x, val_y), 256, normalize=False))))
 
 
-def evaluate(config, inputs):
-    from pipelines.data.prepared import load_prepared
+@step_of(FAMILY)
+def evaluate(step):
+    test_x, test_y = step.data.split("test")
 
-    data = load_prepared(inputs["data_uri"])
-    test_x, test_y = data.split("test")
-    trained = inputs["train"]
-    predicted = tracking.load_keras_model(trained["model_uri"]).predict(test_x, verbose=0).argmax(axis=1)
-    accuracy = float(np.mean(predicted == test_y))
-    tracking.log_metrics(trained["run_id"], {"test_accuracy": accuracy})
-    return {"test_accuracy": accuracy}
+    def measure(run):
+        predicted = tracking.load_keras_model(step["train"]["model_uri"]).predict(test_x, verbose=0).argmax(axis=1)
+        return {"test_accuracy": float(np.mean(predicted == test_y))}
+
+    return step.evaluate_into(step["train"]["run_id"], ("test_accuracy",), measure)
 
 
-def register(config, inputs):
-    trained = inputs["train"]
-    return register_and_promote(FAMILY, "logistic", trained["run_id"], trained["model_uri"], "test_accuracy",
-                                inputs["evaluate"]["test_accuracy"], tolerance=FAMILY.load(config).promotion_tolerance)
+@step_of(FAMILY)
+def report(step):
+    reference = model_from(FAMILY, step.config, step.inputs, "reference")
+    toy = tracking.load_keras_model(step["train"]["model_uri"]).count_params()
+    borrowed = tracking.load_keras_model(reference["model_uri"]).count_params()
+    return step.report({"test_accuracy": step["evaluate"]["test_accuracy"], "reference_params": borrowed},
+                       name="toy", data={"reference": reference},
+                       text=f"| model | parameters |\n|---|---|\n| toy logistic | {toy} |\n"
+                            f"| {reference['name']} v{reference['version']} | {borrowed} |\n")
+
+
+@step_of(FAMILY)
+def register(step):
+    return step.register("logistic", step["train"], "test_accuracy", step["evaluate"]["test_accuracy"])
