@@ -483,6 +483,14 @@ class StepContext:
     def get(self, name: str, default: Any = None) -> Any:
         return self.inputs.get(name, default)
 
+    def mapped(self, name: str, hint: str) -> list[Any]:
+        """The outputs of mapped step ``name`` that produced something; none is an error
+        (``hint`` says which knob chooses the jobs)."""
+        outputs = [output for output in self.get(name) or [] if output]
+        if not outputs:
+            raise ValueError(f"{name} produced nothing: {hint}")
+        return outputs
+
     def train(self, spec: Training) -> dict[str, Any]:
         return run_training(self.family, self.config, self.inputs, spec)
 

@@ -15,6 +15,7 @@ from pipelines.errors import BadValueError
 from pipelines.kit import StepContext, Training, say, step_of
 
 METRIC = "test_accuracy"
+VARIANTS_HINT = "no trained variant: check the variants param"
 RANDOM_DRAWS = 16
 """Untrained kernels drawn for the reference edge score of the first layer (C7)."""
 TALK_INPUT = (100, 100, 1)
@@ -287,7 +288,7 @@ def register(step: StepContext) -> dict[str, Any]:
     """Register each variant as ``nnzoo-cnn_depth-<variant>`` (once per run); ``champion``
     moves only if the test accuracy is not worse than the champion's beyond tolerance."""
     return {"versions": {result["variant"]: step.register(result["variant"], result, METRIC, result["metrics"][METRIC])
-                         for result in _results(step.inputs)}}
+                         for result in step.mapped("train_variant", VARIANTS_HINT)}}
 
 
 @step_of(FAMILY)
@@ -300,7 +301,7 @@ def compare(step: StepContext) -> dict[str, Any]:
     from pipelines.gradients import ratio_plot
 
     typed = step.config
-    results = {result["variant"]: result for result in _results(step.inputs)}
+    results = {result["variant"]: result for result in step.mapped("train_variant", VARIANTS_HINT)}
     neuron, counted = step["single_neuron"]["metrics"], step["count_parameters"]["metrics"]
     metrics: dict[str, float] = {**neuron, "parameter_ratio": counted["parameter_ratio"]}
     for variant, result in results.items():
@@ -353,13 +354,6 @@ def format_report(typed: Any, results: Mapping[str, Mapping[str, Any]], neuron: 
                           f"{shallow} layers, {error[f'degradation_{block}_deep']:.4f} at {deep}: the deeper net "
                           f"trains {'worse' if worse else 'no worse'}."]
     return "\n".join(lines) + "\n"
-
-
-def _results(inputs: dict[str, Any]) -> list[dict[str, Any]]:
-    results = [r for r in inputs.get("train_variant") or [] if r]
-    if not results:
-        raise ValueError("no trained variant: check the variants param")
-    return results
 
 
 def _step0_norms(run_id: str) -> list[float]:

@@ -258,9 +258,7 @@ def compare(step: StepContext) -> dict[str, Any]:
     from pipelines import plots
 
     typed = step.config
-    results = [r for r in step.get("train") or [] if r]
-    if not results:
-        raise ValueError("compare got no trained model: check the tasks param")
+    results = step.mapped("train", "no trained model: check the tasks param")
     metrics: dict[str, float] = {}
     figures: dict[str, Any] = {}
     adding = [r for r in results if r["task"] == "adding"]

@@ -156,10 +156,13 @@ def test_a_step_function_gets_a_context_and_is_still_called_with_config_and_inpu
         seen.update(profile=step.config.profile, train=step["train"], model=step.get("model", "none"))
         with pytest.raises(KeyError, match="'evaluate' is not among this step's inputs .*declare it"):
             step["evaluate"]
+        assert step.mapped("jobs", "check the jobs knob") == [{"job": 1}]
+        with pytest.raises(ValueError, match="train_variant produced nothing: check the variants"):
+            step.mapped("train_variant", "check the variants")
         return {"looked": True}
 
     assert look.__name__ == "look"
-    assert look(to_dict(FAMILY.config("smoke")), {"train": {"run_id": "r1"}}) == {"looked": True}
+    assert look(to_dict(FAMILY.config("smoke")), {"train": {"run_id": "r1"}, "jobs": [{"job": 1}, None]}) == {"looked": True}
     assert seen == {"profile": "smoke", "train": {"run_id": "r1"}, "model": "none"}
     with pytest.raises(ConfigError, match="profile"):
         look({"profile": "huge"}, {"train": {}})

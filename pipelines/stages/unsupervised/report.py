@@ -75,9 +75,7 @@ def compare(step: StepContext) -> dict[str, Any]:
     from pipelines import plots
 
     typed = step.config
-    results = list(step["finetune"] or [])
-    if not results:
-        raise ValueError("compare got no fine-tuning results")
+    results = step.mapped("finetune", "no fine-tuning results: check finetune.label_fractions and seeds")
     rows = summarize(results)
     table = format_table(rows)
     metrics: dict[str, float] = {}
