@@ -54,13 +54,15 @@ def main() -> int:
     import numpy as np
 
     from models import build_model
+    from models import style as style_models
     from models.style import PerceptualLoss, PerceptualTrainer, stylise
     from pipelines.configs.style_transfer import FAMILY
     from pipelines.data.source_style import available_photos, generate_style, read_image, square
+    from pipelines.data.source_weights import choose_loss_network
     from pipelines.stages import style_transfer as stages
 
     quick = FAMILY.config("quick")
-    chosen = stages.choose_loss_network(args.loss_net, quick.style.loss_net_seed)
+    chosen = choose_loss_network(args.loss_net, quick.style.loss_net_seed)
     network = stages.loss_network(chosen.weights_path, chosen.seed)
     style = generate_style(quick.style.style_image, quick.style.style_size).astype(np.float32) / 255.0
     weights = {"content_weight": quick.style.content_weight, "style_weight": quick.style.style_weight,
@@ -71,7 +73,7 @@ def main() -> int:
     size = args.size
 
     # (a) seconds per image
-    per_step = stages.time_iterative_step(loss, size, args.repeats)
+    per_step = style_models.time_iterative_step(loss, size, args.repeats)
     if args.model:
         stylizer, source = stages.load_stylizer(args.model)
     else:
@@ -81,7 +83,7 @@ def main() -> int:
     nets = {"stylizer": stylizer,
             "Johnson et al. net (32-64-128, 5 blocks)": build_model("style_transformer", filters=(32, 64, 128),
                                                                     residual_blocks=5)}
-    forward = {name: stages.time_forward(net, size, args.repeats) for name, net in nets.items()}
+    forward = {name: style_models.time_forward(net, size, args.repeats) for name, net in nets.items()}
     print(f"\n(a) {size}x{size}, one image, medians of {args.repeats}")
     print(f"  iterative step: {per_step:.4f} s  (100 steps {100 * per_step:.1f} s, 500 steps {500 * per_step:.1f} s)")
     failed = False
@@ -108,7 +110,7 @@ def main() -> int:
         print(f"\n  trained the stylizer in {time.perf_counter() - started:.0f} s")
     content = square(read_image(photos["chelsea"]).pixels, size).astype(np.float32) / 255.0
     target = float(loss.terms(stylise(stylizer, content[None]), loss.content_features(content[None]))["total"][0])
-    result = stages.optimise_image(loss, content, args.max_iterative_steps, quick.iterative.pixel_step_size,
+    result = style_models.optimise_image(loss, content, args.max_iterative_steps, quick.iterative.pixel_step_size,
                                    "content", stop_at=target)
     reached = next((n for n, value in enumerate(result.history["total"], 1) if value <= target), None)
     print(f"\n(b) stylizer ({source}): perceptual loss {target:.4g} on chelsea at {size}x{size}")

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import keras
+import numpy as np
 
 from models.registry import register_model
 
@@ -270,3 +272,42 @@ def build_talk_cnn(
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+# --- probes of a trained image classifier ------------------------------------------------
+
+
+def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Images moved by ``(dy, dx)`` pixels; what leaves the frame is lost, zeros come in."""
+    out = np.zeros_like(images)
+    height, width = images.shape[1:3]
+    out[:, max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
+        images[:, max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)]
+    return out
+
+
+def shift_agreement(model: Any, images: np.ndarray, max_shift: int, labels: np.ndarray | None = None
+                    ) -> dict[str, dict[int, float]]:
+    """For each shift 1..``max_shift`` pixels, in the four directions: the share of
+    predictions unchanged by the shift (``agreement``) and, with labels, the accuracy
+    on the shifted images."""
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return model.predict(batch.astype(np.float32) / np.float32(255.0), batch_size=512, verbose=0).argmax(axis=1)
+
+    original = predict(images)
+    agreement: dict[int, float] = {}
+    accuracy: dict[int, float] = {}
+    for shift in range(1, max_shift + 1):
+        moved = [predict(shifted(images, dy, dx)) for dy, dx in ((shift, 0), (-shift, 0), (0, shift), (0, -shift))]
+        agreement[shift] = float(np.mean([m == original for m in moved]))
+        if labels is not None:
+            accuracy[shift] = float(np.mean([m == labels for m in moved]))
+    return {"agreement": agreement, "accuracy": accuracy}
+
+
+def layer_outputs(model: Any, image: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The activations of one image after every conv, activation and pooling layer."""
+    kinds = ("Conv2D", "Activation", "MaxPooling2D")
+    layers = [layer for layer in model.layers if type(layer).__name__ in kinds]
+    probe = keras.Model(model.inputs, [layer.output for layer in layers])
+    return [(layer.name, np.asarray(output)[0]) for layer, output in zip(layers, probe([image]), strict=True)]

@@ -18,8 +18,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import keras
+import numpy as np
 
 from models.cnn import BN_MOMENTUM
 from models.registry import register_model
@@ -96,8 +98,6 @@ def build_deconv_segmenter(
 
 def _bilinear(layer: keras.layers.Conv2DTranspose) -> None:
     """Set a channel-to-itself transposed-conv kernel that upsamples bilinearly."""
-    import numpy as np
-
     size = layer.kernel.shape[0]
     factor = (size + 1) // 2
     centre = factor - 1 if size % 2 else factor - 0.5
@@ -216,3 +216,15 @@ def build_digit_generator(
                                          name=f"up_{index}")(x)
     outputs = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype="float32", name="pixels")(x)
     return keras.Model([label, pose], outputs, name=name)
+
+
+def segmentation_scores(predicted: np.ndarray, truth: np.ndarray, classes: int) -> dict[str, Any]:
+    """Pixel accuracy, per-class IoU and their mean over the classes present in ``truth``."""
+    matrix = np.bincount(truth.ravel().astype(np.int64) * classes + predicted.ravel().astype(np.int64),
+                         minlength=classes * classes).reshape(classes, classes)
+    inter = np.diag(matrix).astype(np.float64)
+    union = matrix.sum(0) + matrix.sum(1) - inter
+    present = matrix.sum(1) > 0
+    iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+    return {"pixel_accuracy": float(inter.sum() / matrix.sum()), "mean_iou": float(np.nanmean(iou[present])),
+            "iou": [None if np.isnan(v) else float(v) for v in iou], "present": present.tolist()}

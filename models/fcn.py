@@ -13,6 +13,8 @@ Only layers whose meaning is clear are taken over; anything else is refused by n
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -183,3 +185,111 @@ def heatmaps(fcn: keras.Model, images: np.ndarray, window: Geometry | None = Non
         raise ValueError(f"images of shape {images.shape}: expected [batch, height, width, channels]")
     shape.check(images.shape[1], images.shape[2])
     return np.asarray(fcn.predict(images, batch_size=batch_size, verbose=0))
+
+
+# --- boxes from heatmaps ----------------------------------------------------------------
+
+
+def pyramid(fcn: keras.Model, shape: Geometry, images: np.ndarray, scales: Sequence[float]
+            ) -> list[tuple[np.ndarray, float, float]]:
+    """``(heatmaps [N, rows, cols, classes], row factor, column factor)`` per scale: at
+    scale s the images are shrunk by 1/s, so digits s times the window size fill it. A
+    scale that would shrink them below the window is left out."""
+    height, width = images.shape[1:3]
+    out = []
+    for scale in scales:
+        rows, columns = int(round(height / scale)), int(round(width / scale))
+        if rows >= shape.window[0] and columns >= shape.window[1]:
+            resized = images if (rows, columns) == (height, width) else np.asarray(
+                keras.ops.image.resize(images, (rows, columns)))
+            out.append((heatmaps(fcn, resized, shape), height / rows, width / columns))
+    return out
+
+
+def box_overlap(box: Sequence[float], others: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU and intersection over the smaller area, of ``box`` with each of ``others`` [K,4]."""
+    if not len(others):
+        return np.zeros(0), np.zeros(0)
+    top, left = np.maximum(box[0], others[:, 0]), np.maximum(box[1], others[:, 1])
+    bottom, right = np.minimum(box[2], others[:, 2]), np.minimum(box[3], others[:, 3])
+    inter = np.clip(bottom - top, 0, None) * np.clip(right - left, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9), inter / np.maximum(np.minimum(area, areas), 1e-9)
+
+
+def _recentre(ink: np.ndarray, box: list[float], rounds: int = 2) -> list[float]:
+    """Move ``box`` so the ink's centre of mass inside it sits at its centre (MNIST
+    frames each digit by its centre of mass); an inkless box stays."""
+    height, width = box[2] - box[0], box[3] - box[1]
+    for _ in range(rounds):
+        top, left = max(int(round(box[0])), 0), max(int(round(box[1])), 0)
+        patch = ink[top:max(int(round(box[2])), 0), left:max(int(round(box[3])), 0)]
+        total = patch.sum()
+        if total <= 0:
+            return box
+        rows, columns = np.indices(patch.shape)
+        centre = (top + (rows * patch).sum() / total + 0.5, left + (columns * patch).sum() / total + 0.5)
+        box = [centre[0] - height / 2, centre[1] - width / 2, centre[0] + height / 2, centre[1] + width / 2]
+    return box
+
+
+def find_boxes(maps: list[tuple[np.ndarray, float, float]], index: int, image: np.ndarray, shape: Any, *,
+               threshold: float, overlap: float, recentre: bool = True) -> list[tuple[int, float, list[float]]]:
+    """Boxes ``(class, score, box)`` in image ``index``: the local maxima (3x3) of each
+    scale's best-class score that reach ``threshold``, each the window of its cell in
+    image coordinates; ``recentre`` moves a box onto the ink's centre of mass and reads
+    class and score from the heatmap cell there; then non-maximum suppression (a box
+    goes when more than ``overlap`` of the smaller of two boxes is shared)."""
+    from scipy import ndimage
+
+    ink = image.astype(np.float32).mean(axis=-1)
+    found = []
+    for heat, row_factor, column_factor in maps:
+        cells = heat[index]
+        score = cells.max(axis=-1)
+        peaks = (score == ndimage.maximum_filter(score, size=3, mode="constant")) & (score >= threshold)
+        for i, j in zip(*np.nonzero(peaks), strict=True):
+            top, left = i * shape.stride[0], j * shape.stride[1]
+            box = [top * row_factor, left * column_factor, (top + shape.window[0]) * row_factor,
+                   (left + shape.window[1]) * column_factor]
+            probabilities = cells[i, j]
+            if recentre:
+                box = _recentre(ink, box)
+                i2 = int(np.clip(round(box[0] / row_factor / shape.stride[0]), 0, cells.shape[0] - 1))
+                j2 = int(np.clip(round(box[1] / column_factor / shape.stride[1]), 0, cells.shape[1] - 1))
+                probabilities = cells[i2, j2]
+            if probabilities.max() >= threshold:
+                found.append((int(probabilities.argmax()), float(probabilities.max()), box))
+    found.sort(key=lambda item: -item[1])
+    kept: list[tuple[int, float, list[float]]] = []
+    for item in found:
+        if kept and box_overlap(item[2], np.array([k[2] for k in kept]))[1].max() > overlap:
+            continue
+        kept.append(item)
+    return kept
+
+
+def score_detections(found: Sequence[Sequence[tuple[int, float, Sequence[float]]]], boxes: np.ndarray,
+                     digits: np.ndarray, match_iou: float) -> dict[str, float]:
+    """Precision and recall at ``match_iou``: a found box counts when it overlaps an
+    unmatched true box of its class that much (best score first)."""
+    hits = false = missed = 0
+    for index, items in enumerate(found):
+        real = digits[index] >= 0
+        truth, classes = boxes[index][real], digits[index][real]
+        used: set[int] = set()
+        for label, _, box in items:
+            iou = box_overlap(box, truth)[0]
+            candidates = [k for k in np.argsort(-iou) if iou[k] >= match_iou and k not in used and classes[k] == label]
+            if candidates:
+                used.add(int(candidates[0]))
+                hits += 1
+            else:
+                false += 1
+        missed += len(truth) - len(used)
+    precision = hits / (hits + false) if hits + false else 0.0
+    recall = hits / (hits + missed) if hits + missed else 0.0
+    return {"detection_precision": precision, "detection_recall": recall,
+            "detection_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            "true_boxes": float(hits + missed), "found_boxes": float(hits + false)}

@@ -249,3 +249,23 @@ def build_rbm(
 ) -> RBM:
     """A Bernoulli-Bernoulli :class:`RBM` (compile with an optimizer, then ``fit(x)``)."""
     return RBM(n_visible, n_hidden, k=k, persistent=persistent, n_chains=n_chains, seed=seed, name=name)
+
+
+STRONG_DISAGREEMENT = 0.5
+"""Two chains disagree outright on a pixel when their probabilities of ink differ by more
+than this (they are then on opposite sides of 0.5)."""
+
+
+def chain_disagreement(probabilities: np.ndarray) -> float:
+    """Claim C5's measure of "slightly different new samples": the share of pixels on
+    which the two chains started from the same digit disagree outright, their
+    probabilities of ink more than :data:`STRONG_DISAGREEMENT` apart, averaged over the
+    start digits (rows ``2i`` and ``2i + 1`` are one start's pair). 0 for chains without
+    sampling (both copies follow one path) and for an untrained RBM, whose visible
+    probabilities all stay near 0.5: noise, not samples, which a plain mean |difference|
+    would count (about 0.03 for 500 untrained hidden units)."""
+    values = np.asarray(probabilities, dtype=np.float64)
+    if values.ndim != 2 or len(values) % 2:
+        raise ValueError(f"expected pairs of chains as rows of a 2-D array; got shape {values.shape}")
+    pairs = values.reshape(-1, 2, values.shape[1])
+    return float((np.abs(pairs[:, 0] - pairs[:, 1]) > STRONG_DISAGREEMENT).mean())

@@ -29,6 +29,8 @@ module.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -320,3 +322,83 @@ def stylise(transformer: keras.Model, images: Any, batch_size: int = 1) -> np.nd
         raise ValueError(f"images of {images.shape[1]}x{images.shape[2]}: each side must be at least {MIN_SIDE}")
     return np.concatenate([np.asarray(transformer(images[i: i + batch_size], training=False))
                            for i in range(0, len(images), batch_size)])
+
+
+# --- the iterative method (Gatys et al.) and the timings of C14 ---------------------------------
+
+
+@dataclasses.dataclass
+class Optimised:
+    image: np.ndarray
+    history: dict[str, list[float]]
+    """Per step (the image before that step's update): content, style, tv, total."""
+    final: dict[str, float]
+    snapshots: dict[int, np.ndarray]
+    seconds: float
+    seconds_per_step: float
+
+
+def optimise_image(loss: Any, content: np.ndarray, steps: int, step_size: float, init: str, seed: int = 0,
+                   snapshot_every: int = 0, stop_at: float | None = None) -> Optimised:
+    """Gatys et al.'s method: Adam on the pixels of one image (kept in [0, 1]) to minimise
+    ``loss`` against ``content``'s features and the style. ``init`` is ``noise`` (uniform)
+    or ``content``. ``stop_at``: stop after the first step whose total loss is at most this."""
+    import keras
+    import tensorflow as tf
+
+    if init not in ("noise", "content"):
+        raise ValueError(f"init={init!r}: expected noise or content")
+    target = loss.content_features(content[None])
+    start = np.random.default_rng(seed).random(content.shape, dtype=np.float32) if init == "noise" else content
+    image = tf.Variable(np.asarray(start, np.float32)[None])
+    optimizer = keras.optimizers.Adam(step_size)
+
+    @tf.function
+    def step() -> dict[str, Any]:
+        with tf.GradientTape() as tape:
+            terms = loss.terms(image, target)
+            total = tf.reduce_mean(terms["total"])
+        optimizer.apply_gradients([(tape.gradient(total, image), image)])
+        image.assign(tf.clip_by_value(image, 0.0, 1.0))
+        return {name: value[0] for name, value in terms.items()}
+
+    history: dict[str, list[float]] = {"content": [], "style": [], "tv": [], "total": []}
+    snapshots = {0: np.asarray(start)}
+    started = time.perf_counter()
+    after_first = started
+    for number in range(1, steps + 1):
+        for name, value in step().items():
+            history[name].append(float(value))
+        if number == 1:
+            after_first = time.perf_counter()  # the first step traces the graph
+        if snapshot_every and (number % snapshot_every == 0 or number == steps):
+            snapshots[number] = image.numpy()[0]
+        if stop_at is not None and history["total"][-1] <= stop_at:
+            break
+    steps = len(history["total"])
+    ended = time.perf_counter()
+    final = {name: float(value[0]) for name, value in loss.terms(image, target).items()}
+    per_step = (ended - after_first) / (steps - 1) if steps > 1 else ended - started
+    return Optimised(image.numpy()[0], history, final, snapshots, ended - started, per_step)
+
+
+def time_iterative_step(loss: Any, size: int, repeats: int, seed: int = 0) -> float:
+    """Median seconds of one optimisation step on a ``size x size`` image (after a warm-up)."""
+    content = np.random.default_rng(seed).random((size, size, 3), dtype=np.float32)
+    result = optimise_image(loss, content, repeats + 1, 0.01, "content")
+    return result.seconds_per_step
+
+
+def time_forward(transformer: Any, size: int, repeats: int, seed: int = 0) -> float:
+    """Median seconds of one stylizer forward pass on a ``size x size`` image (after a warm-up)."""
+    import tensorflow as tf
+
+    image = tf.constant(np.random.default_rng(seed).random((1, size, size, 3), dtype=np.float32))
+    forward = tf.function(lambda batch: transformer(batch, training=False))
+    forward(image)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        np.asarray(forward(image))
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))

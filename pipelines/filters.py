@@ -84,3 +84,16 @@ def random_filters(layer: Any, seed: int = 0, draws: int = 1) -> np.ndarray:
     kernels = [np.asarray(type(initializer).from_config({**config, "seed": seed + draw})(shape))
                for draw in range(draws)]
     return np.concatenate(kernels, axis=-1)
+
+
+RANDOM_DRAWS = 16
+"""Untrained kernels drawn for the reference edge score of a first layer (C7)."""
+
+
+def first_layer_edge_scores(layer: Any, seed: int) -> dict[str, float]:
+    """C7: how much a conv layer's filters look like oriented edge detectors
+    (:func:`edge_score`), and the same for untrained filters of the same shape drawn by
+    the layer's initializer from ``seed`` on (:data:`RANDOM_DRAWS` draws, so that a layer
+    of few filters gets a steady reference)."""
+    return {"first_layer_edge_score": edge_score(layer.get_weights()[0]),
+            "first_layer_edge_score_random": edge_score(random_filters(layer, seed, RANDOM_DRAWS))}

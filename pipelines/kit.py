@@ -251,10 +251,17 @@ class Training:
     """Model key: the run key's suffix, part of the cache key."""
     build: Callable[[], Any]
     """Builds the Keras model; called inside the distribution scope."""
-    datasets: Callable[[], tuple[Any, Any]]
+    arrays: tuple[Any, Any] | None = None
+    """``(train, validation)`` arrays, each ``(x, y)`` (or ``x`` alone): batched by
+    :func:`~pipelines.data.prepared.batches` at the trainer's batch size (training
+    shuffled with the seed, endless when ``fit`` sets ``steps_per_epoch``; validation in
+    batches of 512, none when empty), images scaled to [0, 1] unless ``normalize`` is
+    off. Or ``datasets``."""
+    normalize: bool = True
+    datasets: Callable[[], tuple[Any, Any]] | None = None
     """``(train, validation or None)`` pipelines, made after seeding."""
-    example: Any
-    """A few inputs: the logged model's signature."""
+    example: Any = None
+    """A few inputs: the logged model's signature; with ``arrays``, the first four training inputs."""
     data: Any = None
     """The prepared dataset trained on (its identity goes into params and cache key)."""
     fingerprint: str | None = None
@@ -282,7 +289,12 @@ class Training:
     progress: bool = True
     """One line per epoch on stdout (off for many short trainings)."""
     callbacks: Callable[[str], Sequence[Any]] | None = None
-    """``callbacks(run_id)``: more Keras callbacks for the fit, e.g. gradient-norm recording."""
+    """``callbacks(run_id)``: more Keras callbacks for the fit."""
+    gradient_norms: tuple[Any, Any, int] | None = None
+    """``(x, y, every)``: each layer's gradient norm on this fixed batch at step 0 and every
+    ``every`` steps (:class:`pipelines.gradients.GradientNorms`), logged as per-step
+    ``grad_norm.<layer>`` metrics, ``gradients/norms.json`` and a heatmap, with
+    ``first_last_gradient_ratio`` and the first and last layers' norms at the first record."""
     export: Callable[[Any], tuple[Any, Any]] | None = None
     """``export(model) -> (model to log, its input example)``: what is logged and later
     registered, when that is not the trained model itself (e.g. a text model wrapped
@@ -321,7 +333,7 @@ def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any]
         trainer.configure_devices()
         trainer.configure_precision(train_config.mixed_precision and not spec.float32)
         trainer.set_seed(train_config.seed if spec.seed is None else spec.seed)
-        train_data, val_data = spec.datasets()
+        train_data, val_data = spec.datasets() if spec.datasets else _batched(spec, train_config)
         # One scope for building and fitting: a second MirroredStrategy would be a different one.
         with trainer.distribution_scope("none" if spec.float32 else train_config.distribute):
             model = spec.build()
@@ -329,9 +341,10 @@ def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any]
                                       **spec.params))
             if spec.data is not None:
                 log_dataset(run.run_id, spec.data)
-            log_model_cost(run, model, spec.example)
+            log_model_cost(run, model, _example(spec))
+            recorder = _gradient_recorder(spec, run.run_id)
             callbacks = [tracking.keras_epoch_logger(run.run_id, skip_through=plan.logged_epochs),
-                         *(spec.callbacks(run.run_id) if spec.callbacks else ())]
+                         *(spec.callbacks(run.run_id) if spec.callbacks else ()), *recorder]
             started = time.perf_counter()
             history = trainer.fit(model, train_data, val_data, train_config, checkpoint_dir=checkpoint_dir(run.run_id),
                                   callbacks=callbacks, progress_label=label if spec.progress else None, **spec.fit)
@@ -343,17 +356,61 @@ def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any]
         tracking.log_figure(run.run_id, plots.training_curves(
             history.history, f"{label} on {spec.data.name if spec.data else spec.fingerprint}"),
             "plots/training_curves.png")
+        if recorder and recorder[0].records:
+            metrics.update(_log_gradient_norms(run.run_id, recorder[0], label))
         metrics.update((spec.after(run, model, history) or {}) if spec.after else {})
         run.log_metrics(metrics)
-        summary: list[str] = []
-        model.summary(print_fn=summary.append)
-        tracking.log_bytes(run.run_id, "\n".join(summary).encode(), "model_summary.txt")
-        logged, example = spec.export(model) if spec.export else (model, spec.example)
+        tracking.log_summary(run.run_id, model)
+        logged, example = spec.export(model) if spec.export else (model, _example(spec))
         model_uri = tracking.log_keras_model(run.run_id, logged, example) if spec.keep_model else ""
         run.set_tags({TAG_MODEL_URI: model_uri})
     trainer.configure_precision(False)  # later steps in this process build in float32 again
     # Every metric the run holds (final values), as a reused run reports them.
     return _outputs(spec.name, tracking.get_run(run.run_id), cached=False)
+
+
+def _gradient_recorder(spec: Training, run_id: str) -> list[Any]:
+    if spec.gradient_norms is None:
+        return []
+    from pipelines.gradients import GradientNorms
+
+    x, y, every = spec.gradient_norms
+    return [GradientNorms(x, y, every=every, on_record=lambda at, norms: tracking.log_metrics(run_id, norms, at))]
+
+
+def _log_gradient_norms(run_id: str, recorder: Any, title: str) -> dict[str, float]:
+    from pipelines.gradients import heatmap
+
+    names, steps, norms = recorder.matrix()
+    tracking.log_dict(run_id, {"layers": names, "steps": steps, "norms": norms.tolist()}, "gradients/norms.json")
+    tracking.log_figure(run_id, heatmap(names, steps, norms, title), "plots/gradient_heatmap.png")
+    return {"first_last_gradient_ratio": recorder.first_last_ratio(0), "gradient_norm_first_layer": norms[0, 0],
+            "gradient_norm_last_layer": norms[-1, 0]}
+
+
+def _batched(spec: Training, train_config: Any) -> tuple[Any, Any]:
+    from pipelines.data.prepared import batches
+
+    (train, val), seed = spec.arrays, train_config.seed if spec.seed is None else spec.seed
+    # A fixed number of steps per epoch needs an endless stream.
+    return (batches(train, train_config.batch_size, shuffle=True, seed=seed, normalize=spec.normalize,
+                    repeat="steps_per_epoch" in spec.fit),
+            batches(val, 512, normalize=spec.normalize) if len(_inputs(val)) else None)
+
+
+def _inputs(arrays: Any) -> Any:
+    return arrays[0] if isinstance(arrays, tuple) else arrays
+
+
+def _example(spec: Training) -> Any:
+    if spec.example is not None or spec.arrays is None:
+        return spec.example
+    from pipelines.data.prepared import normalize_images
+
+    inputs = _inputs(spec.arrays[0])
+    if isinstance(inputs, (tuple, list)):  # a model of several inputs
+        return [part[:4] for part in inputs]
+    return normalize_images(inputs[:4]) if spec.normalize else inputs[:4]
 
 
 TAG_FLOPS_UNCOUNTED = "nnzoo.flops.uncounted"
@@ -511,6 +568,16 @@ class StepContext:
         """:func:`register_and_promote` of ``trained`` (a training's outputs) with the config's tolerance."""
         return register_and_promote(self.family, model, trained["run_id"], trained["model_uri"], metric, value,
                                     tolerance=self.config.promotion_tolerance, higher_is_better=higher_is_better)
+
+    def register_best(self, model: str, candidates: Sequence[Mapping[str, Any]], metric: str,
+                      higher_is_better: bool = True) -> dict[str, Any] | None:
+        """Register the candidate (training outputs with ``metrics``) with the best ``metric``
+        (the first of equals); None when there is none. The decision names the run it took."""
+        if not candidates:
+            return None
+        best = (max if higher_is_better else min)(candidates, key=lambda c: c["metrics"][metric])
+        decision = self.register(model, best, metric, best["metrics"][metric], higher_is_better)
+        return {**decision, "run_id": best["run_id"]}
 
 
 def step_of(family: Family) -> Callable[[Callable[[StepContext], dict[str, Any]]], Callable[..., dict[str, Any]]]:

@@ -426,3 +426,19 @@ def _label_groups(rows: Sequence[Mapping[str, Any]], error: Callable[[Mapping[st
         else:
             groups.append([row])
     return groups
+
+
+def side_by_side(panels: dict[str, np.ndarray], title: str) -> Any:
+    """Images of any sizes in one row, each titled."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.4), squeeze=False)
+    for axis, (label, image) in zip(axes[0], panels.items(), strict=True):
+        pixels = np.asarray(image)
+        axis.imshow(pixels if pixels.dtype == np.uint8 else np.clip(pixels, 0.0, 1.0))
+        axis.set_title(label, fontsize=9)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure

@@ -377,6 +377,21 @@ def log_figure(run_id: str, figure: Any, artifact_file: str) -> None:
     log_bytes(run_id, buffer.getvalue(), artifact_file)
 
 
+def log_image(run_id: str, image: Any, artifact_file: str) -> None:
+    """Log an RGB image (uint8, or float in [0, 1]) as a PNG."""
+    pixels = np.asarray(image)
+    if pixels.dtype != np.uint8:
+        pixels = np.clip(np.round(pixels * 255.0), 0, 255).astype(np.uint8)
+    client().log_image(run_id, pixels, artifact_file)
+
+
+def log_summary(run_id: str, model: Any, artifact_file: str = "model_summary.txt") -> None:
+    """Log a Keras model's layer table (``model.summary()``) as text."""
+    lines: list[str] = []
+    model.summary(print_fn=lines.append)
+    log_bytes(run_id, "\n".join(lines).encode(), artifact_file)
+
+
 def log_bytes(run_id: str, data: bytes, artifact_file: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_file).name
@@ -511,6 +526,14 @@ def load_json(run_id: str, artifact_file: str) -> Any | None:
         return mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact_file}")
     except (MlflowException, OSError, ValueError):
         return None
+
+
+def load_image(run_id: str, artifact_file: str) -> Any:
+    """An image artifact of the run, as a PIL image."""
+    import mlflow.artifacts
+
+    configure()
+    return mlflow.artifacts.load_image(f"runs:/{run_id}/{artifact_file}")
 
 
 def load_artifact(run_id: str, artifact_file: str) -> bytes | None:

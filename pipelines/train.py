@@ -215,3 +215,16 @@ def fit(
             "lower train.learning_rate or check the data"
         )
     return history
+
+
+def classification_scores(model: Any, images: Any, labels: Any, *, normalize: bool = True) -> tuple[dict, Any]:
+    """``({"accuracy", "loss"}, predicted classes)`` of a softmax classifier on ``images``
+    (uint8 scaled to [0, 1] unless ``normalize`` is off): accuracy and mean cross-entropy."""
+    import numpy as np
+
+    inputs = np.asarray(images, np.float32) / np.float32(255.0) if normalize else images
+    probabilities = np.asarray(model.predict(inputs, batch_size=512, verbose=0))
+    predicted = probabilities.argmax(axis=1)
+    picked = probabilities[np.arange(len(labels)), labels]
+    return {"accuracy": float((predicted == labels).mean()),
+            "loss": float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())}, predicted

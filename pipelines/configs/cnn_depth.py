@@ -12,8 +12,8 @@ One pipeline run answers, each in its own nested MLflow run under one parent:
   in small (plain and residual nets with batch norm at two depths); a CNN with max
   pooling and the same CNN with stride-2 convs instead (predictions under shifts,
   filters and feature maps); a small inception net.
-* ``compare`` draws the comparisons on the parent run, including accuracy vs FLOPs over
-  every registered model of every family.
+* ``compare`` draws the comparisons on the parent run; accuracy vs FLOPs over every
+  registered model of every family (C17) is the zoo report's (``nnzoo report``).
 """
 
 from __future__ import annotations
@@ -198,8 +198,8 @@ FAMILY = register_family(
                  expand="plan_variants", label="{variant}", trains=True),
             Step("register", "### Register\nRegisters each variant as `nnzoo-cnn_depth-<variant>`; `champion` "
                              "moves only on no regression of test accuracy.", needs=("train_variant",)),
-            Step("compare", "### Compare\nOn the parent run: gradient ratios (C3), degradation (C3), shift "
-                            "agreement (C8), and accuracy vs FLOPs over every registered model (C17).",
+            Step("compare", "### Compare\nOn the parent run: C1 and C2, gradient ratios (C3), degradation (C3) "
+                            "and shift agreement (C8).",
                  needs=("single_neuron", "count_parameters", "train_variant", "register")),
         )),
         form_params=("data.dataset", "train.epochs", "train.learning_rate", "variants", "vanishing.depth",

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,17 @@ class PreparedData:
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray | None]:
         """``(x, y)``; y is None for data without labels."""
         return self.get(name, "x"), self.arrays.get(f"{name}_y")
+
+
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Indices of a stratified share of the labels: ``round(fraction * n_c)`` (at least
+    one) of every class, drawn with ``seed``; the same for every init."""
+    rng = np.random.default_rng([seed, int(round(fraction * 1_000_000))])
+    chosen = []
+    for label in np.unique(labels):
+        index = np.flatnonzero(labels == label)
+        chosen.append(rng.choice(index, size=max(1, int(round(fraction * len(index)))), replace=False))
+    return np.sort(np.concatenate(chosen))
 
 
 def stratified_split(
@@ -123,10 +135,14 @@ def fingerprint_arrays(arrays: dict[str, np.ndarray], extra: Any = None) -> str:
     return digest.hexdigest()[:16]
 
 
-def prepare(data_config: Any, root: Path | None = None) -> PreparedData:
-    """Load, split (stratified by integer labels ``y``, else at random) and store; reuse a stored copy."""
+def prepare(data_config: Any, root: Path | None = None, params: Mapping[str, Any] | None = None) -> PreparedData:
+    """Load, split (stratified by integer labels ``y``, else at random) and store; reuse a
+    stored copy. ``params``: the generator's arguments, when not the config's own fields
+    (a dataset a step prepares besides the family's: ``prepare(DataConfig(dataset=...),
+    params={...})``)."""
     dataset = get_dataset(data_config.dataset)
-    loaded = load_arrays(dataset.name, data_config.data_dir, **generator_params(data_config))
+    params = generator_params(data_config) if params is None else params
+    loaded = load_arrays(dataset.name, data_config.data_dir, **params)
     labels = loaded.arrays.get("y")
     cut = (data_config.val_fraction, data_config.test_fraction, data_config.split_seed, data_config.max_examples)
     labelled = labels is not None and labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer)

@@ -44,6 +44,22 @@ def load_digits(data_dir: str | None = None):
     return _labelled_images("digits", images, bunch.target, DIGIT_NAMES)
 
 
+def nudge_digits(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn example's ``nudge_dataset``: the images plus copies shifted by one
+    pixel up, left, right and down (zeros come in), stacked in the example's order so
+    its ``train_test_split(random_state=0)`` draws the same split; returns flat
+    features and the labels x5."""
+    shifted = [images]
+    for axis, step in ((1, -1), (2, -1), (2, 1), (1, 1)):
+        moved = np.roll(images, step, axis=axis)
+        index = [slice(None)] * 3
+        index[axis] = 0 if step == 1 else -1
+        moved[tuple(index)] = 0
+        shifted.append(moved)
+    stacked = np.concatenate(shifted)
+    return stacked.reshape(len(stacked), -1), np.concatenate([labels] * len(shifted))
+
+
 def _load_tfds(name: str, data_dir: str | None, class_names: tuple[str, ...]):
     images, labels = load_tfds_supervised(name, data_dir, "mnist_subset, digits")
     return _labelled_images(name, images.astype(np.uint8), labels, class_names)

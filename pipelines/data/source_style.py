@@ -156,6 +156,16 @@ def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize((width, height), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
+def content_photo(data: Any, name: str, height: int, width: int | None = None) -> np.ndarray:
+    """The named photo of the prepared dataset, float RGB [0, 1] at ``height x width``."""
+    for split in ("test", "val", "train"):
+        names = [str(n) for n in data.get(split, "name")]
+        if name in names:
+            pixels = data.get(split, "x")[names.index(name)]
+            return resize(pixels, height, width or height).astype(np.float32) / np.float32(255.0)
+    raise ValueError(f"photo {name!r} is not in dataset {data.name}")
+
+
 # --- files that installed packages ship -----------------------------------------------------------
 
 

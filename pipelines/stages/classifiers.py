@@ -21,7 +21,6 @@ def train(step: StepContext) -> dict[str, Any]:
     resume and what every run logs."""
     from models import build_model
     from pipelines import plots
-    from pipelines.data.prepared import normalize_images, tf_dataset
 
     typed, data, name = step.config, step.data, step.get("model")
     if name not in MODELS:
@@ -38,9 +37,7 @@ def train(step: StepContext) -> dict[str, Any]:
         name, data=data, run_name=f"{name}-{typed.profile}", examples=len(train_y), after=filters,
         build=lambda: build_model(name, input_shape=data.image_shape, num_classes=data.num_classes,
                                   **builder_kwargs(getattr(typed, name))),
-        datasets=lambda: (tf_dataset(train_x, train_y, typed.train.batch_size, shuffle=True, seed=typed.train.seed),
-                          tf_dataset(val_x, val_y, 512, shuffle=False) if len(val_y) else None),
-        example=normalize_images(train_x[:4])))
+        arrays=((train_x, train_y), (val_x, val_y))))
 
 
 @step_of(FAMILY)
@@ -49,7 +46,7 @@ def evaluate(step: StepContext) -> dict[str, Any]:
     own run: ``test_accuracy`` / ``test_loss``, the confusion matrix and the
     misclassified examples. Returns ``{"metrics": {model: {...}}}``."""
     from pipelines import plots
-    from pipelines.data.prepared import normalize_images
+    from pipelines.train import classification_scores
 
     data = step.data
     test_x, test_y = data.split("test")
@@ -57,12 +54,8 @@ def evaluate(step: StepContext) -> dict[str, Any]:
     for name, trained in sorted(step["train"].items()):
 
         def measure(run: Any, name: str = name, trained: dict = trained) -> dict[str, float]:
-            probabilities = tracking.load_keras_model(trained["model_uri"]).predict(
-                normalize_images(test_x), batch_size=512, verbose=0)
-            predicted = probabilities.argmax(axis=1)
-            picked = probabilities[np.arange(len(test_y)), test_y]
-            values = {METRIC: float((predicted == test_y).mean()),
-                      "test_loss": float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())}
+            scores, predicted = classification_scores(tracking.load_keras_model(trained["model_uri"]), test_x, test_y)
+            values = {METRIC: scores["accuracy"], "test_loss": scores["loss"]}
             matrix = np.zeros((data.num_classes, data.num_classes), dtype=np.int64)
             np.add.at(matrix, (test_y, predicted), 1)
             tracking.log_figure(run.run_id, plots.confusion_matrix(

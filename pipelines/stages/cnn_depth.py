@@ -16,8 +16,6 @@ from pipelines.kit import StepContext, Training, say, step_of
 
 METRIC = "test_accuracy"
 VARIANTS_HINT = "no trained variant: check the variants param"
-RANDOM_DRAWS = 16
-"""Untrained kernels drawn for the reference edge score of the first layer (C7)."""
 TALK_INPUT = (100, 100, 1)
 """The talk's example: 100x100 inputs, three hidden layers of 100 units, 10 classes."""
 
@@ -35,7 +33,7 @@ def single_neuron(step: StepContext) -> dict[str, Any]:
 
     from models import build_model
     from pipelines import plots
-    from pipelines.data.prepared import normalize_images, tf_dataset
+    from pipelines.data.prepared import normalize_images
 
     typed, data = step.config, step.data
     negative, positive = typed.neuron.classes
@@ -72,9 +70,7 @@ def single_neuron(step: StepContext) -> dict[str, Any]:
         after=compare_with_logistic, progress=False, params={"neuron.slice": names, "neuron.train_size": len(train_y)},
         build=lambda: build_model("mlp", input_shape=data.image_shape, num_classes=1, hidden_units=(),
                                   dropout_rate=0.0, name="single_neuron"),
-        datasets=lambda: (tf_dataset(train_x, train_y, typed.train.batch_size, shuffle=True, seed=typed.train.seed),
-                          tf_dataset(val_x, val_y, 512, shuffle=False) if len(val_y) else None),
-        example=normalize_images(train_x[:4]),
+        arrays=((train_x, train_y), (val_x, val_y)),
         train=typed.train.replace(epochs=typed.neuron.fit_epochs, learning_rate=typed.neuron.step_size,
                                   lr_schedule="constant", early_stopping_patience=0),
         fit={"loss": "binary_crossentropy", "metrics": (keras.metrics.BinaryAccuracy(name="accuracy"),)}))
@@ -104,9 +100,7 @@ def count_parameters(step: StepContext) -> dict[str, Any]:
         for name, model in nets.items():
             metrics[f"{name}_params"] = float(model.count_params())
             metrics[f"{name}_flops"] = float(count_flops(model).total)
-            lines: list[str] = []
-            model.summary(print_fn=lines.append)
-            tracking.log_bytes(run.run_id, "\n".join(lines).encode(), f"summaries/{name}.txt")
+            tracking.log_summary(run.run_id, model, f"summaries/{name}.txt")
         metrics["parameter_ratio"] = metrics["dense_params"] / metrics["cnn_params"]
         metrics["flops_ratio"] = metrics["cnn_flops"] / metrics["dense_flops"]
         say(f"C2 100x100 inputs: dense net {metrics['dense_params']:,.0f} parameters, CNN "
@@ -165,33 +159,21 @@ def train_variant(step: StepContext) -> dict[str, Any]:
     for the pooling pair, shift agreement (C8) and the first layer's edge score against
     random filters' (C7); the max-pool net's filters and feature maps are drawn (C7)."""
     from models import build_model
+    from models.cnn import layer_outputs, shift_agreement
     from pipelines import plots
-    from pipelines.data.prepared import normalize_images, tf_dataset
-    from pipelines.gradients import GradientNorms, heatmap
+    from pipelines.data.prepared import normalize_images
+    from pipelines.filters import first_layer_edge_scores
+    from pipelines.train import classification_scores
 
     typed, data, variant = step.config, step.data, step.get("variant")
     builder, kwargs, description = variant_model(typed, variant)
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = (data.split(s) for s in ("train", "val", "test"))
     fixed = np.random.default_rng(typed.train.seed).choice(len(train_y), min(typed.gradients.examples,
                                                                              len(train_y)), replace=False)
-    recorder: list[GradientNorms] = []
-
-    def gradient_recorder(run_id: str) -> list[Any]:
-        recorder[:] = [GradientNorms(normalize_images(train_x[fixed]), train_y[fixed],
-                                     every=typed.gradients.record_every,
-                                     on_record=lambda at, norms: tracking.log_metrics(run_id, norms, at))]
-        return recorder
 
     def evaluate(run: Any, model: Any, history: Any) -> dict[str, float]:
-        metrics = {METRIC: _accuracy(model, test_x, test_y), "train_error": 1.0 - _accuracy(model, train_x, train_y)}
-        if recorder and recorder[0].records:
-            names, steps, norms = recorder[0].matrix()
-            metrics["first_last_gradient_ratio"] = recorder[0].first_last_ratio(0)
-            metrics["gradient_norm_first_layer"], metrics["gradient_norm_last_layer"] = norms[0, 0], norms[-1, 0]
-            tracking.log_dict(run.run_id, {"layers": names, "steps": steps, "norms": norms.tolist()},
-                              "gradients/norms.json")
-            tracking.log_figure(run.run_id, heatmap(names, steps, norms, f"{variant}: {description}"),
-                                "plots/gradient_heatmap.png")
+        metrics = {METRIC: classification_scores(model, test_x, test_y)[0]["accuracy"],
+                   "train_error": 1.0 - classification_scores(model, train_x, train_y)[0]["accuracy"]}
         if variant in ("max_pool", "strided"):
             agreement = shift_agreement(model, test_x, typed.pooling.max_shift, test_y)
             metrics.update({f"shift_agreement_{shift}": value for shift, value in agreement["agreement"].items()})
@@ -208,76 +190,17 @@ def train_variant(step: StepContext) -> dict[str, Any]:
 
     trained = step.train(Training(
         variant, data=data, run_name=f"{variant} ({description})", examples=len(train_y), after=evaluate,
-        callbacks=gradient_recorder, params={"builder": builder, "description": description},
+        params={"builder": builder, "description": description},
+        gradient_norms=(normalize_images(train_x[fixed]), train_y[fixed], typed.gradients.record_every),
         build=lambda: build_model(builder, input_shape=data.image_shape, num_classes=data.num_classes,
                                   name=variant, **kwargs),
-        datasets=lambda: (tf_dataset(train_x, train_y, typed.train.batch_size, shuffle=True, seed=typed.train.seed),
-                          tf_dataset(val_x, val_y, 512, shuffle=False) if len(val_y) else None),
-        example=normalize_images(train_x[:4])))
+        arrays=((train_x, train_y), (val_x, val_y))))
     metrics = trained["metrics"]
     say(f"{variant}: test accuracy {metrics.get(METRIC, float('nan')):.4f}, training error "
         f"{metrics.get('train_error', float('nan')):.4f}, first/last gradient at step 0 "
         f"{metrics.get('first_last_gradient_ratio', float('nan')):.2e}, {metrics['params']:,.0f} parameters, "
         f"{metrics['flops'] / 1e6:.2f} MFLOPs")
     return {**trained, "variant": variant, "description": description}
-
-
-def first_layer_edge_scores(layer: Any, seed: int) -> dict[str, float]:
-    """C7: how much a conv layer's filters look like oriented edge detectors
-    (:func:`pipelines.filters.edge_score`), and the same for untrained filters of the same
-    shape drawn by the layer's initializer from ``seed`` on (:data:`RANDOM_DRAWS` draws, so
-    that a layer of few filters gets a steady reference)."""
-    from pipelines.filters import edge_score, random_filters
-
-    return {"first_layer_edge_score": edge_score(layer.get_weights()[0]),
-            "first_layer_edge_score_random": edge_score(random_filters(layer, seed, RANDOM_DRAWS))}
-
-
-def _accuracy(model: Any, images: np.ndarray, labels: np.ndarray) -> float:
-    from pipelines.data.prepared import normalize_images
-
-    predicted = model.predict(normalize_images(images), batch_size=512, verbose=0).argmax(axis=1)
-    return float((predicted == labels).mean())
-
-
-def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """Images moved by ``(dy, dx)`` pixels; what leaves the frame is lost, zeros come in."""
-    out = np.zeros_like(images)
-    height, width = images.shape[1:3]
-    out[:, max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
-        images[:, max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)]
-    return out
-
-
-def shift_agreement(model: Any, images: np.ndarray, max_shift: int, labels: np.ndarray | None = None
-                    ) -> dict[str, dict[int, float]]:
-    """For each shift 1..``max_shift`` pixels, in the four directions: the share of
-    predictions unchanged by the shift (``agreement``) and, with labels, the accuracy
-    on the shifted images."""
-    from pipelines.data.prepared import normalize_images
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        return model.predict(normalize_images(batch), batch_size=512, verbose=0).argmax(axis=1)
-
-    original = predict(images)
-    agreement: dict[int, float] = {}
-    accuracy: dict[int, float] = {}
-    for shift in range(1, max_shift + 1):
-        moved = [predict(shifted(images, dy, dx)) for dy, dx in ((shift, 0), (-shift, 0), (0, shift), (0, -shift))]
-        agreement[shift] = float(np.mean([m == original for m in moved]))
-        if labels is not None:
-            accuracy[shift] = float(np.mean([m == labels for m in moved]))
-    return {"agreement": agreement, "accuracy": accuracy}
-
-
-def layer_outputs(model: Any, image: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """The activations of one image after every conv, activation and pooling layer."""
-    import keras
-
-    kinds = ("Conv2D", "Activation", "MaxPooling2D")
-    layers = [layer for layer in model.layers if type(layer).__name__ in kinds]
-    probe = keras.Model(model.inputs, [layer.output for layer in layers])
-    return [(layer.name, np.asarray(output)[0]) for layer, output in zip(layers, probe([image]), strict=True)]
 
 
 # --- register and compare -------------------------------------------------------------

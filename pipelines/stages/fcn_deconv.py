@@ -4,7 +4,6 @@ The steps are declared in :mod:`pipelines.configs.fcn_deconv`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,24 +21,6 @@ TAG_CLASSIFIER = tracking.tag("classifier")
 PREVIEW = 8
 
 
-class PosedData(DataConfig):
-    """The generator's training set (parameters of ``posed_digits``)."""
-
-    dataset: str = "posed_digits"
-    poses: int = 1000
-    rotation_max: float = 40.0
-    pose_scale_min: float = 0.8
-    pose_scale_max: float = 1.1
-    digits_from: str = "mnist_subset"
-    writers: int = 1
-    pose_seed: int = 0
-
-
-class PetsData(DataConfig):
-    dataset: str = "oxford_iiit_pet"
-    side: int = 128
-
-
 def _truth(boxes: np.ndarray, digits: np.ndarray) -> list[tuple[str, tuple[float, ...]]]:
     return [(str(int(d)), tuple(float(v) for v in box)) for box, d in zip(boxes, digits, strict=True) if d >= 0]
 
@@ -49,15 +30,6 @@ def scored_scenes(data: Any, key: str) -> np.ndarray:
     drawing in the digits no training scene holds (``unseen_<key>``, see
     :mod:`pipelines.data.source_scenes`); other data as it is."""
     return data.get("test", f"unseen_{key}" if f"test_unseen_{key}" in data.arrays else key)
-
-
-def _posed_config(typed: Any) -> PosedData:
-    generator = typed.generator
-    return PosedData(poses=generator.poses, rotation_max=generator.rotation_max,
-                     pose_scale_min=generator.pose_scale_min, pose_scale_max=generator.pose_scale_max,
-                     digits_from=typed.data.digits_from, writers=generator.writers, pose_seed=generator.pose_seed,
-                     split_seed=typed.data.split_seed, val_fraction=0.1, test_fraction=0.1,
-                     data_dir=typed.data.data_dir)
 
 
 # --- scenes -------------------------------------------------------------------------------
@@ -79,7 +51,10 @@ def prepare_scenes(step: StepContext) -> dict[str, Any]:
     tracking.log_figure(parent, plots.segmentations(images, masks, masks, len(scenes.class_names),
                                                     "scenes and their per-pixel classes (0 = background)"),
                         "scenes/masks.png")
-    posed = prepare(_posed_config(typed))
+    posed = prepare(DataConfig(dataset="posed_digits", split_seed=typed.data.split_seed, val_fraction=0.1,
+                               test_fraction=0.1, data_dir=typed.data.data_dir),
+                    params={"digits_from": typed.data.digits_from, **{key: getattr(typed.generator, key) for key in (
+                        "poses", "rotation_max", "pose_scale_min", "pose_scale_max", "writers", "pose_seed")}})
     sample = np.arange(min(40, posed.sizes["train"]))
     pose = posed.get("train", "pose")[sample]
     tracking.log_figure(parent, plots.image_grid(
@@ -159,9 +134,7 @@ def convert_to_fcn(step: StepContext) -> dict[str, Any]:
         tracking.log_figure(run.run_id, plots.heatmaps(
             [o[0] for o in overlays], [o[1] for o in overlays], shape.window, shape.stride,
             "class heatmaps of the converted net on canvases of other sizes"), "plots/heatmaps_by_size.png")
-        summary: list[str] = []
-        fcn.summary(print_fn=summary.append)
-        tracking.log_bytes(run.run_id, "\n".join(summary).encode(), "model_summary.txt")
+        tracking.log_summary(run.run_id, fcn)
         model_uri = tracking.log_keras_model(run.run_id, fcn, checks["held_out_digits"][:2])
         run.set_tags({TAG_CLASSIFIER: f"{CLASSIFIER}/{classifier['version']}", TAG_MODEL_URI: model_uri})
         say(f"fcn: {CLASSIFIER} v{classifier['version']} ({classifier['profile']}) converted; window "
@@ -188,124 +161,13 @@ def _fcn_outputs(run: Any) -> dict[str, Any]:
 # --- detection ----------------------------------------------------------------------------
 
 
-def _overlap(box: Sequence[float], others: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """IoU and intersection over the smaller area, of ``box`` with each of ``others`` [K,4]."""
-    if not len(others):
-        return np.zeros(0), np.zeros(0)
-    top, left = np.maximum(box[0], others[:, 0]), np.maximum(box[1], others[:, 1])
-    bottom, right = np.minimum(box[2], others[:, 2]), np.minimum(box[3], others[:, 3])
-    inter = np.clip(bottom - top, 0, None) * np.clip(right - left, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9), inter / np.maximum(np.minimum(area, areas), 1e-9)
-
-
-def pyramid(fcn: Any, shape: Any, images: np.ndarray, scales: Sequence[float]) -> list[tuple[np.ndarray, float, float]]:
-    """``(heatmaps [N, rows, cols, classes], row factor, column factor)`` per scale: at
-    scale s the images are shrunk by 1/s, so digits s times the window size fill it."""
-    import tensorflow as tf
-
-    from models.fcn import heatmaps
-
-    height, width = images.shape[1:3]
-    out = []
-    for scale in scales:
-        rows, columns = int(round(height / scale)), int(round(width / scale))
-        if rows < shape.window[0] or columns < shape.window[1]:
-            say(f"detect: scale {scale} shrinks {height}x{width} below the {shape.window} window; skipped")
-            continue
-        resized = images if (rows, columns) == (height, width) else tf.image.resize(images, (rows, columns)).numpy()
-        out.append((heatmaps(fcn, resized, shape), height / rows, width / columns))
-    if not out:
-        raise BadValueError(f"no detection scale fits {height}x{width} images with the {shape.window} window: "
-                         "use smaller detection_scales or larger canvases")
-    return out
-
-
-def _recentre(ink: np.ndarray, box: list[float], rounds: int = 2) -> list[float]:
-    """Move ``box`` so the ink's centre of mass inside it sits at its centre (MNIST
-    frames each digit by its centre of mass); an inkless box stays."""
-    height, width = box[2] - box[0], box[3] - box[1]
-    for _ in range(rounds):
-        top, left = max(int(round(box[0])), 0), max(int(round(box[1])), 0)
-        patch = ink[top:max(int(round(box[2])), 0), left:max(int(round(box[3])), 0)]
-        total = patch.sum()
-        if total <= 0:
-            return box
-        rows, columns = np.indices(patch.shape)
-        centre = (top + (rows * patch).sum() / total + 0.5, left + (columns * patch).sum() / total + 0.5)
-        box = [centre[0] - height / 2, centre[1] - width / 2, centre[0] + height / 2, centre[1] + width / 2]
-    return box
-
-
-def find_boxes(maps: list[tuple[np.ndarray, float, float]], index: int, image: np.ndarray, shape: Any, *,
-               threshold: float, overlap: float, recentre: bool = True) -> list[tuple[int, float, list[float]]]:
-    """Boxes ``(class, score, box)`` in image ``index``: the local maxima (3x3) of each
-    scale's best-class score that reach ``threshold``, each the window of its cell in
-    image coordinates; ``recentre`` moves a box onto the ink's centre of mass and reads
-    class and score from the heatmap cell there; then non-maximum suppression (a box
-    goes when more than ``overlap`` of the smaller of two boxes is shared)."""
-    from scipy import ndimage
-
-    ink = image.astype(np.float32).mean(axis=-1)
-    found = []
-    for heat, row_factor, column_factor in maps:
-        cells = heat[index]
-        score = cells.max(axis=-1)
-        peaks = (score == ndimage.maximum_filter(score, size=3, mode="constant")) & (score >= threshold)
-        for i, j in zip(*np.nonzero(peaks), strict=True):
-            top, left = i * shape.stride[0], j * shape.stride[1]
-            box = [top * row_factor, left * column_factor, (top + shape.window[0]) * row_factor,
-                   (left + shape.window[1]) * column_factor]
-            probabilities = cells[i, j]
-            if recentre:
-                box = _recentre(ink, box)
-                i2 = int(np.clip(round(box[0] / row_factor / shape.stride[0]), 0, cells.shape[0] - 1))
-                j2 = int(np.clip(round(box[1] / column_factor / shape.stride[1]), 0, cells.shape[1] - 1))
-                probabilities = cells[i2, j2]
-            if probabilities.max() >= threshold:
-                found.append((int(probabilities.argmax()), float(probabilities.max()), box))
-    found.sort(key=lambda item: -item[1])
-    kept: list[tuple[int, float, list[float]]] = []
-    for item in found:
-        if kept and _overlap(item[2], np.array([k[2] for k in kept]))[1].max() > overlap:
-            continue
-        kept.append(item)
-    return kept
-
-
-def score_detections(found: Sequence[Sequence[tuple[int, float, Sequence[float]]]], boxes: np.ndarray,
-                     digits: np.ndarray, match_iou: float) -> dict[str, float]:
-    """Precision and recall at ``match_iou``: a found box counts when it overlaps an
-    unmatched true box of its class that much (best score first)."""
-    hits = false = missed = 0
-    for index, items in enumerate(found):
-        real = digits[index] >= 0
-        truth, classes = boxes[index][real], digits[index][real]
-        used: set[int] = set()
-        for label, _, box in items:
-            iou = _overlap(box, truth)[0]
-            candidates = [k for k in np.argsort(-iou) if iou[k] >= match_iou and k not in used and classes[k] == label]
-            if candidates:
-                used.add(int(candidates[0]))
-                hits += 1
-            else:
-                false += 1
-        missed += len(truth) - len(used)
-    precision = hits / (hits + false) if hits + false else 0.0
-    recall = hits / (hits + missed) if hits + missed else 0.0
-    return {"detection_precision": precision, "detection_recall": recall,
-            "detection_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-            "true_boxes": float(hits + missed), "found_boxes": float(hits + false)}
-
-
 @step_of(FAMILY)
 def detect(step: StepContext) -> dict[str, Any]:
     """Boxes from the converted net's heatmaps on the test scenes (drawn in digits no
     training scene holds), scored at ``match_iou``; also the figures without re-centring
     (peaks only). Logged in the conversion's run, which is then registered as
     ``nnzoo-fcn_deconv-fcn``."""
-    from models.fcn import geometry
+    from models.fcn import find_boxes, geometry, pyramid, score_detections
     from pipelines import plots
     from pipelines.data.prepared import normalize_images
 
@@ -320,6 +182,12 @@ def detect(step: StepContext) -> dict[str, Any]:
         fcn = tracking.load_keras_model(converted["model_uri"])
         shape = geometry(fcn)
         maps = pyramid(fcn, shape, normalize_images(images), detection.detection_scales)
+        if len(maps) < len(detection.detection_scales):
+            say(f"detect: {len(detection.detection_scales) - len(maps)} of the scales shrink {images.shape[1:3]} "
+                f"scenes below the {shape.window} window; skipped")
+        if not maps:
+            raise BadValueError(f"no detection scale fits {images.shape[1]}x{images.shape[2]} images with the "
+                                f"{shape.window} window: use smaller detection_scales or larger canvases")
         found = {mode: [find_boxes(maps, n, images[n], shape, threshold=detection.score_threshold,
                                    overlap=detection.nms_overlap, recentre=mode == "recentred")
                         for n in range(count)] for mode in ("recentred", "peaks_only")}
@@ -435,23 +303,11 @@ def train_segmenter(step: StepContext) -> dict[str, Any]:
     out = {"scenes": _train_one_segmenter(step, scenes, "segmenter", f"segmenter {scenes.shape('x')[0]}"
                                           f"x{scenes.shape('x')[1]} scenes", fcn_uri)}
     if typed.segmenter.extra_dataset:
-        extra = prepare(PetsData(dataset=typed.segmenter.extra_dataset, data_dir=typed.data.data_dir,
-                                 split_seed=typed.data.split_seed))
+        extra = prepare(DataConfig(dataset=typed.segmenter.extra_dataset, data_dir=typed.data.data_dir,
+                                   split_seed=typed.data.split_seed), params={"side": 128})
         out["extra"] = {**_train_one_segmenter(step, extra, "segmenter_pets", f"segmenter {extra.name}"),
                         "data_uri": extra.uri}
     return out
-
-
-def segmentation_scores(predicted: np.ndarray, truth: np.ndarray, classes: int) -> dict[str, Any]:
-    """Pixel accuracy, per-class IoU and their mean over the classes present in ``truth``."""
-    matrix = np.bincount(truth.ravel().astype(np.int64) * classes + predicted.ravel().astype(np.int64),
-                         minlength=classes * classes).reshape(classes, classes)
-    inter = np.diag(matrix).astype(np.float64)
-    union = matrix.sum(0) + matrix.sum(1) - inter
-    present = matrix.sum(1) > 0
-    iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
-    return {"pixel_accuracy": float(inter.sum() / matrix.sum()), "mean_iou": float(np.nanmean(iou[present])),
-            "iou": [None if np.isnan(v) else float(v) for v in iou], "present": present.tolist()}
 
 
 @step_of(FAMILY)
@@ -460,6 +316,7 @@ def evaluate_segmenter(step: StepContext) -> dict[str, Any]:
     digits no training scene holds, in the segmenter's run (``mean_iou_seen_digits``: the
     same scenes in training digits); predicted masks beside the true ones; then
     registration."""
+    from models.deconv import segmentation_scores
     from pipelines import plots
     from pipelines.data.prepared import load_prepared, normalize_images
 
@@ -546,42 +403,40 @@ def evaluate_generator(step: StepContext) -> dict[str, Any]:
     of class x rotation, scale and stroke sweeps, and a morph between classes."""
     from pipelines import plots
 
-    generator_config, trained = step.config.generator, step["train_generator"]
+    poses, trained = step.config.generator, step["train_generator"]
     classifier = step["convert_to_fcn"]["classifier"]
     posed_fingerprint = step["prepare_scenes"]["posed_fingerprint"]
 
     def measure(run: Any) -> dict[str, float]:
         generator = tracking.load_keras_model(trained["model_uri"])
         cnn = tracking.load_keras_model(classifier["model_uri"])
-        rng = np.random.default_rng(0)
-        per_class = 100
-        labels = np.repeat(np.arange(10), per_class)
-        pose = np.stack([rng.uniform(-generator_config.rotation_max, generator_config.rotation_max, len(labels)),
-                         rng.uniform(generator_config.pose_scale_min, generator_config.pose_scale_max, len(labels)),
+
+        def generate(labels: np.ndarray, pose: np.ndarray) -> np.ndarray:
+            return np.asarray(generator.predict(list(_generator_inputs(labels, pose)), batch_size=256, verbose=0))
+
+        rng, turn, low, high = np.random.default_rng(0), poses.rotation_max, poses.pose_scale_min, poses.pose_scale_max
+        labels = np.repeat(np.arange(10), 100)
+        pose = np.stack([rng.uniform(-turn, turn, len(labels)), rng.uniform(low, high, len(labels)),
                          rng.integers(-1, 2, len(labels))], axis=1).astype(np.float32)
-        images = np.asarray(generator.predict(list(_generator_inputs(labels, pose)), batch_size=256, verbose=0))
+        images = generate(labels, pose)
         predicted = np.asarray(cnn.predict(images, batch_size=256, verbose=0)).argmax(-1)
         hit = predicted == labels
         metrics = {"recognised_share": float(hit.mean()),
                    **{f"recognised_{d}": float(hit[labels == d].mean()) for d in range(10)}}
-        rotations = np.linspace(-generator_config.rotation_max, generator_config.rotation_max, 9)
+        rotations, upright = np.linspace(-turn, turn, 9), np.tile([0.0, (low + high) / 2, 0.0], (9, 1))
         grid_labels = np.repeat(np.arange(10), len(rotations))
-        grid_pose = np.stack([np.tile(rotations, 10), np.full(len(grid_labels), (generator_config.pose_scale_min +
-                              generator_config.pose_scale_max) / 2), np.zeros(len(grid_labels))], axis=1)
-        grid = np.asarray(generator.predict(list(_generator_inputs(grid_labels, grid_pose)), verbose=0))
+        grid_pose = np.concatenate([upright] * 10)
+        grid_pose[:, 0] = np.tile(rotations, 10)
+        grid = generate(grid_labels, grid_pose)
         sweeps = {}
-        for name, column, values in (("scale", 1, np.linspace(generator_config.pose_scale_min, generator_config.pose_scale_max, 9)),
-                                     ("stroke", 2, np.linspace(-1, 1, 9))):
-            pose_row = np.tile([0.0, (generator_config.pose_scale_min + generator_config.pose_scale_max) / 2, 0.0], (9, 1))
-            pose_row[:, column] = values
-            sweeps[f"{name} {values[0]:.2g}..{values[-1]:.2g}"] = generator.predict(
-                list(_generator_inputs(np.full(9, 4), pose_row)), verbose=0)
-        mix = np.linspace(0, 1, 9)[:, None]
-        onehot = np.eye(10, dtype=np.float32)
-        middle = np.tile([0.0, (generator_config.pose_scale_min + generator_config.pose_scale_max) / 2, 0.0], (9, 1))
+        for name, column, values in (("scale", 1, np.linspace(low, high, 9)), ("stroke", 2, np.linspace(-1, 1, 9))):
+            swept = upright.copy()
+            swept[:, column] = values
+            sweeps[f"{name} {values[0]:.2g}..{values[-1]:.2g}"] = generate(np.full(9, 4), swept)
+        mix, onehot = np.linspace(0, 1, 9)[:, None], np.eye(10, dtype=np.float32)
         for first, second in ((1, 7), (3, 8)):
             sweeps[f"{first} -> {second}"] = generator.predict(
-                [(1 - mix) * onehot[first] + mix * onehot[second], middle.astype(np.float32)], verbose=0)
+                [(1 - mix) * onehot[first] + mix * onehot[second], upright.astype(np.float32)], verbose=0)
         run.log_params({"evaluation.classifier": f"{classifier['name']}/{classifier['version']}"})
         tracking.log_figure(run.run_id, plots.image_grid(
             grid, [f"{d} {r:+.0f}°" for d, r in zip(grid_labels, grid_pose[:, 0], strict=True)],

@@ -11,27 +11,9 @@ import numpy as np
 from pipelines import tracking
 from pipelines.config import DataConfig
 from pipelines.configs.sequences import DIRECTIONS, FAMILY
-from pipelines.data.prepared import batches
 from pipelines.kit import StepContext, Training, say, step_of
 
 SPLIT = {"val_fraction": 0.1, "test_fraction": 0.2}
-
-
-class AddingData(DataConfig):
-    """The adding problem at one length (generator parameters beyond DataConfig's)."""
-
-    dataset: str = "adding_problem"
-    sequence_length: int = 50
-    examples: int = 2000
-    seed: int = 0
-
-
-class FutureContextData(DataConfig):
-    dataset: str = "future_context"
-    sequence_length: int = 20
-    vocabulary: int = 8
-    examples: int = 6000
-    seed: int = 0
 
 
 # --- plan --------------------------------------------------------------------------------
@@ -49,13 +31,14 @@ def plan_jobs(step: StepContext) -> list[dict[str, Any]]:
     jobs: list[dict[str, Any]] = []
     if "adding" in typed.tasks:
         for length in sorted(typed.adding.lengths):
-            data = prepare(AddingData(sequence_length=length, examples=typed.adding.examples, seed=seed,
-                                      split_seed=seed, **SPLIT))
+            data = prepare(DataConfig(dataset="adding_problem", split_seed=seed, **SPLIT),
+                           params={"sequence_length": length, "examples": typed.adding.examples, "seed": seed})
             jobs += [_job("adding", cell, "uni", data.uri, length) for cell in typed.adding.cells]
     if "future_context" in typed.tasks:
         future_context = typed.future_context
-        data = prepare(FutureContextData(sequence_length=future_context.sequence_length, vocabulary=future_context.vocabulary,
-                                         examples=future_context.examples, seed=seed, split_seed=seed, **SPLIT))
+        data = prepare(DataConfig(dataset="future_context", split_seed=seed, **SPLIT), params={
+            "sequence_length": future_context.sequence_length, "vocabulary": future_context.vocabulary,
+            "examples": future_context.examples, "seed": seed})
         jobs += [_job("future_context", cell, direction, data.uri) for cell in future_context.cells
                  for direction in DIRECTIONS]
     if "sentiment" in typed.tasks:
@@ -134,15 +117,14 @@ def _adding(step: StepContext) -> dict[str, Any]:
 
     return step.train(_common(
         step, length, examples=len(train_y), after=evaluate,
-        callbacks=lambda run_id: [through_time, *_layer_gradients(train_x, train_y, run_id),
+        gradient_norms=(train_x[:64], train_y[:64], 50),
+        callbacks=lambda run_id: [through_time,
                                   *([StopBelow("val_loss", adding.target_mse)] if adding.target_mse else [])],
         build=lambda: build_model("sequence_regressor", input_shape=(length, int(train_x.shape[2])),
                                   cell=step["cell"], units=adding.units,
                                   bidirectional=step["direction"] == "bi",
                                   truncation=adding.truncation or None, name=step["key"].replace("-", "_")),
-        datasets=lambda: (batches((train_x, train_y), adding.batch, shuffle=True, seed=typed.train.seed, normalize=False),
-                          batches((val_x, val_y), 1024, normalize=False)),
-        example=train_x[:4],
+        arrays=((train_x, train_y), (val_x, val_y)), normalize=False,
         train=typed.train.replace(epochs=adding.max_epochs, batch_size=adding.batch,
                                   lr_schedule="constant",
                                   learning_rate=adding.rnn_step_size if simple else adding.step_size,
@@ -172,9 +154,7 @@ def _future_context(step: StepContext) -> dict[str, Any]:
         build=lambda: build_model("sequence_tagger", vocabulary_size=vocabulary + 1, num_classes=2,
                                   sequence_length=length, cell=step["cell"], units=future_context.units,
                                   bidirectional=step["direction"] == "bi", name=step["key"].replace("-", "_")),
-        datasets=lambda: (batches((train_x, train_y), future_context.batch, shuffle=True, seed=typed.train.seed, normalize=False),
-                          batches((val_x, val_y), 1024, normalize=False)),
-        example=train_x[:4],
+        arrays=((train_x, train_y), (val_x, val_y)), normalize=False,
         train=typed.train.replace(epochs=future_context.max_epochs, learning_rate=future_context.step_size,
                                   batch_size=future_context.batch, lr_schedule="constant", early_stopping_patience=0)))
 
@@ -182,6 +162,7 @@ def _future_context(step: StepContext) -> dict[str, Any]:
 def _sentiment(step: StepContext) -> dict[str, Any]:
     from models import build_model
     from models.recurrent import make_text_vectorizer, with_text_vectorizer
+    from pipelines.data.source_sequences import tfidf_baseline
 
     typed, data = step.config, step.data
     sentiment = typed.sentiment
@@ -209,40 +190,13 @@ def _sentiment(step: StepContext) -> dict[str, Any]:
                                   cell=step["cell"], units=sentiment.units,
                                   bidirectional=step["direction"] == "bi", embedding_dim=sentiment.embedding_dim,
                                   dropout_rate=sentiment.dropout_rate, name=step["key"].replace("-", "_")),
-        datasets=lambda: (batches((tokens["train"], labels["train"]), typed.train.batch_size, shuffle=True,
-                                  seed=typed.train.seed, normalize=False),
-                          batches((tokens["val"], labels["val"]), 1024, normalize=False)),
-        example=tokens["train"][:4],
+        arrays=((tokens["train"], labels["train"]), (tokens["val"], labels["val"])), normalize=False,
         # The registered model takes raw strings: the tokenizer is saved inside it.
         export=lambda model: (with_text_vectorizer(vectorizer, model), texts["train"][:4])))
 
 
 _TFIDF: dict[str, dict[str, Any]] = {}
 """TF-IDF results by dataset fingerprint: both sentiment trainings of a process share one fit."""
-
-
-def tfidf_baseline(texts: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """TF-IDF unigrams and bigrams + logistic regression on the same split, C chosen
-    on the validation split: the bag-of-words baseline the recurrent nets must beat."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    train = vectorizer.fit_transform(texts["train"])
-    scores = {}
-    for c in (1.0, 4.0, 8.0, 16.0):
-        model = LogisticRegression(C=c, max_iter=2000).fit(train, labels["train"])
-        scores[c] = (model.score(vectorizer.transform(texts["val"]), labels["val"]), model)
-    best = max(scores, key=lambda c: scores[c][0])
-    return {"C": best, "val_accuracy": float(scores[best][0]),
-            "test_accuracy": float(scores[best][1].score(vectorizer.transform(texts["test"]), labels["test"]))}
-
-
-def _layer_gradients(x: np.ndarray, y: np.ndarray, run_id: str) -> list[Any]:
-    from pipelines.gradients import GradientNorms
-
-    return [GradientNorms(x[:64], y[:64], every=50,
-                          on_record=lambda step, norms: tracking.log_metrics(run_id, norms, step))]
 
 
 # --- compare and register -----------------------------------------------------------------
@@ -331,19 +285,12 @@ def register(step: StepContext) -> dict[str, Any]:
     at the longest length (adding), the highest test accuracy (tagging, sentiment; the
     sentiment model takes raw strings)."""
     results = [r for r in step.get("train") or [] if r and r.get("model_uri")]
-    decisions = {}
-    for task in ("adding", "future_context", "sentiment"):
-        rows = [r for r in results if r["task"] == task]
-        if task == "adding":
-            rows = [r for r in rows if r["length"] == max(r["length"] for r in rows)] if rows else []
-        if not rows:
-            continue
-        lower = task == "adding"
-        metric = "test_mse" if lower else "test_accuracy"
-        best = (min if lower else max)(rows, key=lambda r: r["metrics"][metric])
-        decisions[task] = step.register(task, best, metric, best["metrics"][metric], higher_is_better=not lower)
-        decisions[task]["model"] = best["name"]
-    return {"versions": decisions}
+    adding = [r for r in results if r["task"] == "adding"]
+    candidates = {"adding": [r for r in adding if r["length"] == max(a["length"] for a in adding)],
+                  **{task: [r for r in results if r["task"] == task] for task in ("future_context", "sentiment")}}
+    decisions = {task: step.register_best(task, rows, "test_mse" if task == "adding" else "test_accuracy",
+                                          higher_is_better=task != "adding") for task, rows in candidates.items()}
+    return {"versions": {task: decision for task, decision in decisions.items() if decision}}
 
 
 def _cell_label(cell: str) -> str:

@@ -9,8 +9,6 @@ optimises an image, not weights. The fast stylizer trains through the kit's
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,69 +18,16 @@ import numpy as np
 from pipelines import settings, tracking
 from pipelines.configs.style_transfer import FAMILY
 from pipelines.data.prepared import batches
+from pipelines.data.source_style import content_photo
+from pipelines.data.source_weights import choose_loss_network
 from pipelines.errors import BadValueError, NnzooError
 from pipelines.kit import StepContext, Training, say, step_of
 
 TAG_LOSS_NET = tracking.tag("loss_net")
 TAG_STYLE_SOURCE = tracking.tag("style_source")
 MODEL = "stylizer"
-IMAGENET_WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
-IMAGENET_WEIGHTS_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
-                        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5")
-IMAGENET_WEIGHTS_HASH = "253f8cb515780f3b799900260a226db6"
-DOWNLOAD_VARIABLE = "NNZOO_ALLOW_DOWNLOAD"
 RANDOM_WARNING = ("WARNING: the loss network is VGG19 with seeded random weights, not ImageNet's: texture "
                   "statistics still transfer, but expect lower quality than with the trained net")
-
-
-class LossNetworkUnavailableError(NnzooError, RuntimeError):
-    """The ImageNet loss network was asked for and its weights cannot be had here."""
-
-
-# --- the loss network -----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class LossNetChoice:
-    name: str
-    """``imagenet`` or ``random``: the net actually used."""
-    weights_path: str | None
-    seed: int
-    reason: str
-
-
-def keras_cache_dir() -> Path:
-    """Where Keras keeps downloaded weights: ``$KERAS_HOME/models`` or ``~/.keras/models``."""
-    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
-
-
-def choose_loss_network(choice: str, seed: int = 0) -> LossNetChoice:
-    """Resolve ``auto`` / ``imagenet`` / ``random`` to the net that will be used.
-
-    ImageNet weights are taken from the Keras cache; they are downloaded only when the
-    user allows it (``NNZOO_ALLOW_DOWNLOAD=1``). ``imagenet`` without them is an error that
-    says what to do; ``auto`` falls back to the seeded random net and says so.
-    """
-    if choice not in ("auto", "imagenet", "random"):
-        raise ValueError(f"loss_net={choice!r}: expected auto, imagenet or random")
-    cached = keras_cache_dir() / IMAGENET_WEIGHTS_FILE
-    if choice == "random":
-        return LossNetChoice("random", None, seed, "asked for")
-    if cached.is_file():
-        return LossNetChoice("imagenet", str(cached), seed, f"ImageNet weights from {cached}")
-    if os.environ.get(DOWNLOAD_VARIABLE) == "1":
-        import keras
-
-        path = keras.utils.get_file(IMAGENET_WEIGHTS_FILE, IMAGENET_WEIGHTS_URL, cache_subdir="models",
-                                    cache_dir=str(keras_cache_dir().parent), file_hash=IMAGENET_WEIGHTS_HASH)
-        return LossNetChoice("imagenet", str(path), seed, f"ImageNet weights downloaded to {path}")
-    missing = (f"the ImageNet VGG19 weights are not in the Keras cache ({cached}) and downloads are off "
-               f"({DOWNLOAD_VARIABLE}=1 allows one, about 80 MB)")
-    if choice == "imagenet":
-        raise LossNetworkUnavailableError(f"loss_net=imagenet: {missing}; or choose loss_net=random")
-    return LossNetChoice("random", None, seed, f"auto: {missing}")
-
-
 _LOSS_NETWORKS: dict[tuple[str | None, int], Any] = {}
 
 
@@ -147,7 +92,7 @@ def prepare_images(step: StepContext) -> dict[str, Any]:
                                  "style.fingerprint": style.fingerprint, "content_photo_used": photo})
     tracking.set_tags(parent, {TAG_LOSS_NET: chosen.name, TAG_STYLE_SOURCE: style.source,
                                tracking.tag("loss_net_reason"): chosen.reason})
-    tracking.log_bytes(parent, png_bytes(style.pixels), "images/style.png")
+    tracking.log_image(parent, style.pixels, "images/style.png")
     tracking.log_dict(parent, out, "images/prepared.json")
     say(f"style_transfer: style {style.source} {style.pixels.shape[1]}x{style.pixels.shape[0]}"
         + (f" ({'; '.join(style.conversions)})" if style.conversions else "")
@@ -164,74 +109,7 @@ def _image_tags(images: dict[str, Any]) -> dict[str, Any]:
     return {TAG_LOSS_NET: images["loss_net"], TAG_STYLE_SOURCE: images["style_source"]}
 
 
-def content_photo(data: Any, name: str, height: int, width: int | None = None) -> np.ndarray:
-    """The named photo of the prepared dataset, float RGB [0, 1] at ``height x width``."""
-    from pipelines.data.source_style import resize
-
-    for split in ("test", "val", "train"):
-        names = [str(n) for n in data.get(split, "name")]
-        if name in names:
-            pixels = data.get(split, "x")[names.index(name)]
-            return resize(pixels, height, width or height).astype(np.float32) / np.float32(255.0)
-    raise ValueError(f"photo {name!r} is not in dataset {data.name}")
-
-
 # --- stylize_iterative ----------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Optimised:
-    image: np.ndarray
-    history: dict[str, list[float]]
-    """Per step (the image before that step's update): content, style, tv, total."""
-    final: dict[str, float]
-    snapshots: dict[int, np.ndarray]
-    seconds: float
-    seconds_per_step: float
-
-
-def optimise_image(loss: Any, content: np.ndarray, steps: int, step_size: float, init: str, seed: int = 0,
-                   snapshot_every: int = 0, stop_at: float | None = None) -> Optimised:
-    """Gatys et al.'s method: Adam on the pixels of one image (kept in [0, 1]) to minimise
-    ``loss`` against ``content``'s features and the style. ``init`` is ``noise`` (uniform)
-    or ``content``. ``stop_at``: stop after the first step whose total loss is at most this."""
-    import keras
-    import tensorflow as tf
-
-    if init not in ("noise", "content"):
-        raise ValueError(f"init={init!r}: expected noise or content")
-    target = loss.content_features(content[None])
-    start = np.random.default_rng(seed).random(content.shape, dtype=np.float32) if init == "noise" else content
-    image = tf.Variable(np.asarray(start, np.float32)[None])
-    optimizer = keras.optimizers.Adam(step_size)
-
-    @tf.function
-    def step() -> dict[str, Any]:
-        with tf.GradientTape() as tape:
-            terms = loss.terms(image, target)
-            total = tf.reduce_mean(terms["total"])
-        optimizer.apply_gradients([(tape.gradient(total, image), image)])
-        image.assign(tf.clip_by_value(image, 0.0, 1.0))
-        return {name: value[0] for name, value in terms.items()}
-
-    history: dict[str, list[float]] = {"content": [], "style": [], "tv": [], "total": []}
-    snapshots = {0: np.asarray(start)}
-    started = time.perf_counter()
-    after_first = started
-    for number in range(1, steps + 1):
-        for name, value in step().items():
-            history[name].append(float(value))
-        if number == 1:
-            after_first = time.perf_counter()  # the first step traces the graph
-        if snapshot_every and (number % snapshot_every == 0 or number == steps):
-            snapshots[number] = image.numpy()[0]
-        if stop_at is not None and history["total"][-1] <= stop_at:
-            break
-    steps = len(history["total"])
-    ended = time.perf_counter()
-    final = {name: float(value[0]) for name, value in loss.terms(image, target).items()}
-    per_step = (ended - after_first) / (steps - 1) if steps > 1 else ended - started
-    return Optimised(image.numpy()[0], history, final, snapshots, ended - started, per_step)
 
 
 @step_of(FAMILY)
@@ -239,6 +117,7 @@ def stylize_iterative(step: StepContext) -> dict[str, Any]:
     """Stylise the content photo by optimisation; log the content, style, TV and total
     losses at every step, snapshots, the result beside content and style, the content
     photo's own style loss, and the drop of the total loss from the first step."""
+    from models import style as style_models
     from pipelines import plots
 
     typed, data, images = step.config, step.data, step["prepare_images"]
@@ -251,8 +130,9 @@ def stylize_iterative(step: StepContext) -> dict[str, Any]:
         content = content_photo(data, images["content_photo"], size)
         loss = perceptual_loss(typed, images)
         keras.utils.set_random_seed(typed.train.seed)
-        result = optimise_image(loss, content, iterative.iterations, iterative.pixel_step_size, iterative.init,
-                                seed=typed.train.seed, snapshot_every=iterative.snapshot_every)
+        result = style_models.optimise_image(loss, content, iterative.iterations, iterative.pixel_step_size,
+                                             iterative.init, seed=typed.train.seed,
+                                             snapshot_every=iterative.snapshot_every)
         for number in range(len(result.history["total"])):
             run.log_metrics({f"{name}_loss": values[number] for name, values in result.history.items()},
                             step=number + 1)
@@ -267,9 +147,9 @@ def stylize_iterative(step: StepContext) -> dict[str, Any]:
                    "iterative_seconds": result.seconds, "iterative_seconds_per_step": result.seconds_per_step,
                    "image_size": float(size)}
         for number, snapshot in result.snapshots.items():
-            tracking.log_bytes(run.run_id, png_bytes(snapshot), f"snapshots/step_{number:05d}.png")
-        tracking.log_bytes(run.run_id, png_bytes(result.image), "images/result.png")
-        tracking.log_figure(run.run_id, side_by_side(
+            tracking.log_image(run.run_id, snapshot, f"snapshots/step_{number:05d}.png")
+        tracking.log_image(run.run_id, result.image, "images/result.png")
+        tracking.log_figure(run.run_id, plots.side_by_side(
             {"content": content, "style": _style_pixels(images), f"iterative, {iterative.iterations} steps":
              result.image}, f"Iterative stylisation ({images['loss_net']} VGG19)"), "images/side_by_side.png")
         steps = range(1, len(result.history["total"]) + 1)
@@ -315,6 +195,7 @@ def train_fast_stylizer(step: StepContext) -> dict[str, Any]:
     logged and registered model is the transformer alone."""
     from models import build_model
     from models.style import PerceptualTrainer
+    from pipelines import plots
 
     typed, data, images = step.config, step.data, step["prepare_images"]
     fast = typed.fast
@@ -337,7 +218,7 @@ def train_fast_stylizer(step: StepContext) -> dict[str, Any]:
         from models.style import stylise
 
         output = stylise(model.transformer, sample[None])[0]
-        tracking.log_figure(run.run_id, side_by_side(
+        tracking.log_figure(run.run_id, plots.side_by_side(
             {"content": sample, "style": _style_pixels(images), "fast stylizer": output},
             f"Fast stylizer after training ({images['loss_net']} VGG19)"), "images/side_by_side.png")
         return {"training_crop": float(crop)}
@@ -366,6 +247,7 @@ def stylize_fast(step: StepContext) -> dict[str, Any]:
     is what the iterative method must reach), and the content photo at each of
     ``fast.stylize_sizes`` (never the training size); then register the stylizer."""
     from models.style import stylise
+    from pipelines import plots
 
     typed, data, images, trained = step.config, step.data, step["prepare_images"], step["train_fast_stylizer"]
     run_id = trained["run_id"]
@@ -384,7 +266,7 @@ def stylize_fast(step: StepContext) -> dict[str, Any]:
         at_size = loss.terms(fast_output, loss.content_features(content[None]))
         metrics["fast_total_loss_at_image_size"] = float(at_size["total"][0])
         metrics["fast_style_loss_at_image_size"] = float(at_size["style"][0])
-        tracking.log_bytes(run_id, png_bytes(fast_output[0]), "images/result.png")
+        tracking.log_image(run_id, fast_output[0], "images/result.png")
         shapes = {}
         names = [str(name) for name in data.get("test", "name")]
         for height in typed.fast.stylize_sizes:
@@ -394,12 +276,12 @@ def stylize_fast(step: StepContext) -> dict[str, Any]:
             if output.shape != resized.shape:
                 raise RuntimeError(f"the stylizer turned a {height}x{width} image into {output.shape}")
             shapes[f"{height}x{width}"] = list(output.shape)
-            tracking.log_bytes(run_id, png_bytes(output), f"stylised/size_{height}x{width}.png")
+            tracking.log_image(run_id, output, f"stylised/size_{height}x{width}.png")
         metrics["sizes_stylised"] = float(len(shapes))
         tracking.log_dict(run_id, {"trained_on_crops": typed.fast.crop_size, "sizes": shapes,
                                    "test_photos": names}, "stylised/sizes.json")
         for index, (photo, output) in enumerate(zip(photos, outputs, strict=True)):
-            tracking.log_figure(run_id, side_by_side(
+            tracking.log_figure(run_id, plots.side_by_side(
                 {"content": photo, "style": _style_pixels(images), "fast stylizer": output},
                 f"Held-out photo {names[index]}"), f"stylised/test_{names[index]}.png")
         return metrics
@@ -415,28 +297,6 @@ def stylize_fast(step: StepContext) -> dict[str, Any]:
 # --- compare_speed -----------------------------------------------------------------------------------------
 
 
-def time_iterative_step(loss: Any, size: int, repeats: int, seed: int = 0) -> float:
-    """Median seconds of one optimisation step on a ``size x size`` image (after a warm-up)."""
-    content = np.random.default_rng(seed).random((size, size, 3), dtype=np.float32)
-    result = optimise_image(loss, content, repeats + 1, 0.01, "content")
-    return result.seconds_per_step
-
-
-def time_forward(transformer: Any, size: int, repeats: int, seed: int = 0) -> float:
-    """Median seconds of one stylizer forward pass on a ``size x size`` image (after a warm-up)."""
-    import tensorflow as tf
-
-    image = tf.constant(np.random.default_rng(seed).random((1, size, size, 3), dtype=np.float32))
-    forward = tf.function(lambda batch: transformer(batch, training=False))
-    forward(image)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        np.asarray(forward(image))
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
-
-
 @step_of(FAMILY)
 def compare_speed(step: StepContext) -> dict[str, Any]:
     """Time both methods here, one after the other in this process: seconds per image of
@@ -444,6 +304,7 @@ def compare_speed(step: StepContext) -> dict[str, Any]:
     run's step count), at ``speed.timing_size`` and at the iterative run's size; and the
     fairer figure, the iterative method's time to reach the fast net's loss on the content
     photo over the fast net's time. Logged on the parent run with the results side by side."""
+    from models import style as style_models
     from pipelines import plots
 
     typed = step.config
@@ -456,8 +317,8 @@ def compare_speed(step: StepContext) -> dict[str, Any]:
     rows = []
     sizes = sorted({typed.speed.timing_size, typed.iterative.image_size})
     for size in sizes:
-        per_step = time_iterative_step(loss, size, repeats)
-        forward = time_forward(transformer, size, repeats)
+        per_step = style_models.time_iterative_step(loss, size, repeats)
+        forward = style_models.time_forward(transformer, size, repeats)
         suffix = "" if size == typed.speed.timing_size else f"_at_{size}"
         metrics.update({f"iterative_seconds_per_step{suffix}": per_step, f"fast_seconds_per_image{suffix}": forward,
                         f"speedup_per_step{suffix}": per_step / forward,
@@ -489,57 +350,12 @@ def compare_speed(step: StepContext) -> dict[str, Any]:
     panels = {"content": content_photo(step.data, images["content_photo"], typed.iterative.image_size),
               "style": _style_pixels(images)}
     for label, run_id in ((f"iterative, {steps} steps", iterative["run_id"]), ("fast, one pass", fast["run_id"])):
-        panels[label] = _artifact_image(run_id, "images/result.png")
+        panels[label] = np.asarray(tracking.load_image(run_id, "images/result.png").convert("RGB"))
     return step.report(metrics, name="speed", text=text, figures={
         "plots/seconds_per_image.png": plots.bars(
             {f"iterative {steps} steps": steps * rows[-1][1], "iterative 100 steps": 100 * rows[-1][1],
              "fast net": rows[-1][2]}, f"Seconds per {rows[-1][0]}x{rows[-1][0]} image on this machine", "seconds"),
-        "images/side_by_side.png": side_by_side(panels, f"Style transfer ({images['loss_net']} VGG19 loss network)")})
-
-
-def _artifact_image(run_id: str, path: str) -> np.ndarray:
-    import io
-
-    from PIL import Image
-
-    data = tracking.load_artifact(run_id, path)
-    if data is None:
-        raise FileNotFoundError(f"run {run_id} has no artifact {path}")
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
-# --- pictures ----------------------------------------------------------------------------------------------
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """A PNG of a float [0, 1] or uint8 RGB image."""
-    import io
-
-    from PIL import Image
-
-    pixels = np.asarray(image)
-    if pixels.dtype != np.uint8:
-        pixels = np.clip(np.round(pixels * 255.0), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def side_by_side(panels: dict[str, np.ndarray], title: str) -> Any:
-    """Images of any sizes in one row, each titled."""
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.4), squeeze=False)
-    for axis, (label, image) in zip(axes[0], panels.items(), strict=True):
-        pixels = np.asarray(image)
-        axis.imshow(pixels if pixels.dtype == np.uint8 else np.clip(pixels, 0.0, 1.0))
-        axis.set_title(label, fontsize=9)
-        axis.set_xticks([])
-        axis.set_yticks([])
-    figure.suptitle(title)
-    figure.tight_layout()
-    return figure
-
+        "images/side_by_side.png": plots.side_by_side(panels, f"Style transfer ({images['loss_net']} VGG19 loss network)")})
 
 
 # --- nnzoo stylize ------------------------------------------------------------------------------------------

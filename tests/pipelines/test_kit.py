@@ -166,3 +166,42 @@ def test_a_step_function_gets_a_context_and_is_still_called_with_config_and_inpu
     assert seen == {"profile": "smoke", "train": {"run_id": "r1"}, "model": "none"}
     with pytest.raises(ConfigError, match="profile"):
         look({"profile": "huge"}, {"train": {}})
+
+
+def test_arrays_are_batched_by_the_kit_and_give_the_logged_example():
+    import numpy as np
+    import tensorflow as tf
+
+    from pipelines.config import TrainConfig
+
+    images = np.arange(10 * 4, dtype=np.uint8).reshape(10, 2, 2, 1) * 6
+    labels = np.arange(10) % 2
+    spec = kit.Training("net", build=lambda: None, arrays=((images, labels), (images[:0], labels[:0])))
+    train, val = kit._batched(spec, TrainConfig(batch_size=4, seed=1))
+    x, y = next(iter(train))
+    assert x.shape == (4, 2, 2, 1) and x.dtype == tf.float32 and float(tf.reduce_max(x)) <= 1.0
+    assert sorted(np.concatenate([b[1].numpy() for b in train])) == sorted(labels)  # each example once a pass
+    assert val is None  # an empty validation split gives none
+    np.testing.assert_allclose(kit._example(spec), images[:4] / 255.0, rtol=1e-6)
+    raw = kit.Training("net", build=lambda: None, arrays=(images, images), normalize=False,
+                       fit={"steps_per_epoch": 3})
+    endless, val = kit._batched(raw, TrainConfig(batch_size=4))
+    assert endless.cardinality() == tf.data.INFINITE_CARDINALITY and val is not None
+    assert kit._example(raw).dtype == np.uint8
+    assert kit._example(kit.Training("net", build=lambda: None, arrays=(((images, labels), labels), None))
+                        )[1].tolist() == labels[:4].tolist()  # a model of two inputs: four of each
+
+
+def test_register_best_registers_the_best_candidate_in_the_direction_asked(monkeypatch):
+    from pipelines.config import to_dict
+
+    registered = []
+    monkeypatch.setattr(kit, "register_and_promote", lambda family, model, run_id, uri, metric, value, **options:
+                        registered.append((model, run_id, value, options["higher_is_better"])) or {"version": "1"})
+    step = kit.StepContext(FAMILY, to_dict(FAMILY.config("smoke")), {})
+    runs = [{"run_id": f"r{n}", "model_uri": f"runs:/r{n}/model", "metrics": {"mse": mse}}
+            for n, mse in enumerate((0.3, 0.1, 0.2, 0.1))]
+    assert step.register_best("adding", runs, "mse", higher_is_better=False) == {"version": "1", "run_id": "r1"}
+    assert step.register_best("tagging", runs, "mse")["run_id"] == "r0"
+    assert step.register_best("nothing", [], "mse") is None
+    assert registered == [("adding", "r1", 0.1, False), ("tagging", "r0", 0.3, True)]

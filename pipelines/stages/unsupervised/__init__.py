@@ -10,11 +10,10 @@ something failed).
 """
 
 from pipelines.stages.unsupervised.autoencoder import evaluate_autoencoder, pixels, train_autoencoder
-from pipelines.stages.unsupervised.dbn import finetune, label_subset, plan_finetuning, pretrain_rbm_layer
-from pipelines.stages.unsupervised.rbm_features import evaluate_rbm_features, nudge_digits
+from pipelines.stages.unsupervised.dbn import finetune, plan_finetuning, pretrain_rbm_layer
+from pipelines.stages.unsupervised.rbm_features import evaluate_rbm_features
 from pipelines.stages.unsupervised.report import compare, format_table, register, summarize
 
-__all__ = ["compare", "evaluate_autoencoder", "evaluate_rbm_features", "finetune", "format_table", "label_subset",
-           "nudge_digits", "pixels", "plan_finetuning", "pretrain_rbm_layer", "register", "summarize",
-           "train_autoencoder"]
+__all__ = ["compare", "evaluate_autoencoder", "evaluate_rbm_features", "finetune", "format_table", "pixels",
+           "plan_finetuning", "pretrain_rbm_layer", "register", "summarize", "train_autoencoder"]
 

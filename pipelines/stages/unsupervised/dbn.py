@@ -86,27 +86,22 @@ def pretrain_rbm_layer(step: StepContext) -> dict[str, Any]:
         params={"layer": layer, "n_visible": n_visible, "n_hidden": n_hidden}, examples=len(train_v),
         build=lambda: RBM(n_visible, n_hidden, k=rbm_config.k, persistent=rbm_config.persistent,
                           n_chains=rbm_config.batch_size, seed=seed, name=f"rbm_layer_{layer}"),
-        datasets=lambda: (batches(train_v, rbm_config.batch_size, shuffle=True, seed=seed, normalize=False),
-                          batches(val_v, 512, normalize=False) if len(val_v) else None),
+        arrays=(train_v, val_v), normalize=False,
         train=typed.train.replace(epochs=rbm_config.epochs, batch_size=rbm_config.batch_size,
                                   learning_rate=rbm_config.learning_rate, optimizer="sgd", lr_schedule="constant",
                                   early_stopping_patience=0),
-        fit={"loss": None, "metrics": ()}, after=pictures, example=train_v[:4]))
+        fit={"loss": None, "metrics": ()}, after=pictures))
     return {"stack": [*stack, {"layer": layer, "run_id": trained["run_id"], "model_uri": trained["model_uri"]}]}
-
-
-STRONG_DISAGREEMENT = 0.5
-"""Two chains disagree outright on a pixel when their probabilities of ink differ by more
-than this (they are then on opposite sides of 0.5)."""
 
 
 def gibbs_samples(rbm: Any, data: Any, typed: Any) -> tuple[Any, dict[int, float]]:
     """Independent Gibbs chains, two from each of (up to) five test digits, run for
     ``rbm.gibbs_steps`` steps: the figure of their visible probabilities along the way,
-    and the chains' disagreement (:func:`chain_disagreement`) at each of its columns
+    and the chains' disagreement (:func:`models.rbm.chain_disagreement`) at each of its columns
     ``{Gibbs step: value}``, the last one at the end of the chains."""
     import keras
 
+    from models.rbm import chain_disagreement
     from pipelines import plots
 
     test_x, test_y = data.split("test")
@@ -132,21 +127,6 @@ def gibbs_samples(rbm: Any, data: Any, typed: Any) -> tuple[Any, dict[int, float
     return figure, disagreement
 
 
-def chain_disagreement(probabilities: np.ndarray) -> float:
-    """Claim C5's measure of "slightly different new samples": the share of pixels on
-    which the two chains started from the same digit disagree outright, their
-    probabilities of ink more than :data:`STRONG_DISAGREEMENT` apart, averaged over the
-    start digits (rows ``2i`` and ``2i + 1`` are one start's pair). 0 for chains without
-    sampling (both copies follow one path) and for an untrained RBM, whose visible
-    probabilities all stay near 0.5: noise, not samples, which a plain mean |difference|
-    would count (about 0.03 for 500 untrained hidden units)."""
-    values = np.asarray(probabilities, dtype=np.float64)
-    if values.ndim != 2 or len(values) % 2:
-        raise ValueError(f"expected pairs of chains as rows of a 2-D array; got shape {values.shape}")
-    pairs = values.reshape(-1, 2, values.shape[1])
-    return float((np.abs(pairs[:, 0] - pairs[:, 1]) > STRONG_DISAGREEMENT).mean())
-
-
 @step_of(FAMILY)
 def plan_finetuning(step: StepContext) -> list[dict[str, Any]]:
     """One job per (label fraction, init, seed); the DAG maps ``finetune`` over them."""
@@ -159,17 +139,6 @@ def plan_finetuning(step: StepContext) -> list[dict[str, Any]]:
             for seed in range(typed.finetune.seeds)]
 
 
-def label_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Indices of a stratified share of the labels: ``round(fraction * n_c)`` (at least
-    one) of every class, drawn with ``seed``; the same for every init."""
-    rng = np.random.default_rng([seed, int(round(fraction * 1_000_000))])
-    chosen = []
-    for label in np.unique(labels):
-        index = np.flatnonzero(labels == label)
-        chosen.append(rng.choice(index, size=max(1, int(round(fraction * len(index)))), replace=False))
-    return np.sort(np.concatenate(chosen))
-
-
 @step_of(FAMILY)
 def finetune(step: StepContext) -> dict[str, Any]:
     """Fine-tune the unrolled DBN (``init="dbn"``) or the same net from random weights
@@ -177,7 +146,8 @@ def finetune(step: StepContext) -> dict[str, Any]:
     steps; score it on the test split. The model is kept for DBN-initialised runs on the
     largest fraction (the ones ``register`` chooses from)."""
     from models.dbn import build_dbn_classifier
-    from pipelines.data.prepared import normalize_images
+    from pipelines.data.prepared import normalize_images, stratified_subset
+    from pipelines.train import classification_scores
 
     typed = step.config
     fraction, init, seed = float(step["fraction"]), step["init"], int(step["seed"])
@@ -187,7 +157,7 @@ def finetune(step: StepContext) -> dict[str, Any]:
         raise ValueError(f"fraction={fraction}: expected a share in (0, 1]")
     data = step.data
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = (data.split(s) for s in ("train", "val", "test"))
-    chosen = label_subset(train_y, fraction, seed)
+    chosen = stratified_subset(train_y, fraction, seed)
     finetune_config = typed.finetune
     batch = min(finetune_config.batch_size, len(chosen))
     steps_per_epoch = max(MIN_EVAL_STEPS, math.ceil(finetune_config.steps / EVAL_POINTS))
@@ -195,10 +165,8 @@ def finetune(step: StepContext) -> dict[str, Any]:
     stack = step["pretrain_rbm_layer"]["stack"]
 
     def score(run: Any, model: Any, history: Any) -> dict[str, float]:
-        probabilities = model.predict(normalize_images(test_x), batch_size=512, verbose=0)
-        picked = probabilities[np.arange(len(test_y)), test_y]
-        return {"test_accuracy": float((probabilities.argmax(axis=1) == test_y).mean()),
-                "test_loss": float(-np.log(np.clip(picked, 1e-7, 1.0)).mean()), "labelled_examples": len(chosen)}
+        scores = classification_scores(model, test_x, test_y)[0]
+        return {"test_accuracy": scores["accuracy"], "test_loss": scores["loss"], "labelled_examples": len(chosen)}
 
     name = f"finetune_{init}_{fraction:g}_seed{seed}"
     trained = step.train(Training(

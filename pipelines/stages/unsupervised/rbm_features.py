@@ -29,6 +29,7 @@ def evaluate_rbm_features(step: StepContext) -> dict[str, Any]:
 
     from models.rbm import RBM
     from pipelines import plots
+    from pipelines.data.source_images import nudge_digits
 
     typed = step.config
     rbm_features = typed.rbm_features
@@ -76,19 +77,3 @@ def evaluate_rbm_features(step: StepContext) -> dict[str, Any]:
     say(f"rbm features: logistic on RBM features {metrics['rbm_logistic_accuracy']:.4f}, "
         f"on raw pixels {metrics['raw_logistic_accuracy']:.4f}")
     return {"metrics": metrics, "run_id": trained["run_id"]}
-
-
-def nudge_digits(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn example's ``nudge_dataset``: the images plus copies shifted by one
-    pixel up, left, right and down (zeros come in), stacked in the example's order so
-    its ``train_test_split(random_state=0)`` draws the same split; returns flat
-    features and the labels x5."""
-    shifted = [images]
-    for axis, step in ((1, -1), (2, -1), (2, 1), (1, 1)):
-        moved = np.roll(images, step, axis=axis)
-        index = [slice(None)] * 3
-        index[axis] = 0 if step == 1 else -1
-        moved[tuple(index)] = 0
-        shifted.append(moved)
-    stacked = np.concatenate(shifted)
-    return stacked.reshape(len(stacked), -1), np.concatenate([labels] * len(shifted))

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from models import cnn as cnn_models
 from pipelines.config import ConfigError, to_dict
 from pipelines.configs.cnn_depth import FAMILY, VARIANTS
 from pipelines.stages import cnn_depth
@@ -153,7 +154,7 @@ def test_talk_nets_have_the_counted_parameters_and_the_ratio_is_over_ten():
 @pytest.mark.parametrize("dy, dx", [(1, 0), (-2, 0), (0, 3), (0, -1), (2, -2)])
 def test_shifted_moves_the_image_and_fills_with_zeros(dy, dx):
     images = np.arange(1, 1 + 2 * 6 * 5, dtype=np.uint8).reshape(2, 6, 5, 1)
-    moved = cnn_depth.shifted(images, dy, dx)
+    moved = cnn_models.shifted(images, dy, dx)
     for y in range(6):
         for x in range(5):
             source = (y - dy, x - dx)
@@ -174,8 +175,8 @@ def test_shift_agreement_is_one_for_a_shift_invariant_model_and_lower_for_a_posi
     flat = keras.layers.Flatten()(inputs)
     positional = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(flat))
     labels = rng.integers(0, 3, 40)
-    assert cnn_depth.shift_agreement(invariant, images, 2)["agreement"] == {1: 1.0, 2: 1.0}
-    result = cnn_depth.shift_agreement(positional, images, 2, labels)
+    assert cnn_models.shift_agreement(invariant, images, 2)["agreement"] == {1: 1.0, 2: 1.0}
+    result = cnn_models.shift_agreement(positional, images, 2, labels)
     assert result["agreement"][2] < 1.0
     assert set(result["accuracy"]) == {1, 2}
 

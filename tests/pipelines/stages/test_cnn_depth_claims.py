@@ -19,6 +19,7 @@ from pipelines import tracking
 from pipelines.claims import FAIL, get_claim
 from pipelines.config import to_dict
 from pipelines.configs.cnn_depth import FAMILY
+from pipelines.filters import first_layer_edge_scores
 from pipelines.stages import cnn_depth
 from tests.claims_check import assert_claim, verdict
 
@@ -204,7 +205,7 @@ def test_c7_fails_for_the_same_filters_untrained(stages):
     builder, kwargs, _ = cnn_depth.variant_model(typed, "max_pool")
     keras.utils.set_random_seed(typed.train.seed)
     model = build_model(builder, input_shape=stages["image_shape"], num_classes=10, name="max_pool", **kwargs)
-    untrained = cnn_depth.first_layer_edge_scores(model.get_layer("conv_1_1"), typed.train.seed)
+    untrained = first_layer_edge_scores(model.get_layer("conv_1_1"), typed.train.seed)
     assert untrained["first_layer_edge_score_random"] == \
         pytest.approx(stages["logged"]["max_pool"]["first_layer_edge_score_random"])
     assert verdict("C7", untrained) == FAIL, untrained

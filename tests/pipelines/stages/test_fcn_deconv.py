@@ -10,6 +10,8 @@ import json
 import numpy as np
 import pytest
 
+from models import deconv
+from models import fcn as fcn_model
 from pipelines import tracking
 from pipelines.configs.fcn_deconv import FAMILY
 from pipelines.errors import BadValueError
@@ -134,7 +136,7 @@ def _heat(rows: int, cols: int, peaks: dict[tuple[int, int], tuple[int, float]])
 def test_a_peak_above_the_threshold_becomes_its_window_and_the_rest_stays_silent():
     maps = [(_heat(10, 10, {(2, 3): (7, 0.999), (7, 7): (4, 0.95)}), 1.0, 1.0)]
     image = np.zeros((64, 64, 1), np.float32)
-    found = fcn_deconv.find_boxes(maps, 0, image, _Shape, threshold=0.99, overlap=0.2, recentre=False)
+    found = fcn_model.find_boxes(maps, 0, image, _Shape, threshold=0.99, overlap=0.2, recentre=False)
     assert found == [(7, pytest.approx(0.999), [8.0, 12.0, 36.0, 40.0])]
 
 
@@ -144,7 +146,7 @@ def test_a_box_is_moved_onto_the_ink_and_read_again_from_the_heatmap_there():
     heat[0, 3, 3, 5] = 1.0  # the centred window sees a 5
     image = np.zeros((64, 64, 1), np.float32)
     image[18:34, 18:34] = 1.0  # ink centred at (26, 26): the window at cell (3, 3) covers 12..40
-    found = fcn_deconv.find_boxes([(heat, 1.0, 1.0)], 0, image, _Shape, threshold=0.99, overlap=0.2)
+    found = fcn_model.find_boxes([(heat, 1.0, 1.0)], 0, image, _Shape, threshold=0.99, overlap=0.2)
     assert len(found) == 1
     label, score, box = found[0]
     assert label == 5 and score == pytest.approx(1.0)
@@ -155,7 +157,7 @@ def test_non_maximum_suppression_keeps_the_best_of_overlapping_boxes_across_scal
     fine = _heat(10, 10, {(2, 2): (6, 0.995)})
     coarse = _heat(6, 6, {(1, 1): (6, 0.999)})  # the same digit seen at scale 1.25
     image = np.zeros((64, 64, 1), np.float32)
-    found = fcn_deconv.find_boxes([(fine, 1.0, 1.0), (coarse, 1.25, 1.25)], 0, image, _Shape, threshold=0.99,
+    found = fcn_model.find_boxes([(fine, 1.0, 1.0), (coarse, 1.25, 1.25)], 0, image, _Shape, threshold=0.99,
                                   overlap=0.2, recentre=False)
     assert [(label, round(score, 3)) for label, score, _ in found] == [(6, 0.999)]
     np.testing.assert_allclose(found[0][2], [5.0, 5.0, 40.0, 40.0])
@@ -167,17 +169,17 @@ def test_precision_and_recall_count_class_and_overlap():
     found = [[(3, 0.99, [2, 2, 30, 30]),     # IoU 0.75 with its 3: found
               (8, 0.99, [40, 60, 68, 88]),   # IoU 0.17 with the 8: false
               (3, 0.98, [1, 1, 29, 29])]]    # the 3 again: a duplicate is false
-    scores = fcn_deconv.score_detections(found, boxes, digits, 0.5)
+    scores = fcn_model.score_detections(found, boxes, digits, 0.5)
     assert scores["detection_precision"] == pytest.approx(1 / 3)
     assert scores["detection_recall"] == pytest.approx(1 / 2)
-    wrong_class = fcn_deconv.score_detections([[(5, 0.99, [0, 0, 28, 28])]], boxes, digits, 0.5)
+    wrong_class = fcn_model.score_detections([[(5, 0.99, [0, 0, 28, 28])]], boxes, digits, 0.5)
     assert wrong_class["detection_precision"] == 0.0 and wrong_class["detection_recall"] == 0.0
 
 
 def test_mean_iou_is_over_the_classes_present():
     truth = np.array([[0, 0, 1, 1], [0, 0, 2, 2]])
     predicted = np.array([[0, 0, 1, 2], [0, 0, 2, 2]])
-    scores = fcn_deconv.segmentation_scores(predicted, truth, 11)
+    scores = deconv.segmentation_scores(predicted, truth, 11)
     assert scores["pixel_accuracy"] == pytest.approx(7 / 8)
     assert scores["iou"][:3] == [1.0, 0.5, pytest.approx(2 / 3)]
     assert scores["mean_iou"] == pytest.approx((1 + 0.5 + 2 / 3) / 3)  # classes 3..10 are absent

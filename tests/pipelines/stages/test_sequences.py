@@ -12,6 +12,7 @@ import pytest
 from pipelines import tracking
 from pipelines.config import ConfigError, to_dict
 from pipelines.configs.sequences import DIRECTIONS, FAMILY
+from pipelines.data.source_sequences import tfidf_baseline
 from pipelines.stages import sequences
 from tests.conftest import smoke_run
 
@@ -119,7 +120,7 @@ def test_each_task_registers_its_best_model_once(client, smoke):
     assert set(versions) == {"adding", "future_context", "sentiment"}
     longest = max(SMOKE["adding"]["lengths"])
     adding = [r for r in _results(smoke, "adding") if r["length"] == longest]
-    assert versions["adding"]["model"] == min(adding, key=lambda r: r["metrics"]["test_mse"])["name"]
+    assert versions["adding"]["run_id"] == min(adding, key=lambda r: r["metrics"]["test_mse"])["run_id"]
     again = sequences.register(SMOKE, {**smoke["out"]["prepare_data"], "run_key": RUN_KEY,
                                        "train": smoke["out"]["train"]})["versions"]
     assert {task: d["version"] for task, d in again.items()} == {task: d["version"] for task, d in versions.items()}
@@ -154,7 +155,7 @@ def test_tfidf_baseline_learns_a_separable_toy_corpus():
     texts = {"train": np.array(["good great fine"] * 20 + ["bad awful poor"] * 20),
              "val": np.array(["good fine", "bad poor"]), "test": np.array(["great good", "awful bad"])}
     labels = {"train": np.array([1] * 20 + [0] * 20), "val": np.array([1, 0]), "test": np.array([1, 0])}
-    result = sequences.tfidf_baseline(texts, labels)
+    result = tfidf_baseline(texts, labels)
     assert result["test_accuracy"] == 1.0 and result["val_accuracy"] == 1.0
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from pipelines.configs.style_transfer import FAMILY
+from pipelines.data import source_weights
 from pipelines.data.source_style import (
     MAX_SIDE,
     MIN_SIDE,
@@ -42,7 +43,7 @@ def smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("style_transfer")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KERAS_HOME", str(root / "empty_keras_home"))
-        patch.delenv(style_transfer.DOWNLOAD_VARIABLE, raising=False)
+        patch.delenv(source_weights.DOWNLOAD_VARIABLE, raising=False)
         patch.setattr(socket.socket, "connect", _refuse)
         patch.setattr(socket, "create_connection", _refuse)
         import keras
@@ -206,28 +207,28 @@ def test_loss_network_choice_never_downloads_unless_allowed(tmp_path, monkeypatc
     calls = []
     monkeypatch.setattr(keras.utils, "get_file", lambda *args, **kwargs: calls.append(kwargs) or "/fetched.h5")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.delenv(style_transfer.DOWNLOAD_VARIABLE, raising=False)
-    assert style_transfer.choose_loss_network("random", 7) == style_transfer.LossNetChoice(
+    monkeypatch.delenv(source_weights.DOWNLOAD_VARIABLE, raising=False)
+    assert source_weights.choose_loss_network("random", 7) == source_weights.LossNetChoice(
         "random", None, 7, "asked for")
-    auto = style_transfer.choose_loss_network("auto")
+    auto = source_weights.choose_loss_network("auto")
     assert (auto.name, auto.weights_path) == ("random", None) and "downloads are off" in auto.reason
-    with pytest.raises(style_transfer.LossNetworkUnavailableError, match="loss_net=imagenet.*NNZOO_ALLOW_DOWNLOAD"):
-        style_transfer.choose_loss_network("imagenet")
+    with pytest.raises(source_weights.LossNetworkUnavailableError, match="loss_net=imagenet.*NNZOO_ALLOW_DOWNLOAD"):
+        source_weights.choose_loss_network("imagenet")
     assert calls == []
 
-    monkeypatch.setenv(style_transfer.DOWNLOAD_VARIABLE, "1")
-    allowed = style_transfer.choose_loss_network("imagenet")
+    monkeypatch.setenv(source_weights.DOWNLOAD_VARIABLE, "1")
+    allowed = source_weights.choose_loss_network("imagenet")
     assert (allowed.name, allowed.weights_path) == ("imagenet", "/fetched.h5")
-    assert calls and calls[0]["file_hash"] == style_transfer.IMAGENET_WEIGHTS_HASH
+    assert calls and calls[0]["file_hash"] == source_weights.IMAGENET_WEIGHTS_HASH
 
-    cached = tmp_path / "models" / style_transfer.IMAGENET_WEIGHTS_FILE
+    cached = tmp_path / "models" / source_weights.IMAGENET_WEIGHTS_FILE
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"weights")
-    monkeypatch.delenv(style_transfer.DOWNLOAD_VARIABLE)
+    monkeypatch.delenv(source_weights.DOWNLOAD_VARIABLE)
     for choice in ("auto", "imagenet"):
-        chosen = style_transfer.choose_loss_network(choice)
+        chosen = source_weights.choose_loss_network(choice)
         assert (chosen.name, chosen.weights_path) == ("imagenet", str(cached))
-    assert style_transfer.choose_loss_network("random").name == "random"
+    assert source_weights.choose_loss_network("random").name == "random"
     assert len(calls) == 1
 
 

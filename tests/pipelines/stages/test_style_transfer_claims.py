@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import pytest
 
+from models import style as style_models
 from pipelines import tracking
 from pipelines.claims import FAIL
 from pipelines.config import to_dict
@@ -106,12 +107,12 @@ def test_c14_one_pass_of_the_fast_net_is_far_faster_than_100_iterative_steps(fam
 def test_c14_fails_when_the_optimiser_stands_in_for_the_fast_net(family, active, monkeypatch):
     typed = FAMILY.load(family["config"])
     loss = style_transfer.perceptual_loss(typed, family["inputs"]["prepare_images"])
-    time_step = style_transfer.time_iterative_step
+    time_step = style_models.time_iterative_step
 
     def optimiser_per_image(transformer, size, repeats, seed=0):
         return 100 * time_step(loss, size, repeats, seed)  # an image stylised by 100 steps
 
-    monkeypatch.setattr(style_transfer, "time_forward", optimiser_per_image)
+    monkeypatch.setattr(style_models, "time_forward", optimiser_per_image)
     parent = tracking.start_run(FAMILY.experiment_name, "claims: no fast net")
     metrics = style_transfer.compare_speed(family["config"], {**family["inputs"], "parent_run_id": parent})["metrics"]
     assert verdict("C14", metrics) == FAIL, metrics

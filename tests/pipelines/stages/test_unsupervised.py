@@ -16,14 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.rbm import chain_disagreement
 from pipelines import kit, tracking
 from pipelines import train as trainer
 from pipelines.config import to_dict
 from pipelines.configs.unsupervised import FAMILY, INITS, MAX_RBM_LAYERS
+from pipelines.data.prepared import stratified_subset
+from pipelines.data.source_images import nudge_digits
 from pipelines.kit import TAG_CACHE_HIT, TAG_EVALUATED_ON, TAG_MODEL_URI
 from pipelines.runner import run_pipeline, stage_function, step_inputs
 from pipelines.stages import unsupervised
-from pipelines.stages.unsupervised.dbn import chain_disagreement, visible
+from pipelines.stages.unsupervised.dbn import visible
 from pipelines.stages.unsupervised.report import fewest_labels_gain
 from tests.conftest import new_store
 
@@ -486,9 +489,9 @@ def _labels() -> np.ndarray:
 
 
 @pytest.mark.parametrize("fraction", [0.001, 0.1, 0.5, 1.0])
-def test_label_subset_is_stratified_with_at_least_one_per_class(fraction):
+def test_stratified_subset_is_stratified_with_at_least_one_per_class(fraction):
     labels = _labels()
-    chosen = unsupervised.label_subset(labels, fraction, seed=0)
+    chosen = stratified_subset(labels, fraction, seed=0)
     assert chosen.dtype.kind == "i"
     assert np.array_equal(chosen, np.unique(chosen))  # sorted, no repeats
     assert chosen.min() >= 0 and chosen.max() < len(labels)
@@ -500,11 +503,11 @@ def test_label_subset_is_stratified_with_at_least_one_per_class(fraction):
         assert np.array_equal(chosen, np.arange(len(labels)))
 
 
-def test_label_subset_is_deterministic_per_seed_and_differs_across_seeds():
+def test_stratified_subset_is_deterministic_per_seed_and_differs_across_seeds():
     labels = _labels()
-    first = unsupervised.label_subset(labels, 0.1, seed=0)
-    assert np.array_equal(first, unsupervised.label_subset(labels, 0.1, seed=0))
-    others = [unsupervised.label_subset(labels, 0.1, seed=seed) for seed in (1, 2)]
+    first = stratified_subset(labels, 0.1, seed=0)
+    assert np.array_equal(first, stratified_subset(labels, 0.1, seed=0))
+    others = [stratified_subset(labels, 0.1, seed=seed) for seed in (1, 2)]
     for other in others:
         assert len(other) == len(first)
         assert not np.array_equal(other, first)
@@ -516,7 +519,7 @@ def test_nudge_digits_adds_four_one_pixel_shifts_with_zeros_coming_in():
     images = rng.integers(1, 17, size=(7, 8, 8)).astype(np.float64)  # no zeros, so the fill shows
     labels = np.arange(7)
     original = images.copy()
-    features, nudged_labels = unsupervised.nudge_digits(images, labels)
+    features, nudged_labels = nudge_digits(images, labels)
     assert features.shape == (35, 64)
     assert np.array_equal(nudged_labels, np.tile(labels, 5))
 
@@ -561,14 +564,14 @@ def _sklearn_nudge(images: np.ndarray) -> np.ndarray:
 
 def test_nudge_digits_makes_the_same_examples_as_scikit_learn():
     images = np.random.default_rng(1).integers(0, 17, size=(6, 8, 8)).astype(np.float64)
-    ours, _ = unsupervised.nudge_digits(images, np.zeros(6, dtype=int))
+    ours, _ = nudge_digits(images, np.zeros(6, dtype=int))
     theirs = _sklearn_nudge(images)
     assert np.array_equal(np.unique(ours, axis=0), np.unique(theirs, axis=0))
 
 
 def test_nudge_digits_orders_the_copies_as_scikit_learn_does():
     images = np.random.default_rng(1).integers(0, 17, size=(6, 8, 8)).astype(np.float64)
-    ours, _ = unsupervised.nudge_digits(images, np.zeros(6, dtype=int))
+    ours, _ = nudge_digits(images, np.zeros(6, dtype=int))
     assert np.array_equal(ours, _sklearn_nudge(images))
 
 

@@ -7,7 +7,6 @@ import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.toy import FAMILY
-from pipelines.data.prepared import batches
 from pipelines.kit import Training, step_of
 from pipelines.runner import model_from
 
@@ -19,10 +18,8 @@ def train(step):
     data = step.data
     (x, y), (val_x, val_y) = data.split("train"), data.split("val")
     return step.train(Training(
-        "logistic", data=data, example=x[:4],
-        build=lambda: build_model("toy_logistic", input_dim=x.shape[1], num_classes=data.num_classes),
-        datasets=lambda: (batches((x, y), step.config.train.batch_size, normalize=False),
-                          batches((val_x, val_y), 256, normalize=False))))
+        "logistic", data=data, arrays=((x, y), (val_x, val_y)), normalize=False,
+        build=lambda: build_model("toy_logistic", input_dim=x.shape[1], num_classes=data.num_classes)))
 
 
 @step_of(FAMILY)
