@@ -29,8 +29,7 @@ class ConfigError(BadValueError):
 
 
 class Knob(NamedTuple):
-    """One declared field: ``metadata`` holds ``help`` and the limits (``minimum``, ``maximum``,
-    ``exclusive_minimum``, ``choices``, ``form``); ``hint``, its declared type; ``owner``, its class."""
+    """One declared field: ``metadata`` holds ``help`` and the limits; ``hint``, its type; ``owner``, its class."""
 
     name: str
     default: Any
@@ -240,6 +239,7 @@ class TrainConfig(Config):
     seed: int = knob(0, "Seed for weights, shuffling and dropout.", minimum=0, maximum=2**31 - 1)
     mixed_precision: bool = knob(False, "Compute in float16 (GPU) with float32 weights.")
     jit_compile: bool = knob(False, "Compile train and predict steps with XLA.")
+    steps_per_execution: int = knob(1, "Batches per call into the compiled step.", minimum=1, maximum=1000)
     distribute: str = knob("none", "Multi-GPU in one worker: none, or mirrored (tf.distribute.MirroredStrategy).",
                            choices=("none", "mirrored"))
 

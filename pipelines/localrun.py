@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines import orchestration, settings
+from pipelines import eta, orchestration, settings
 
 
 def airflow_env(base: dict[str, str] | None = None, mlflow_ui_url: str | None = None) -> dict[str, str]:
@@ -95,21 +95,45 @@ def family_dag_ids() -> list[str]:
     return [family.dag_id for family in all_families().values()]
 
 
+def expected_times(families: list[str], profile: str) -> dict[str, float]:
+    """Each family's expected time on this machine (:mod:`pipelines.eta`), said once; empty
+    when there is no reference for the profile or the calibration failed."""
+    if profile != "quick":
+        return {}
+    print("[nnzoo] timing this machine for the ETA (about 20 s)", flush=True)
+    calibration = eta.measured()
+    expected = {name: eta.expected_seconds(name, profile, calibration) for name in families}
+    if calibration is None or None in expected.values():
+        print("[nnzoo] no ETA: the calibration failed", flush=True)
+        return {}
+    ratios = {part: calibration[part] / eta.REFERENCE_CALIBRATION[part] for part in calibration}
+    print(f"[nnzoo] this machine trains at {1 / ratios['train']:.2f}x and runs Python at "
+          f"{1 / ratios['python']:.2f}x the speed of the reference ({eta.REFERENCE_MACHINE}): the zoo should "
+          f"take about {eta.clock(sum(expected.values()))}", flush=True)
+    return expected
+
+
 def run_zoo(profile: str, families: list[str] | None = None) -> int:
     """Run each family DAG with ``airflow dags test`` and print the results table."""
     env = airflow_env()
     print(f"[nnzoo] Airflow home {env['AIRFLOW_HOME']}, MLflow store {env['MLFLOW_TRACKING_URI']}", flush=True)
     init_airflow(env)
-    from pipelines.families import get_family
+    from pipelines.families import all_families, get_family
 
-    dag_ids = family_dag_ids() if not families else [get_family(name).dag_id for name in families]
-    started_ms = int(time.time() * 1000)
+    names = families or list(all_families())
+    dag_ids = [get_family(name).dag_id for name in names]
+    expected = expected_times(names, profile)
+    started_ms, zoo_started = int(time.time() * 1000), time.perf_counter()
     failed = []
     log_dir = Path(env["NNZOO_HOME"]) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    for dag_id in dag_ids:
+    for name, dag_id in zip(names, dag_ids, strict=True):
         log_path = log_dir / f"{dag_id}.log"
         print(f"[nnzoo] airflow dags test {dag_id} (profile {profile}); log: {log_path}", flush=True)
+        if expected:
+            so_far = time.perf_counter() - zoo_started
+            print(f"[nnzoo] {name}: expected about {eta.clock(expected[name])} here; {eta.clock(so_far)} so far, "
+                  f"about {eta.clock(max(sum(expected.values()) - so_far, 0))} to go", flush=True)
         # Lines a stage prints for the user start with [nnzoo]; Airflow's own only reach the log.
         begin = time.perf_counter()
         with open(log_path, "w") as log:
@@ -124,7 +148,8 @@ def run_zoo(profile: str, families: list[str] | None = None) -> int:
                     print("   ", text, flush=True)
             code = process.wait()
         state = "ok" if code == 0 else f"FAILED (exit {code})"
-        print(f"[nnzoo] {dag_id}: {state} in {time.perf_counter() - begin:.0f}s", flush=True)
+        took = f" (expected {expected[name]:.0f}s)" if expected else ""
+        print(f"[nnzoo] {dag_id}: {state} in {time.perf_counter() - begin:.0f}s{took}", flush=True)
         if code != 0:
             failed.append(dag_id)
     print_summary(started_ms, env)

@@ -169,7 +169,7 @@ def fit(
     progress_label: str | None = None,
     verbose: int | str = 0,
     steps_per_epoch: int | None = None,
-    steps_per_execution: int = 1,
+    steps_per_execution: int | None = None,
 ) -> keras.callbacks.History:
     """Compile and fit ``model`` with ``train_config`` (:class:`pipelines.config.TrainConfig`).
 
@@ -177,8 +177,8 @@ def fit(
     (``keras.callbacks.BackupAndRestore``). Raises :class:`TrainingDivergedError` if the
     loss is not finite; the best weights by validation loss are restored at the end.
     ``progress_label`` prints one line per epoch under that name. ``steps_per_epoch``
-    is required for endless (repeated) data; ``steps_per_execution`` runs that many
-    steps per call into the compiled graph, which pays off for many tiny steps.
+    is required for endless (repeated) data; ``steps_per_execution`` (default: the config's)
+    runs that many steps per call into the compiled graph, which pays off for many tiny steps.
     """
     steps = steps_per_epoch or _steps_per_epoch(train_data)
     model.compile(
@@ -187,7 +187,7 @@ def fit(
         loss=loss,
         metrics=list(metrics),
         jit_compile=train_config.jit_compile,
-        steps_per_execution=steps_per_execution,
+        steps_per_execution=steps_per_execution or getattr(train_config, "steps_per_execution", 1),
     )
     guard = NaNGuard()
     all_callbacks: list[keras.callbacks.Callback] = [guard, *callbacks]

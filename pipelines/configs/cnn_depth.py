@@ -56,6 +56,9 @@ class VanishingConfig(Config):
                                    minimum=1, maximum=1024)
     activation: str = knob("relu", "Activation of vanishing_plain and vanishing_residual (sigmoid_plain and "
                            "sigmoid_residual are the same nets with sigmoid).", choices=ACTIVATIONS)
+    sigmoid_epochs: int | None = knob(None, "Epochs of sigmoid_plain and sigmoid_residual (None: train.epochs). C3 "
+                                            "reads their gradients at step 0, and neither learns.", minimum=1,
+                                      maximum=1000)
     mlp_layers: int = knob(10, "Hidden layers of the deep MLPs (sigmoid vs ReLU).", minimum=1, maximum=100)
     mlp_units: int = knob(64, "Units of each hidden layer of the deep MLPs.", minimum=1, maximum=4096)
 
@@ -177,7 +180,8 @@ FAMILY = register_family(
                 "inception.stem_filters": 8, "inception.modules": (16,), "gradients.record_every": 5,
                 "gradients.examples": 16,
             },
-            "quick": {"train.epochs": 8, "train.batch_size": 64, "train.early_stopping_patience": 0},
+            "quick": {"train.epochs": 6, "train.batch_size": 64, "train.early_stopping_patience": 0,
+                      "train.steps_per_execution": 5, "vanishing.sigmoid_epochs": 1},
             "full": {"data.dataset": "cifar10", "data.val_fraction": 0.1, "data.test_fraction": 0.15,
                      "train.epochs": 40, "train.batch_size": 128, "train.lr_schedule": "cosine",
                      "vanishing.depth": 32, "vanishing.widths": (16, 32, 64), "degradation.depths": (20, 56),

@@ -191,6 +191,8 @@ def train_variant(step: StepContext) -> dict[str, Any]:
     trained = step.train(Training(
         variant, data=data, run_name=f"{variant} ({description})", examples=len(train_y), after=evaluate,
         params={"builder": builder, "description": description},
+        train=typed.train.replace(epochs=typed.vanishing.sigmoid_epochs or typed.train.epochs)
+        if variant.startswith("sigmoid_") else None,
         gradient_norms=(normalize_images(train_x[fixed]), train_y[fixed], typed.gradients.record_every),
         build=lambda: build_model(builder, input_shape=data.image_shape, num_classes=data.num_classes,
                                   name=variant, **kwargs),

@@ -362,7 +362,7 @@ def test_descriptions_carry_the_range_and_every_profile_default(family_name, nam
 
 def test_classifiers_epochs_description_reads_as_the_form_shows_it():
     assert SPECS["epochs"]["description"] == (
-        "Training epochs (upper bound when early stopping). 1–1000; smoke 2, quick 30, full 30. "
+        "Training epochs (upper bound when early stopping). 1–1000; smoke 2, quick 20, full 30. "
         "Empty: the profile's default (train.epochs).")
     assert "> 0, ≤ 1000000; smoke 0.003, quick 0.001, full 0.001." in SPECS["learning_rate"]["description"]
     assert "One of mnist_subset, digits, mnist, fashion_mnist; smoke mnist_subset, quick mnist_subset, full mnist." \

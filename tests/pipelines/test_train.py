@@ -71,6 +71,16 @@ def test_fit_trains_the_configured_epochs_with_a_checkpoint_dir(tmp_path):
     assert not (tmp_path / "ckpt").exists()  # BackupAndRestore cleans up after a completed fit
 
 
+def test_fit_runs_the_configured_steps_per_call_unless_the_caller_sets_them():
+    data = _tiny_data()
+    config = get_family("classifiers").config("smoke", {"epochs": 1, "steps_per_execution": 3}).train
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3, "softmax")])
+    train.fit(model, data, None, config, verbose=0)
+    assert model.steps_per_execution == 3
+    train.fit(model, data, None, config, verbose=0, steps_per_execution=2)
+    assert model.steps_per_execution == 2
+
+
 @pytest.mark.parametrize("name, cls", [("adam", "Adam"), ("sgd", "SGD"), ("rmsprop", "RMSprop")])
 def test_make_optimizer(name, cls):
     optimizer = train.make_optimizer(name, 0.01)

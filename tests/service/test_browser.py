@@ -145,11 +145,11 @@ def test_airflow_ui_login_dag_page_and_trigger_form(stack: Stack, smoke_dag_run:
              f"the {label!r} field")
     assert "smoke: tiny, seconds (tests)" in form.text
     # Each field's description shows its range and every profile's default, e.g.
-    # "1–1000; smoke 2, quick 30, full 30" under Epochs (pipelines.params).
+    # "1–1000; smoke 2, quick 20, full 30" under Epochs (pipelines.params).
     from pipelines.params import form_specs
 
     specs = form_specs("classifiers")
-    for name, shown in (("epochs", "1–1000; smoke 2, quick 30, full 30."),
+    for name, shown in (("epochs", "1–1000; smoke 2, quick 20, full 30."),
                         ("learning_rate", "> 0, ≤ 1000000; smoke 0.003, quick 0.001, full 0.001."),
                         ("batch_size", "1–4096; smoke 64, quick 64, full 128.")):
         assert shown in specs[name]["description"]

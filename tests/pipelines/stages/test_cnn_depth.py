@@ -229,3 +229,17 @@ def test_the_result_contract_holds_on_the_smoke_run(smoke):
     from tests.claims_check import assert_result_contract
 
     assert_result_contract(FAMILY, smoke["store"], RUN_KEY)
+
+
+def test_the_sigmoid_pair_trains_its_own_epochs(smoke, monkeypatch):
+    """C3 reads the sigmoid nets' gradients at step 0 and neither learns: ``sigmoid_epochs``
+    trains them shorter than the other variants."""
+    from pipelines import kit
+
+    seen = {}
+    monkeypatch.setattr(kit, "run_training", lambda family, typed, inputs, spec: seen.setdefault(
+        spec.name, (spec.train or typed.train).epochs) and {"run_id": "r", "metrics": {"params": 1.0, "flops": 1.0}})
+    config = to_dict(FAMILY.config("smoke", {"train.epochs": 3, "vanishing.sigmoid_epochs": 1}))
+    for variant in ("sigmoid_plain", "vanishing_plain"):
+        cnn_depth.train_variant(config, {**smoke["out"]["prepare_data"], "variant": variant})
+    assert seen == {"sigmoid_plain": 1, "vanishing_plain": 3}
