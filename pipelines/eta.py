@@ -22,12 +22,12 @@ REFERENCE_MACHINE = "2 cores, AVX-512"
 REFERENCE_CALIBRATION = {"train": 1.05, "python": 0.35}
 """Seconds :func:`calibrate` took on the reference machine."""
 REFERENCE_QUICK = {
-    "classifiers": (57.0, 26.0),
-    "cnn_depth": (212.0, 73.0),
-    "fcn_deconv": (125.0, 48.0),
-    "sequences": (141.0, 45.0),
-    "style_transfer": (31.0, 40.0),
-    "unsupervised": (75.0, 47.0),
+    "classifiers": (56.0, 25.0),
+    "cnn_depth": (200.0, 71.0),
+    "fcn_deconv": (165.0, 46.0),
+    "sequences": (136.0, 44.0),
+    "style_transfer": (34.0, 41.0),
+    "unsupervised": (83.0, 47.0),
 }
 """``{family: (training seconds, other seconds)}`` of ``make run`` (quick) on the reference machine."""
 

@@ -195,7 +195,7 @@ FAMILY = register_family(
                       "detection.detection_scales": (1.0, 1.5), "detection.heatmap_sizes": ("56x56", "40x72"),
                       "detection.detect_scenes": 8,
                       "generator.poses": 60, "generator.generator_epochs": 1, "generator.dense_units": 16},
-            "quick": {"train.epochs": 24, "train.batch_size": 32, "train.learning_rate": 3e-3,
+            "quick": {"train.epochs": 34, "train.batch_size": 32, "train.learning_rate": 3e-3,
                       "train.lr_schedule": "cosine", "train.early_stopping_patience": 0,
                       "segmenter.digit_weight": 5.0},
             "full": {"data.digits_from": "mnist", "data.digit_holdout": 0.25, "data.scenes": 20000,
