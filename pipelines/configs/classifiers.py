@@ -34,7 +34,7 @@ class CNNConfig(Config):
 class ClassifiersConfig(ExperimentConfig):
     """MLP vs CNN on handwritten digits.
 
-    Run: ``nnzoo run classifiers --profile quick`` (about 3 minutes on 2 CPU cores;
+    Run: ``nnzoo run classifiers --profile quick`` (1-2 minutes on 2 CPU cores;
     test accuracy 0.979-0.987 for the CNN and 0.939-0.949 for the MLP on the held-out 1,000
     images of the bundled MNIST subset). ``--profile smoke`` takes seconds and is for
     tests; ``--profile full`` trains on tfds ``mnist`` and wants a GPU.

@@ -99,7 +99,7 @@ class GradientConfig(Config):
 class CNNDepthConfig(ExperimentConfig):
     """Depth, skip connections, pooling and parameter economy on one dataset.
 
-    Run: ``nnzoo run cnn_depth --profile quick`` (about 4 minutes on 2 CPU cores, bundled
+    Run: ``nnzoo run cnn_depth --profile quick`` (4-5 minutes on 2 CPU cores, bundled
     MNIST subset): the 20-layer plain ReLU net without normalisation stays at chance
     (test accuracy 0.10) while its residual twin reaches about 0.95; at 32 layers with
     batch norm the plain net trains worse than at 8 and the residual one does not; the

@@ -101,8 +101,8 @@ class StyleTransferConfig(ExperimentConfig):
 
     Run: ``nnzoo run style_transfer --profile quick`` (about 9 minutes on 2 busy CPU cores,
     with the seeded random VGG19 when the ImageNet weights are not cached): the iterative
-    method, from the photo, cuts its total loss by about 98% in 250 steps at 128x128 and
-    ends with a style loss about 300x below the photo's own; the fast net, trained for 240
+    method, from the photo, cuts its total loss by about 98% in 150 steps at 128x128 and
+    ends with a style loss about 300x below the photo's own; the fast net, trained for 180
     steps on 64x64 crops, stylises a 128x128 image in about 0.045 s against about 0.5 s per
     iterative step (about 1100x at 100 steps), and the iterative method needs about 250x
     the fast net's time to reach the fast net's loss. ``train`` configures the fast net's
