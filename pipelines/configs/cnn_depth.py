@@ -56,9 +56,8 @@ class VanishingConfig(Config):
                                    minimum=1, maximum=1024)
     activation: str = knob("relu", "Activation of vanishing_plain and vanishing_residual (sigmoid_plain and "
                            "sigmoid_residual are the same nets with sigmoid).", choices=ACTIVATIONS)
-    sigmoid_epochs: int | None = knob(None, "Epochs of sigmoid_plain and sigmoid_residual (None: train.epochs). C3 "
-                                            "reads their gradients at step 0, and neither learns.", minimum=1,
-                                      maximum=1000)
+    sigmoid_epochs: int | None = knob(None, "Epochs of the sigmoid pair (None: train.epochs): C3 reads their "
+                                            "gradients at step 0, and neither learns.", minimum=1, maximum=1000)
     mlp_layers: int = knob(10, "Hidden layers of the deep MLPs (sigmoid vs ReLU).", minimum=1, maximum=100)
     mlp_units: int = knob(64, "Units of each hidden layer of the deep MLPs.", minimum=1, maximum=4096)
 

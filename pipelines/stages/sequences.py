@@ -80,10 +80,6 @@ def _common(step: StepContext, sequence_length: int, **fields: Any) -> Training:
                     params={**labels, "sequence_length": sequence_length}, **fields)
 
 
-def _arrays(data: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
-    return data.get(split, "x"), data.get(split, "y")
-
-
 def _adding(step: StepContext) -> dict[str, Any]:
     from models import build_model
     from pipelines.gradients import InputGradients
@@ -91,7 +87,7 @@ def _adding(step: StepContext) -> dict[str, Any]:
 
     typed, data = step.config, step.data
     adding = typed.adding
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (_arrays(data, s) for s in ("train", "val", "test"))
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (data.split(s) for s in ("train", "val", "test"))
     length = int(train_x.shape[1])
     simple = step["cell"] == "rnn"
     through_time = InputGradients(test_x[:256], test_y[:256])
@@ -138,7 +134,7 @@ def _future_context(step: StepContext) -> dict[str, Any]:
 
     typed, data = step.config, step.data
     future_context = typed.future_context
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (_arrays(data, s) for s in ("train", "val", "test"))
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (data.split(s) for s in ("train", "val", "test"))
     length, vocabulary = int(train_x.shape[1]), int(data.meta["generator"]["params"]["vocabulary"])
 
     def evaluate(run: Any, model: Any, history: Any) -> dict[str, float]:
