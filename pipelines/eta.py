@@ -1,6 +1,6 @@
 """How long each family of the quick zoo should take on this machine (``make run``'s ETA).
 
-Each family's quick pipeline was timed on a reference machine, split into training (the
+Each family's quick pipeline was timed on a reference machine (``Family.quick_seconds``), split into training (the
 ``train_seconds`` of its runs) and the rest (Airflow start, data, evaluation, pictures,
 MLflow). Before the zoo starts, :func:`calibrate` times two fixed workloads here in a child
 process: a few training steps of a small CNN and an LSTM (TensorFlow on the CPU) and a
@@ -21,15 +21,6 @@ import time
 REFERENCE_MACHINE = "2 cores, AVX-512"
 REFERENCE_CALIBRATION = {"train": 1.05, "python": 0.35}
 """Seconds :func:`calibrate` took on the reference machine."""
-REFERENCE_QUICK = {
-    "classifiers": (56.0, 25.0),
-    "cnn_depth": (200.0, 71.0),
-    "fcn_deconv": (165.0, 46.0),
-    "sequences": (136.0, 44.0),
-    "style_transfer": (34.0, 41.0),
-    "unsupervised": (83.0, 47.0),
-}
-"""``{family: (training seconds, other seconds)}`` of ``make run`` (quick) on the reference machine."""
 
 
 def _train_workload() -> float:
@@ -85,11 +76,12 @@ def measured(timeout: float = 300.0) -> dict[str, float] | None:
         return None
 
 
-def expected_seconds(family: str, profile: str, calibration: dict[str, float] | None) -> float | None:
-    """The family's expected time here, or None (no reference for the profile, or no calibration)."""
-    if profile != "quick" or calibration is None or family not in REFERENCE_QUICK:
+def expected_seconds(reference: tuple[float, float] | None, calibration: dict[str, float] | None) -> float | None:
+    """A family's expected time here from its ``(training, rest)`` reference seconds
+    (``Family.quick_seconds``), or None (no reference, or no calibration)."""
+    if reference is None or calibration is None:
         return None
-    training, rest = REFERENCE_QUICK[family]
+    training, rest = reference
     return (training * calibration["train"] / REFERENCE_CALIBRATION["train"]
             + rest * calibration["python"] / REFERENCE_CALIBRATION["python"])
 

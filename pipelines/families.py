@@ -91,6 +91,9 @@ class Family:
     commands: tuple[Command, ...] = ()
     """Commands the family adds to ``nnzoo`` (:class:`Command`)."""
     uses: tuple[ModelFrom, ...] = ()
+    quick_seconds: tuple[float, float] | None = None
+    """``(training, the rest)`` seconds of the quick profile's ``make run`` on the reference
+    machine of :mod:`pipelines.eta`, which scales them to this machine for the ETA."""
     """Models the family takes from other families (:class:`ModelFrom`)."""
 
     def __post_init__(self) -> None:

@@ -100,9 +100,11 @@ def expected_times(families: list[str], profile: str) -> dict[str, float]:
     when there is no reference for the profile or the calibration failed."""
     if profile != "quick":
         return {}
-    print("[nnzoo] timing this machine for the ETA (about 20 s)", flush=True)
+    print("[nnzoo] timing this machine for the ETA (about 15 s)", flush=True)
     calibration = eta.measured()
-    expected = {name: eta.expected_seconds(name, profile, calibration) for name in families}
+    from pipelines.families import get_family
+
+    expected = {name: eta.expected_seconds(get_family(name).quick_seconds, calibration) for name in families}
     if calibration is None or None in expected.values():
         print("[nnzoo] no ETA: the calibration failed", flush=True)
         return {}

@@ -187,7 +187,7 @@ def fit(
         loss=loss,
         metrics=list(metrics),
         jit_compile=train_config.jit_compile,
-        steps_per_execution=steps_per_execution or getattr(train_config, "steps_per_execution", 1),
+        steps_per_execution=steps_per_execution or train_config.steps_per_execution,
     )
     guard = NaNGuard()
     all_callbacks: list[keras.callbacks.Callback] = [guard, *callbacks]
@@ -222,7 +222,9 @@ def classification_scores(model: Any, images: Any, labels: Any, *, normalize: bo
     (uint8 scaled to [0, 1] unless ``normalize`` is off): accuracy and mean cross-entropy."""
     import numpy as np
 
-    inputs = np.asarray(images, np.float32) / np.float32(255.0) if normalize else images
+    from pipelines.data.prepared import normalize_images
+
+    inputs = normalize_images(np.asarray(images)) if normalize else images
     probabilities = np.asarray(model.predict(inputs, batch_size=512, verbose=0))
     predicted = probabilities.argmax(axis=1)
     picked = probabilities[np.arange(len(labels)), labels]
