@@ -6,6 +6,8 @@ trained on it).
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, AssetAny, dag, get_current_context, task
@@ -23,7 +25,9 @@ from pipelines import orchestration
     doc_md=__doc__,
 )
 def nnzoo_retrain():
-    @task
+    # Retries: a run queued before the api-server answers (Airflow starting up) must not
+    # stay failed for it.
+    @task(retries=2, retry_delay=timedelta(seconds=15))
     def plan() -> list[dict]:
         """### Plan
         Reads the triggering dataset events and lists the family DAGs to run."""

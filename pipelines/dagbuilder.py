@@ -69,7 +69,7 @@ def _say_failure(context: Any) -> None:
 
 
 def _link_to_run(ti: Any, run_id: str | None) -> None:
-    """Remember the run's URL for the task's "MLflow run" link and say where it is."""
+    """Record the run for the task's "MLflow run" link and say where it is."""
     from pipelines import airflow_links, tracking
 
     if not run_id:
@@ -80,20 +80,18 @@ def _link_to_run(ti: Any, run_id: str | None) -> None:
         print(f"[nnzoo] no link to MLflow run {run_id}: {error}", flush=True)
         return
     url = airflow_links.mlflow_run_url(experiment_id, run_id)
-    airflow_links.remember_run_url(ti, url)
+    airflow_links.record_run(ti, run_id, experiment_id, url)
     if url:
         print(f"[nnzoo] MLflow run {run_id}: {url}", flush=True)
     else:  # in the task log only: `make run` (no MLflow UI) does not repeat it for every task
-        print(f"MLflow run {run_id} (set {airflow_links.MLFLOW_UI_VARIABLE} for a link to it)", flush=True)
+        print(f"MLflow run {run_id} (the task page's \"MLflow run\" link opens it once an MLflow UI is "
+              f"configured: make ui, or {airflow_links.MLFLOW_UI_VARIABLE})", flush=True)
 
 
 def build_dag(family: Family | str) -> Any:
     """The family's DAG: id ``zoo_<name>``, trigger form from its config, one task per
     step (per item of a fan-out, mapped over a planning step's jobs)."""
-    from airflow.sdk import AssetAlias, dag
-    from airflow.sdk.bases.decorator import task_decorator_factory
-
-    from pipelines.airflow_links import NnzooTaskOperator
+    from airflow.sdk import AssetAlias, dag, task
 
     fam = get_family(family) if isinstance(family, str) else family
     pipeline = fam.pipeline
@@ -102,11 +100,8 @@ def build_dag(family: Family | str) -> Any:
         if step.trains:
             kwargs.update(orchestration.training_task_kwargs())
         kwargs.setdefault("on_failure_callback", _say_failure)
-        # `@task` with the "MLflow run" link. Outputs are one XCom each, lists included
-        # (a `-> dict` hint would split dicts up).
-        return task_decorator_factory(python_callable=_run_step, multiple_outputs=False,
-                                      decorated_operator_class=NnzooTaskOperator, task_id=task_id, doc_md=step.doc,
-                                      **kwargs)
+        # `@task`. Outputs are one XCom each, lists included (a `-> dict` hint would split dicts up).
+        return task(python_callable=_run_step, multiple_outputs=False, task_id=task_id, doc_md=step.doc, **kwargs)
 
     def call(step: Any, data: Any, needs: dict[str, Any], item: Any = None, index: int = 0) -> Any:
         if step.name == PREPARE:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines import eta, orchestration, settings
+from pipelines import eta, orchestration, settings, tasklog
 
 
 def airflow_env(base: dict[str, str] | None = None, mlflow_ui_url: str | None = None) -> dict[str, str]:
@@ -129,6 +129,9 @@ def run_zoo(profile: str, families: list[str] | None = None) -> int:
     failed = []
     log_dir = Path(env["NNZOO_HOME"]) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    # Every family runs here on the data its prepare_data makes: no dataset event, or
+    # nnzoo_retrain would queue a retraining of what was just trained.
+    env[orchestration.ZOO_RUN_VARIABLE] = "1"
     for name, dag_id in zip(names, dag_ids, strict=True):
         log_path = log_dir / f"{dag_id}.log"
         print(f"[nnzoo] airflow dags test {dag_id} (profile {profile}); log: {log_path}", flush=True)
@@ -138,6 +141,8 @@ def run_zoo(profile: str, families: list[str] | None = None) -> int:
                   f"about {eta.clock(max(sum(expected.values()) - so_far, 0))} to go", flush=True)
         # Lines a stage prints for the user start with [nnzoo]; Airflow's own only reach the log.
         begin = time.perf_counter()
+        # Each task's lines also go to its own log file, where the Airflow UI shows them.
+        task_logs = tasklog.DagTestLogs(task_log_folder(env))
         with open(log_path, "w") as log:
             process = subprocess.Popen(
                 [_bin("airflow"), "dags", "test", dag_id, "-c", json.dumps({"profile": profile})],
@@ -145,10 +150,12 @@ def run_zoo(profile: str, families: list[str] | None = None) -> int:
             assert process.stdout is not None
             for line in process.stdout:
                 log.write(line)
+                task_logs.feed(line)
                 text = echoed(line)
                 if text is not None:
                     print("   ", text, flush=True)
             code = process.wait()
+            task_logs.close()
         state = "ok" if code == 0 else f"FAILED (exit {code})"
         took = f" (expected {expected[name]:.0f}s)" if expected else ""
         print(f"[nnzoo] {dag_id}: {state} in {time.perf_counter() - begin:.0f}s{took}", flush=True)
@@ -160,6 +167,12 @@ def run_zoo(profile: str, families: list[str] | None = None) -> int:
         print(f"[nnzoo] failed DAGs: {', '.join(failed)}; see the logs under {log_dir}", file=sys.stderr)
         return 1
     return 0
+
+
+def task_log_folder(env: dict[str, str]) -> Path:
+    """Airflow's ``[logging] base_log_folder`` in this environment (its default: AIRFLOW_HOME/logs)."""
+    folder = env.get("AIRFLOW__LOGGING__BASE_LOG_FOLDER")
+    return Path(folder) if folder else Path(env["AIRFLOW_HOME"]) / "logs"
 
 
 def echoed(line: str) -> str | None:
@@ -325,7 +338,9 @@ def run_ui(airflow_port: int, mlflow_port: int) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     artifacts = settings.mlflow_artifact_root() or ""
     commands = {"airflow-standalone": [_bin("airflow"), "standalone"],
-                "mlflow-ui": [_bin("mlflow"), "server", "--backend-store-uri", env["MLFLOW_TRACKING_URI"],
+                # nnzoo's app: MLflow's server, opening experiments in the model-training view.
+                "mlflow-ui": [_bin("mlflow"), "server", "--app-name", "nnzoo",
+                              "--backend-store-uri", env["MLFLOW_TRACKING_URI"],
                               "--default-artifact-root", artifacts, "--host", "127.0.0.1", "--port", str(mlflow_port),
                               "--workers", "1"]}
     processes = []

@@ -136,11 +136,21 @@ def task_run_key() -> str:
     return f"{context['dag'].dag_id}/{context['run_id']}"
 
 
+ZOO_RUN_VARIABLE = "NNZOO_ZOO_RUN"
+"""Set by ``nnzoo zoo`` (``make run``) for its DAG runs: every family trains there, so
+their ``prepare_data`` announce nothing for ``nnzoo_retrain`` to retrain."""
+
+
 def announce_dataset(outlet_events: Any, data: Mapping[str, Any]) -> None:
     """From ``prepare_data``: an event on the dataset's Asset (through the alias) when
-    the content it materialised is new, which schedules ``nnzoo_retrain``."""
+    the content it materialised is new, which schedules ``nnzoo_retrain``; none inside
+    ``nnzoo zoo``, which trains every family anyway."""
     from airflow.sdk import Asset, AssetAlias
 
+    if data["changed"] and os.environ.get(ZOO_RUN_VARIABLE):
+        print(f"[nnzoo] new content of {data['dataset']} not announced to nnzoo_retrain: "
+              "this zoo run trains every family on it", flush=True)
+        return
     if data["changed"]:
         outlet_events[AssetAlias(DATASETS_ALIAS)].add(
             Asset(**dataset_asset(data["dataset"])),

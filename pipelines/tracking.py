@@ -301,6 +301,10 @@ def start_run(experiment: str, run_name: str, *, tags: Mapping[str, Any] | None 
         if earlier is not None:
             # Its status is left alone: the pipeline's last step sets it again.
             return earlier.info.run_id
+    origin = origin_tags()
+    if "airflow.url" in origin:
+        # The pipeline's run belongs to the whole DAG run, not to the task that opened it.
+        tags = {"airflow.url": origin["airflow.url"].partition("/tasks/")[0], **(tags or {})}
     return _create_run(experiment_id, run_name, tags, run_key, None)
 
 

@@ -1,14 +1,24 @@
-"""The family DAGs end to end through Airflow's own CLI (`airflow dags test`) on an
-embedded SQLite Airflow, writing into a temporary MLflow store."""
+"""The family DAGs end to end the way `make run` runs them (`nnzoo zoo`: Airflow's own
+`airflow dags test` on an embedded SQLite Airflow, writing into a temporary MLflow
+store), then what `make ui` shows of that store in a real browser (headless Chromium):
+task logs, the links between the two UIs both ways, no failed run, MLflow's
+model-training view. Screenshots in ``var/test-output/make-ui/``."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import requests
 
-from pipelines import localrun, orchestration
+from pipelines import airflow_links, localrun, orchestration
 from tests.conftest import REPO_ROOT, VENV_BIN, new_store
 
 pytestmark = pytest.mark.slow
@@ -16,12 +26,21 @@ pytestmark = pytest.mark.slow
 AIRFLOW = str(VENV_BIN / "airflow")
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
     """(store, env): a migrated Airflow home and an MLflow store, both temporary."""
     store = new_store(tmp_path_factory.mktemp("e2e"))
     env = localrun.airflow_env(store.env())
-    env["NNZOO_MLFLOW_UI_URL"] = "http://mlflow.example:5000"  # where the tasks' "MLflow run" links point
+    env.pop("NNZOO_MLFLOW_UI_URL", None)  # as in `make run`: no MLflow UI while the DAGs run
+    # `make ui` serves Airflow at [api] base_url (http://localhost:8080 for a user); here
+    # a free port, known before the DAGs run so that their runs' links back point at it.
+    env["AIRFLOW__API__BASE_URL"] = f"http://localhost:{free_port()}"
     assert env["NNZOO_HOME"] == str(store.home)
     assert env["AIRFLOW_HOME"] == str(store.home / "airflow")
     assert env["MLFLOW_TRACKING_URI"] == store.uri
@@ -67,9 +86,18 @@ def test_invalid_params_fail_before_any_run_starts(embedded, conf, param):
 
 
 @pytest.fixture(scope="module")
-def smoke_dag_run(embedded):
+def zoo_run(embedded) -> subprocess.CompletedProcess:
+    """`make run` on the smoke profile for two families: a plain one and one with a
+    parent run and mapped tasks."""
     _store, env = embedded
-    return dags_test(env, {"profile": "smoke"})
+    return subprocess.run([str(VENV_BIN / "nnzoo"), "zoo", "--profile", "smoke", "--family", "classifiers",
+                           "--family", "unsupervised"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+def smoke_dag_run(zoo_run):
+    return zoo_run
 
 
 def test_smoke_dag_run_trains_evaluates_and_registers(embedded, smoke_dag_run):
@@ -92,8 +120,9 @@ def test_smoke_dag_run_trains_evaluates_and_registers(embedded, smoke_dag_run):
 
 
 def test_the_two_uis_link_to_each_other(embedded, smoke_dag_run):
-    """Each training task's "MLflow run" link (an XCom Airflow's UI reads) leads to its
-    run; the run and its registered version lead back to the task instance."""
+    """Each training task records its run for the "MLflow run" link (an XCom, which the
+    api-server turns into a URL when the page is viewed); the run and its registered
+    version lead back to the task instance."""
     import sqlite3
     from pathlib import Path
 
@@ -107,7 +136,7 @@ def test_the_two_uis_link_to_each_other(embedded, smoke_dag_run):
     assert experiment.tags["mlflow.note.content"]
     with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as db:
         links = dict(db.execute("SELECT task_id, value FROM xcom WHERE dag_id = 'zoo_classifiers' "
-                                "AND key = '_link_MlflowRunLink'").fetchall())
+                                "AND key = 'nnzoo_mlflow_run'").fetchall())
     for model, run in runs.items():
         tags = run.data.tags
         task_id = f"train_{model}"
@@ -118,9 +147,12 @@ def test_the_two_uis_link_to_each_other(embedded, smoke_dag_run):
             f"/tasks/{task_id}")
         assert tags["mlflow.source.type"] == "JOB" and tags["mlflow.source.name"] == f"airflow:zoo_classifiers.{task_id}"
         assert tags["mlflow.user"]
-        url = json.loads(links[task_id])
-        assert url == (f"http://mlflow.example:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-                       "?workflowType=machine_learning")
+        recorded = json.loads(links[task_id])
+        # No MLflow UI while `make run` ran: the link is made from the address known when viewed.
+        assert recorded == {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id, "url": None}
+        assert airflow_links.link_for(links[task_id], {"NNZOO_MLFLOW_UI_URL": "http://mlflow.example:5000"}) == (
+            f"http://mlflow.example:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+            "?workflowType=machine_learning")
         inputs = run.inputs.dataset_inputs
         assert [item.dataset.name for item in inputs] == ["mnist_subset"], inputs
         assert inputs[0].dataset.digest == run.data.params["dataset.fingerprint"][:36]
@@ -134,16 +166,15 @@ def test_the_two_uis_link_to_each_other(embedded, smoke_dag_run):
 def test_summary_rows_read_the_store_of_the_given_env(embedded, smoke_dag_run):
     store, env = embedded
     assert smoke_dag_run.returncode == 0
-    rows = localrun.summary_rows(0, env)
-    assert {row["model"] for row in rows} >= {"mlp", "cnn"}
+    rows = localrun.summary_rows(0, env, family="classifiers")
+    assert {row["model"] for row in rows} == {"mlp", "cnn"}
     assert {run.info.run_id for run in _runs(store)} >= {row["run_id"] for row in rows}
     assert all(row["status"] == "FINISHED" and "test_accuracy" in row["metrics"] for row in rows)
 
 
 @pytest.fixture(scope="module")
-def unsupervised_dag_run(embedded):
-    _store, env = embedded
-    return dags_test(env, {"profile": "smoke"}, timeout=600, dag_id="zoo_unsupervised")
+def unsupervised_dag_run(zoo_run):
+    return zoo_run
 
 
 def test_unsupervised_dag_nests_every_training_under_one_finished_parent(embedded, unsupervised_dag_run):
@@ -190,6 +221,190 @@ def test_unsupervised_dag_labels_each_mapped_finetuning(embedded, unsupervised_d
                 for init in ("dbn", "random") for seed in range(smoke.finetune.seeds)}
     assert {label for label, _state in rows} == expected
     assert {state for _label, state in rows} == {"success"}
+
+
+# --- `make ui` over what `make run` made, in a browser ------------------------------------
+
+
+class UI:
+    """`nnzoo ui` (what `make ui` runs) over the module's store, on free ports."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = dict(env)
+        self.airflow_url = env["AIRFLOW__API__BASE_URL"]
+        self.mlflow_url = f"http://localhost:{free_port()}"
+        self.log = log
+        self.process: subprocess.Popen | None = None
+        self._token: str | None = None
+
+    @property
+    def password(self) -> str:
+        path = Path(self.env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+        return json.loads(path.read_text())["admin"]
+
+    def start(self) -> None:
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [str(VENV_BIN / "nnzoo"), "ui", "--airflow-port", self.airflow_url.rsplit(":", 1)[1],
+                 "--mlflow-port", self.mlflow_url.rsplit(":", 1)[1]],
+                cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_until_up(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                pytest.fail(f"nnzoo ui exited ({self.process.returncode}):\n{self.log_tail()}", pytrace=False)
+            try:
+                health = requests.get(f"{self.airflow_url}/api/v2/monitor/health", timeout=5).json()
+                mlflow_up = requests.get(f"{self.mlflow_url}/health", timeout=5).ok
+                if mlflow_up and all(health.get(part, {}).get("status") == "healthy"
+                                     for part in ("metadatabase", "scheduler", "dag_processor")):
+                    return
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(2)
+        pytest.fail(f"nnzoo ui not up after {timeout:.0f}s:\n{self.log_tail()}", pytrace=False)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # nnzoo ui stops both UIs' process groups
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    def log_tail(self) -> str:
+        home_logs = Path(self.env["NNZOO_HOME"]) / "logs"
+        parts = [self.log, home_logs / "airflow-standalone.log", home_logs / "mlflow-ui.log"]
+        return "\n".join(f"--- {path}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-40:])
+                         for path in parts if path.exists())
+
+    def api(self, path: str, **params) -> dict:
+        if self._token is None:
+            response = requests.post(f"{self.airflow_url}/auth/token", json={"username": "admin",
+                                                                           "password": self.password}, timeout=30)
+            response.raise_for_status()
+            self._token = response.json()["access_token"]
+        response = requests.get(f"{self.airflow_url}{path}", params=params, timeout=60,
+                                headers={"Authorization": f"Bearer {self._token}"})
+        assert response.ok, f"GET {path}: {response.status_code} {response.text[:500]}"
+        return response.json()
+
+
+@pytest.fixture(scope="module")
+def make_ui(embedded, zoo_run, tmp_path_factory) -> Iterator[UI]:
+    _store, env = embedded
+    assert zoo_run.returncode == 0, (zoo_run.stdout + zoo_run.stderr)[-6000:]
+    ui = UI(env, tmp_path_factory.mktemp("ui") / "nnzoo-ui.log")
+    ui.start()
+    try:
+        ui.wait_until_up()
+        yield ui
+    finally:
+        ui.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from tests.browser import chromium
+
+    with chromium() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def shots() -> Path:
+    from tests.browser import shots_folder
+
+    return shots_folder("make-ui")
+
+
+@pytest.mark.service
+def test_make_ui_opens_an_experiment_from_mlflows_list_in_the_model_training_view(make_ui, browser, shots):
+    """A new browser (nothing remembered) on MLflow's own experiment list: the experiment
+    opens in the model-training view (Runs), not the GenAI one (Overview, Traces, Judges)."""
+    from selenium.webdriver.common.by import By
+
+    from tests.browser import screenshot, text_on_page, wait
+
+    driver = browser
+    driver.get(f"{make_ui.mlflow_url}/#/experiments")
+    link = wait(driver, lambda d: d.find_elements(By.LINK_TEXT, "nnzoo-classifiers"), "the experiment list")[0]
+    screenshot(driver, shots, "01-mlflow-experiment-list")
+    link.click()
+    wait(driver, text_on_page("mlp-smoke", "cnn-smoke"), "the experiment's runs")
+    wait(driver, lambda d: d.find_elements(By.XPATH, "//h2[normalize-space(.)='Runs'] | //*[normalize-space(.)='Runs']"),
+         "the Runs page of the model-training view")
+    sidebar = driver.find_element(By.TAG_NAME, "body").text
+    assert "Training runs" not in sidebar and "Judges" not in sidebar and "Evaluation runs" not in sidebar, sidebar
+    assert driver.execute_script("return localStorage.getItem('mlflow.workflowType_v1')") == '"machine_learning"'
+    screenshot(driver, shots, "02-mlflow-experiment-model-training-view")
+
+
+@pytest.mark.service
+def test_make_ui_shows_no_failed_run_and_a_task_log(make_ui, zoo_run, browser, shots):
+    from tests.browser import screenshot, sign_in_if_asked, text_on_page, wait
+
+    runs = make_ui.api("/api/v2/dags/~/dagRuns", limit=100)["dag_runs"]
+    # make run's two DAG runs, green; no retraining queued for data the zoo just trained on.
+    assert sorted((run["dag_id"], run["state"]) for run in runs) == [
+        ("zoo_classifiers", "success"), ("zoo_unsupervised", "success")], runs
+    driver = browser
+    driver.get(f"{make_ui.airflow_url}/dags")
+    sign_in_if_asked(driver, "admin", make_ui.password)
+    wait(driver, text_on_page("zoo_classifiers", "nnzoo_retrain"), "the DAG list")
+    screenshot(driver, shots, "03-airflow-dag-list")
+
+    run_id = next(run["dag_run_id"] for run in runs if run["dag_id"] == "zoo_classifiers")
+    driver.get(f"{make_ui.airflow_url}/dags/zoo_classifiers/runs/{run_id}/tasks/train_cnn")
+    # The Logs tab: what the task said while `make run` ran it.
+    wait(driver, text_on_page("Logs", "[nnzoo] cnn-smoke epoch 2/2"), "train_cnn's log lines in its Logs tab")
+    screenshot(driver, shots, "04-airflow-task-log")
+    assert "[nnzoo] cnn-smoke epoch 2/2" in zoo_run.stdout  # and what make run showed of it
+
+
+@pytest.mark.service
+def test_make_ui_links_a_task_to_its_mlflow_run_and_back(make_ui, embedded, browser, shots):
+    from urllib.parse import unquote
+
+    from selenium.webdriver.common.by import By
+
+    from tests.browser import screenshot, sign_in_if_asked, text_on_page, wait
+
+    store, _env = embedded
+    run = next(run for run in _runs(store) if run.data.tags.get("nnzoo.model") == "cnn"
+               and run.data.tags["nnzoo.family"] == "classifiers")
+    dag_run_id = run.data.tags["airflow.dag_run_id"]
+    task_path = f"/dags/zoo_classifiers/runs/{dag_run_id}/tasks/train_cnn"
+    expected = (f"{make_ui.mlflow_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+                "?workflowType=machine_learning")
+    # Recorded while no MLflow UI ran; built from the one `make ui` serves, now.
+    links = make_ui.api(f"/api/v2/dags/zoo_classifiers/dagRuns/{dag_run_id}/taskInstances/train_cnn/links")
+    assert links["extra_links"]["MLflow run"] == expected, links
+    driver = browser
+    driver.get(f"{make_ui.airflow_url}{task_path}/details")
+    sign_in_if_asked(driver, "admin", make_ui.password)
+    button = wait(driver, lambda d: d.find_elements(By.XPATH, "//a[contains(normalize-space(.), 'MLflow run')]"),
+                  "the task's 'MLflow run' link")[0]
+    assert button.get_attribute("href") == expected
+    screenshot(driver, shots, "05-airflow-task-mlflow-link")
+    driver.get(button.get_attribute("href"))
+    wait(driver, text_on_page("cnn-smoke", "airflow.url", "test_accuracy"), "the MLflow run page")
+    screenshot(driver, shots, "06-mlflow-run")
+
+    url = run.data.tags["airflow.url"]
+    assert unquote(url).startswith(f"{make_ui.airflow_url}{task_path}"), url
+    driver.get(url)
+    sign_in_if_asked(driver, "admin", make_ui.password)
+    wait(driver, lambda d: unquote(d.current_url.split("?")[0]).endswith(task_path) and "train_cnn" in d.page_source,
+         "the task instance the run links back to")
+    screenshot(driver, shots, "07-back-at-the-airflow-task")
+    # The pipeline's parent run links to the DAG run, not to the task that opened it.
+    parent = next(run for run in _runs(store) if run.data.tags["nnzoo.family"] == "unsupervised"
+                  and run.data.tags["nnzoo.stage"] == "pipeline")
+    assert unquote(parent.data.tags["airflow.url"]) == (
+        f"{make_ui.airflow_url}/dags/zoo_unsupervised/runs/{parent.data.tags['airflow.dag_run_id']}")
 
 
 def test_unsupervised_dag_fails_visibly_when_its_data_cannot_be_loaded(embedded, unsupervised_dag_run):

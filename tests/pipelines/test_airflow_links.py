@@ -3,6 +3,7 @@ for TensorFlow's start-up notes (pipelines.tasklog)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import types
@@ -20,14 +21,35 @@ def _ti(**overrides):
     return types.SimpleNamespace(**{**values, **overrides})
 
 
-def test_the_link_is_the_url_remembered_for_that_task_instance():
-    link = airflow_links.MlflowRunLink()
-    ti = _ti(task_id="train_mlp", run_id="manual__links")
-    assert link.get_link(None, ti_key=ti) == ""  # nothing made yet: Airflow shows it disabled
-    airflow_links.remember_run_url(ti, "http://mlflow.example/#/experiments/1/runs/abc")
-    assert link.get_link(None, ti_key=ti) == "http://mlflow.example/#/experiments/1/runs/abc"
-    assert link.get_link(None, ti_key=_ti(task_id="train_mlp", run_id="manual__links", map_index=3)) == ""
-    assert link.name == "MLflow run" and link.xcom_key == "_link_MlflowRunLink"
+def test_the_link_is_built_from_the_recorded_run_and_the_mlflow_ui_known_when_viewed():
+    recorded = {"run_id": "abc", "experiment_id": "1", "url": None}
+    # `make run`: no MLflow UI while the task ran; `make ui` serves one when the page is viewed.
+    assert airflow_links.link_for(recorded, {}) is None
+    assert airflow_links.link_for(json.dumps(recorded), {"NNZOO_MLFLOW_UI_URL": "http://localhost:5000"}) == (
+        "http://localhost:5000/#/experiments/1/runs/abc?workflowType=machine_learning")
+    # The address known at view time wins over the one the worker knew; without one, the worker's.
+    stored = {**recorded, "url": "http://old.example/#/experiments/1/runs/abc"}
+    assert airflow_links.link_for(stored, {"NNZOO_MLFLOW_UI_URL": "http://new.example"}).startswith("http://new.example/")
+    assert airflow_links.link_for(stored, {}) == "http://old.example/#/experiments/1/runs/abc"
+    for nothing in (None, "", "not json", {"run_id": "abc"}, ["abc"]):
+        assert airflow_links.link_for(nothing, {"NNZOO_MLFLOW_UI_URL": "http://x"}) is None
+
+
+def test_a_task_records_its_run_in_the_xcom_the_link_reads():
+    pushed = {}
+    ti = types.SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}))
+    airflow_links.record_run(ti, "abc", "3", None)
+    assert pushed == {airflow_links.MLFLOW_RUN_XCOM: {"run_id": "abc", "experiment_id": "3", "url": None}}
+
+
+def test_nnzoos_airflow_plugin_is_installed_and_declares_the_link_globally():
+    """Global extra links are the ones Airflow 3's api-server evaluates at view time."""
+    from importlib.metadata import entry_points
+
+    (entry,) = [e for e in entry_points(group="airflow.plugins") if e.name == "nnzoo"]
+    plugin = entry.load()
+    assert [link.name for link in plugin.global_operator_extra_links] == ["MLflow run"]
+    assert isinstance(plugin.global_operator_extra_links[0], airflow_links.MlflowRunLink)
 
 
 @pytest.mark.parametrize("env, expected", [
@@ -65,12 +87,14 @@ def test_the_run_a_step_made_is_found_in_its_output(output, expected):
     assert airflow_links.run_of(output) == expected
 
 
-def test_every_task_of_a_family_dag_offers_the_mlflow_link():
+def test_no_family_task_keeps_a_link_of_its_own():
+    """An operator's own "MLflow run" link would be evaluated on the worker and shadow the
+    plugin's view-time one."""
     from pipelines.dagbuilder import build_dag
 
     dag = build_dag("classifiers")
     for task in dag.tasks:
-        assert [link.name for link in task.operator_extra_links] == ["MLflow run"], task.task_id
+        assert not task.operator_extra_links, task.task_id
 
 
 # --- TensorFlow's start-up notes -----------------------------------------------------
@@ -109,3 +133,110 @@ def test_routed_stderr_sends_notes_to_stdout_and_keeps_errors_on_stderr():
     out, err = result.stdout.splitlines(), result.stderr.splitlines()
     assert out == NOTES
     assert err == [*ERRORS, b"python stderr"]
+
+
+# --- `airflow dags test`'s output as task log files --------------------------------------
+
+DAG_TEST_OUTPUT = """\
+2026-12-07T14:02:26.284648Z [info     ] Created dag run.               [airflow.models.dagrun]
+2026-12-07T14:02:26.328947Z [info     ] [DAG TEST] starting task_id=prepare_data map_index=-1 [airflow.sdk.definitions.dag]
+2026-12-07T14:02:26.329681Z [info     ] [DAG TEST] running task <TaskInstance: zoo_x.prepare_data manual__2026-12-07T14:02:25+00:00 [TaskInstanceState.SCHEDULED] ti_id=1> [airflow.sdk.definitions.dag]
+[nnzoo] prepared 420 digits
+2026-12-07T14:02:44.169623Z [info     ] [DAG TEST] end task task_id=prepare_data map_index=-1 [airflow.sdk.definitions.dag]
+2026-12-07T14:02:44.200000Z [info     ] between tasks                  [airflow.models.dagrun]
+2026-12-07T14:02:44.230254Z [info     ] [DAG TEST] starting task_id=finetune map_index=2 [airflow.sdk.definitions.dag]
+2026-12-07T14:02:44.231701Z [info     ] [DAG TEST] running task <TaskInstance: zoo_x.finetune manual__2026-12-07T14:02:25+00:00 map_index=2 [TaskInstanceState.SCHEDULED] ti_id=2> [airflow.sdk.definitions.dag]
+[nnzoo] finetune epoch 1/2
+2026-12-07T14:02:50.000000Z [error    ] Task failed                    [task]
+2026-12-07T14:02:51.000000Z [info     ] [DAG TEST] starting task_id=finetune map_index=2 [airflow.sdk.definitions.dag]
+2026-12-07T14:02:51.100000Z [info     ] [DAG TEST] running task <TaskInstance: zoo_x.finetune manual__2026-12-07T14:02:25+00:00 map_index=2 [TaskInstanceState.SCHEDULED] ti_id=2> [airflow.sdk.definitions.dag]
+[nnzoo] finetune epoch 2/2
+"""
+
+
+def test_dag_test_output_becomes_one_airflow_log_file_per_task_try(tmp_path):
+    logs = tasklog.DagTestLogs(tmp_path)
+    for line in DAG_TEST_OUTPUT.splitlines(keepends=True):
+        logs.feed(line)
+    logs.close()
+    run = "run_id=manual__2026-12-07T14:02:25+00:00"
+    prepare = tmp_path / f"dag_id=zoo_x/{run}/task_id=prepare_data/attempt=1.log"
+    first, second = (tmp_path / f"dag_id=zoo_x/{run}/task_id=finetune/map_index=2/attempt={n}.log" for n in (1, 2))
+    assert logs.written == [prepare, first, second]
+    records = [json.loads(line) for line in prepare.read_text().splitlines()]
+    # Airflow's JSON task log: the task's own lines, levels and times, nothing of other tasks.
+    assert [r["event"] for r in records if r["event"].startswith("[nnzoo]")] == ["[nnzoo] prepared 420 digits"]
+    assert records[0]["timestamp"] == "2026-12-07T14:02:26.328947Z" and records[0]["level"] == "info"
+    assert records[2] == {"level": "info", "event": "[nnzoo] prepared 420 digits",
+                          "timestamp": "2026-12-07T14:02:26.329681Z"}
+    assert not any("between tasks" in r["event"] for r in records)
+    tries = [[json.loads(line)["event"] for line in path.read_text().splitlines()] for path in (first, second)]
+    assert "[nnzoo] finetune epoch 1/2" in tries[0] and "[nnzoo] finetune epoch 2/2" not in tries[0]
+    assert "[nnzoo] finetune epoch 2/2" in tries[1]
+    assert json.loads(first.read_text().splitlines()[-1])["level"] == "error"
+
+
+def test_the_zoo_run_announces_no_dataset_for_retraining(monkeypatch, capsys):
+    from airflow.sdk import AssetAlias
+
+    from pipelines import orchestration
+
+    class Events(dict):
+        def __missing__(self, key):
+            self[key] = types.SimpleNamespace(added=[], add=lambda asset, extra: self[key].added.append(extra))
+            return self[key]
+
+    data = {"changed": True, "dataset": "mnist_subset", "fingerprint": "f", "profile": "smoke", "data_uri": "u"}
+    events = Events()
+    orchestration.announce_dataset(events, data)
+    assert events[AssetAlias(orchestration.DATASETS_ALIAS)].added == [
+        {"dataset": "mnist_subset", "fingerprint": "f", "profile": "smoke", "data_uri": "u"}]
+    monkeypatch.setenv(orchestration.ZOO_RUN_VARIABLE, "1")
+    events = Events()
+    orchestration.announce_dataset(events, data)
+    assert not events
+    assert "not announced to nnzoo_retrain" in capsys.readouterr().out
+
+
+# --- MLflow's server as `make ui` starts it ---------------------------------------------------
+
+
+def test_the_mlflow_start_page_remembers_the_model_training_view_for_a_new_browser():
+    import asyncio
+
+    from pipelines import mlflow_app
+
+    page = b"<!doctype html><html><head><title>MLflow</title></head><body></body></html>"
+
+    async def inner(scope, receive, send):
+        kind = b"text/html; charset=utf-8" if scope["path"] == "/" else b"application/javascript"
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", kind), (b"content-length", str(len(page)).encode())]})
+        await send({"type": "http.response.body", "body": page[:20], "more_body": True})
+        await send({"type": "http.response.body", "body": page[20:]})
+
+    def serve(path, method="GET"):
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(mlflow_app.DefaultViewMiddleware(inner)({"type": "http", "method": method, "path": path},
+                                                             None, send))
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        return dict(sent[0]["headers"]), body
+
+    headers, body = serve("/")
+    assert body.startswith(b"<!doctype html><html><head><script>")
+    assert b'if(!localStorage.getItem("mlflow.workflowType_v1"))' in body  # a choice already made is kept
+    assert b'setItem("mlflow.workflowType_v1","\\"machine_learning\\"")' in body  # as MLflow's UI stores it
+    assert int(headers[b"content-length"]) == len(body)
+    for other in (serve("/static-files/main.js"), serve("/", method="HEAD")):
+        assert other[1] == page
+
+
+def test_make_ui_starts_mlflow_with_nnzoos_app():
+    from importlib.metadata import entry_points
+
+    (entry,) = [e for e in entry_points(group="mlflow.app") if e.name == "nnzoo"]
+    assert entry.value == "pipelines.mlflow_app:app"
