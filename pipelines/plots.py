@@ -188,20 +188,56 @@ def feature_maps(maps: Sequence[tuple[str, np.ndarray]], title: str, channels: i
     return figure
 
 
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+"""The smallest positive normal float32 (about 1.2e-38)."""
+
+
+def _log_floor(series: Sequence[np.ndarray]) -> tuple[float, str] | None:
+    """Where a log axis draws what it cannot place, and the note saying so: values below
+    :data:`FLOAT32_TINY` (zeros included) on a floor at it when some are positive (an
+    underflow), else zeros a decade under the smallest positive value; None when every
+    value is placeable."""
+    values = np.concatenate([np.ravel(ys) for ys in series]) if series else np.array([])
+    values = values[np.isfinite(values)]
+    if not (values < FLOAT32_TINY).any():
+        return None
+    if ((values > 0) & (values < FLOAT32_TINY)).any() or not (values > 0).any():
+        return FLOAT32_TINY, f"below float32's normal range (< {FLOAT32_TINY:.2g}) or 0"
+    return 10.0 ** (np.floor(np.log10(values[values > 0].min())) - 1), "0"
+
+
 def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str, ylabel: str,
           *, log_x: bool = False, log_y: bool = False) -> plt.Figure:
-    """Named ``(x, y)`` series on one chart, e.g. training error per epoch of several nets."""
-    figure, axis = plt.subplots(figsize=(6.6, 4.4))
-    for index, (label, (xs, ys)) in enumerate(series.items()):
-        axis.plot(list(xs), list(ys), marker="o", markersize=3, color=plt.get_cmap("tab10")(index % 10), label=label)
+    """Named ``(x, y)`` series on one chart, e.g. training error per epoch of several nets.
+    On a log y axis what it cannot place (:func:`_log_floor`: zeros, values below
+    float32's range) is drawn on a dotted floor line as open triangles, with a note
+    saying so. The key sits right of the axes, off the curves."""
+    figure, axis = plt.subplots(figsize=(8.4, 4.4))
+    drawn = {label: (np.asarray(list(xs), dtype=float), np.asarray(list(ys), dtype=float))
+             for label, (xs, ys) in series.items()}
+    floor = _log_floor([ys for _, ys in drawn.values()]) if log_y else None
+    for index, (label, (xs, ys)) in enumerate(drawn.items()):
+        colour = plt.get_cmap("tab10")(index % 10)
+        below = ys < floor[0] if floor else np.zeros(len(ys), bool)
+        if below.any():
+            ys = np.where(below, floor[0], ys)
+            axis.scatter(xs[below], ys[below], marker="v", s=22, facecolors="white", edgecolors=colour, zorder=3)
+        axis.plot(xs, ys, marker="o", markersize=3, color=colour, label=label)
     if log_x:
         axis.set_xscale("log")
     if log_y:
         axis.set_yscale("log")
+    if floor:
+        axis.axhline(floor[0], color="#555", linestyle=":", linewidth=1.2, zorder=1)
+        low, high = axis.get_ylim()
+        axis.set_ylim(floor[0] / (high / floor[0]) ** 0.12, high)  # room for the note under the floor
+        axis.annotate(f"\u25bd {floor[1]}: drawn on this line", (0.01, floor[0]),
+                      xycoords=axis.get_yaxis_transform(), xytext=(0, -6), textcoords="offset points", fontsize=8,
+                      color="#333", ha="left", va="top")
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     axis.grid(alpha=0.3, which="both")
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     axis.set_title(title)
     figure.tight_layout()
     return figure
@@ -296,24 +332,50 @@ def heatmaps(images: np.ndarray, maps: Sequence[Sequence[tuple[str, np.ndarray]]
     return figure
 
 
-def segmentations(images: np.ndarray, true_masks: np.ndarray, predicted: np.ndarray, classes: int,
-                  title: str) -> plt.Figure:
-    """Columns: image, true mask, predicted mask (one colour per class, background dark)."""
-    figure, axes = plt.subplots(len(images), 3, figsize=(7.5, 2.5 * len(images) + 0.5), squeeze=False)
-    for row in range(len(images)):
-        for column, (picture, name) in enumerate(((images[row].squeeze(), "image"), (true_masks[row], "true"),
-                                                  (predicted[row], "predicted"))):
-            axis = axes[row, column]
+def segmentations(images: np.ndarray, true_masks: np.ndarray, predicted: np.ndarray | None, classes: int,
+                  title: str, class_names: Sequence[str] | None = None, per_row: int = 2) -> plt.Figure:
+    """Each scene as its image, true mask and (unless ``predicted`` is None) predicted
+    mask, ``per_row`` scenes side by side; one colour per class (a class named
+    ``background`` dark) with the key beside the grid."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    names = list(class_names) if class_names is not None else [str(c) for c in range(classes)]
+    palette = plt.get_cmap("tab10" if classes <= 11 else "tab20" if classes <= 21 else "nipy_spectral")
+    colours, others = [], 0
+    for index in range(classes):
+        if index < len(names) and names[index] == "background":
+            colours.append((0.13, 0.13, 0.13, 1.0))
+            continue
+        colours.append(palette(others % palette.N) if classes <= 21 else palette(others / max(classes - 1, 1)))
+        others += 1
+    cmap = ListedColormap(colours)
+    panels = [("image", None), ("true", true_masks)] + ([("predicted", predicted)] if predicted is not None else [])
+    count, per_row = len(images), max(1, min(per_row, len(images)))
+    rows = max(1, int(np.ceil(count / per_row)))
+    # Between two scenes a narrow empty column, so each scene's panels read as one group.
+    ratios = [r for group in range(per_row) for r in ([0.15] if group else []) + [1.0] * len(panels)]
+    figure = plt.figure(figsize=(1.7 * sum(ratios) + 1.6, 1.7 * rows + 0.7), layout="constrained")
+    grid = figure.add_gridspec(rows, len(ratios), width_ratios=ratios)
+    for index in range(rows * per_row):
+        row, group = divmod(index, per_row)
+        for column, (name, masks) in enumerate(panels):
+            axis = figure.add_subplot(grid[row, group * (len(panels) + 1) + column])
             axis.axis("off")
-            if column:
-                axis.imshow(picture, cmap="tab20" if classes <= 20 else "nipy_spectral", vmin=0, vmax=max(classes, 20) - 1,
-                            interpolation="nearest")
+            if index >= count:
+                continue
+            if masks is None:
+                axis.imshow(np.asarray(images[index]).squeeze(), cmap="gray")
             else:
-                axis.imshow(picture, cmap="gray")
+                axis.imshow(masks[index], cmap=cmap, vmin=-0.5, vmax=classes - 0.5, interpolation="nearest")
             if row == 0:
                 axis.set_title(name, fontsize=9)
-    figure.suptitle(title)
-    figure.tight_layout()
+    shown = set(range(classes)) if classes <= 21 else {int(v) for masks in (true_masks, predicted)
+                                                       if masks is not None for v in np.unique(masks[:count])}
+    figure.legend(handles=[Patch(facecolor=colours[c], edgecolor="#888", label=names[c] if c < len(names) else
+                                 str(c)) for c in sorted(shown) if c < classes],
+                  loc="outside right upper", title="class", fontsize=8, title_fontsize=9, frameon=False)
+    figure.suptitle(title, fontsize=11)
     return figure
 
 
@@ -332,9 +394,14 @@ def accuracy_vs_flops_panels(models: Sequence[Mapping[str, Any]], frontier: Mapp
     dataset's accuracy-per-parameter frontier (``frontier[dataset]``, as
     ``family/model``) are ringed. The accuracy axis is spaced by the log of the error
     (1 - accuracy), so 0.95, 0.98 and 0.99 stand apart and nets at chance keep their
-    place at the bottom; labels sit in a column beside each panel, never on each other,
-    and models that sit together share one. ``models``: dicts with ``family``,
-    ``model``, ``dataset``, ``accuracy``, ``flops``, ``params``."""
+    place at the bottom. Labels sit in a column beside each panel, never on the data or
+    on each other, their leader lines under the bubbles; models that sit together share
+    one, and models at chance (:func:`_at_chance`) share a dotted line across the panel
+    and one label naming them left to right. The key sits below the panels.
+    ``models``: dicts with ``family``, ``model``, ``dataset``, ``accuracy``, ``flops``,
+    ``params``."""
+    import textwrap
+
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     datasets = sorted({str(row["dataset"]) for row in models})
@@ -346,8 +413,20 @@ def accuracy_vs_flops_panels(models: Sequence[Mapping[str, Any]], frontier: Mapp
     def error(row: Mapping[str, Any]) -> float:
         return min(max(1.0 - float(row["accuracy"]), floor), 1.0)
 
-    grouped = {d: _label_groups([r for r in models if str(r["dataset"]) == d], error) for d in datasets}
-    heights = [max(2.8, 0.3 * sum(min(len(g), 3) for g in grouped[d]) + 1.2) for d in datasets] or [2.8]
+    labels: dict[str, list[tuple[list[Mapping[str, Any]], str, bool]]] = {}  # (rows, text, at chance)
+    for dataset in datasets:
+        rows = [row for row in models if str(row["dataset"]) == dataset]
+        chance = _at_chance(rows)
+        labels[dataset] = [(group, "\n".join(f"{r['model']} ({_short_count(float(r['params']))}, "
+                                             f"{float(r['accuracy']):.3f})" for r in group), False)
+                           for group in _label_groups([r for r in rows if r not in chance], error)]
+        if chance:
+            named = ", ".join(f"{r['model']} ({_short_count(float(r['params']))})"
+                              for r in sorted(chance, key=lambda r: float(r["flops"])))
+            labels[dataset].append((chance, textwrap.fill(
+                f"at chance, {float(chance[0]['accuracy']):.3f}, on the dotted line left to right: {named}", 48),
+                True))
+    heights = [max(2.8, 0.3 * sum(text.count("\n") + 1 for _, text, _ in labels[d]) + 1.2) for d in datasets] or [2.8]
     figure, axes = plt.subplots(len(heights), 1, figsize=(12.5, sum(heights) + 1.6), squeeze=False,
                                 gridspec_kw={"height_ratios": heights})
     for axis, dataset in zip(axes[:, 0], datasets, strict=False):
@@ -374,37 +453,35 @@ def accuracy_vs_flops_panels(models: Sequence[Mapping[str, Any]], frontier: Mapp
         axis.set_title(f"{dataset}: {len(rows)} model{'s' if len(rows) != 1 else ''}", fontsize=12, loc="left")
         axis.grid(alpha=0.3, which="major")
         # Labels in a column right of the panel, in the order of their points, spread apart.
-        groups = grouped[dataset]
+        groups = labels[dataset]
         span = np.log(high) - np.log(low)
-        wanted = [(np.log(high) - np.log(float(np.exp(np.mean([np.log(error(r)) for r in g]))))) / span
-                  for g in groups]
-        texts = []
-        for group in groups:
-            names = [f"{r['model']} ({_short_count(float(r['params']))}, {float(r['accuracy']):.3f})" for r in group]
-            texts.append("\n".join(names if len(names) <= 2 else [*names[:2], f"+{len(names) - 2} more"]))
-        lines = [text.count("\n") + 1 for text in texts]
-        unit = min(0.09, 0.98 / max(sum(lines), 1))  # axes height per line of label
+        wanted = [(np.log(high) - float(np.mean([np.log(error(r)) for r in g]))) / span for g, _, _ in groups]
+        heights_in_lines = [text.count("\n") + 1 for _, text, _ in groups]
+        unit = min(0.09, 0.98 / max(sum(heights_in_lines), 1))  # axes height per line of label
         order = sorted(range(len(groups)), key=lambda i: -wanted[i])
         placed: dict[int, float] = {}
         previous, previous_lines = 1.0, 0
         for i in order:
-            previous = placed[i] = min(wanted[i], previous - unit * (previous_lines + lines[i]) / 2)
-            previous_lines = lines[i]
-        shift = max(0.0, unit * lines[order[-1]] / 2 - min(placed.values())) if order else 0.0
-        for i, group in enumerate(groups):
-            x = float(np.exp(np.mean([np.log(float(r["flops"])) for r in group])))
+            previous = placed[i] = min(wanted[i], previous - unit * (previous_lines + heights_in_lines[i]) / 2)
+            previous_lines = heights_in_lines[i]
+        shift = max(0.0, unit * heights_in_lines[order[-1]] / 2 - min(placed.values())) if order else 0.0
+        for i, (group, text, chance) in enumerate(groups):
             y = float(np.exp(np.mean([np.log(error(r)) for r in group])))
-            text = texts[i]
-            axis.annotate(text, (x, y), xytext=(1.02, placed[i] + shift), textcoords="axes fraction", fontsize=9,
-                          ha="left", va="center",
-                          bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "#ccc", "alpha": 0.9},
-                          arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.6}, zorder=4, annotation_clip=False)
-    handles = [axes[0][0].scatter([], [], color=colours[family], alpha=0.6, s=80, label=family) for family in families]
-    handles.append(axes[0][0].scatter([], [], facecolors="none", edgecolors="black", linewidths=2.2, s=80,
+            if chance:
+                axis.axhline(y, color="#777", linestyle=":", linewidth=1.2, zorder=1)
+                anchor, coords = (1.0, y), ("axes fraction", "data")
+            else:
+                anchor, coords = (float(np.exp(np.mean([np.log(float(r["flops"])) for r in group]))), y), "data"
+            axis.annotate(text, anchor, xycoords=coords, xytext=(1.02, placed[i] + shift),
+                          textcoords="axes fraction", fontsize=9, ha="left", va="center",
+                          bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "#ccc"},
+                          arrowprops={"arrowstyle": "-", "color": "#bbb", "lw": 0.6}, zorder=2,
+                          annotation_clip=False)
+    handles = [axes[0][0].scatter([], [], color=colours[family], alpha=0.6, s=120, label=family)
+               for family in families]
+    handles.append(axes[0][0].scatter([], [], facecolors="none", edgecolors="black", linewidths=2.2, s=120,
                                       label="on the accuracy-per-parameter frontier"))
-    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=10, frameon=False)
-    import textwrap
-
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=11, frameon=False)
     figure.suptitle(textwrap.fill(title, 110), fontsize=12)
     figure.subplots_adjust(left=0.09, right=0.6, top=1 - 0.9 / (sum(heights) + 1.6),
                            bottom=0.75 / (sum(heights) + 1.6) + 0.04, hspace=0.55)
@@ -426,6 +503,17 @@ def _label_groups(rows: Sequence[Mapping[str, Any]], error: Callable[[Mapping[st
         else:
             groups.append([row])
     return groups
+
+
+def _at_chance(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows that share the panel's lowest accuracy (to 3 decimals) when two or more
+    do and it is at most 0.5: nets that learned nothing and answer one class for every
+    input score the same; none when no two tie so low."""
+    if not rows:
+        return []
+    lowest = min(float(row["accuracy"]) for row in rows)
+    tied = [row for row in rows if round(float(row["accuracy"]), 3) == round(lowest, 3)]
+    return tied if len(tied) > 1 and lowest <= 0.5 else []
 
 
 def side_by_side(panels: dict[str, np.ndarray], title: str) -> Any:

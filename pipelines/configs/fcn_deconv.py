@@ -214,7 +214,8 @@ FAMILY = register_family(
                                    "sizes.", needs=("prepare_scenes",)),
             Step("detect", "### Detect\nBoxes from heatmap peaks over an image pyramid with non-maximum "
                            "suppression; precision and recall at IoU 0.5 on the test scenes; registers the "
-                           "converted net.", needs=("convert_to_fcn",)),
+                           "converted net. Its heatmaps and detections are also on the parent run.",
+                 needs=("convert_to_fcn",)),
             Step("train_segmenter", "### Train the segmenter\nEncoder of convs and max-pools (or the converted "
                                     "classifier), decoder of Conv2DTranspose layers (learned upsampling) with "
                                     "skip connections, per-pixel classes.", needs=("prepare_scenes",

@@ -19,6 +19,8 @@ from pipelines.runner import model_from
 CLASSIFIER = next(use.registered for use in FAMILY.uses if use.name == "classifier")
 TAG_CLASSIFIER = tracking.tag("classifier")
 PREVIEW = 8
+FCN_FIGURES = ("plots/heatmaps_by_size.png", "plots/heatmaps_over_scenes.png", "plots/detections.png")
+"""The converted net's figures (in its run) that the parent run carries too."""
 
 
 def _truth(boxes: np.ndarray, digits: np.ndarray) -> list[tuple[str, tuple[float, ...]]]:
@@ -48,9 +50,9 @@ def prepare_scenes(step: StepContext) -> dict[str, Any]:
     tracking.log_figure(parent, plots.detections(images, truth, [[] for _ in truth],
                                                  f"{scenes.name}: test scenes and their boxes"),
                         "scenes/boxes.png")
-    tracking.log_figure(parent, plots.segmentations(images, masks, masks, len(scenes.class_names),
-                                                    "scenes and their per-pixel classes (0 = background)"),
-                        "scenes/masks.png")
+    tracking.log_figure(parent, plots.segmentations(images, masks, None, len(scenes.class_names),
+                                                    f"{scenes.name}: test scenes and their per-pixel classes",
+                                                    class_names=scenes.class_names), "scenes/masks.png")
     posed = prepare(DataConfig(dataset="posed_digits", split_seed=typed.data.split_seed, val_fraction=0.1,
                                test_fraction=0.1, data_dir=typed.data.data_dir),
                     params={"digits_from": typed.data.digits_from, **{key: getattr(typed.generator, key) for key in (
@@ -166,7 +168,8 @@ def detect(step: StepContext) -> dict[str, Any]:
     """Boxes from the converted net's heatmaps on the test scenes (drawn in digits no
     training scene holds), scored at ``match_iou``; also the figures without re-centring
     (peaks only). Logged in the conversion's run, which is then registered as
-    ``nnzoo-fcn_deconv-fcn``."""
+    ``nnzoo-fcn_deconv-fcn``; the parent run gets a copy of its heatmaps and detections
+    (:data:`FCN_FIGURES`)."""
     from models.fcn import find_boxes, geometry, pyramid, score_detections
     from pipelines import plots
     from pipelines.data.prepared import normalize_images
@@ -217,6 +220,10 @@ def detect(step: StepContext) -> dict[str, Any]:
         f"{metrics['detection_precision_peaks_only']:.3f} / {metrics['detection_recall_peaks_only']:.3f})")
     step.report({**{key: metrics[key] for key in keys},
                  "max_abs_difference": converted["metrics"]["max_abs_difference"]})
+    for path in FCN_FIGURES:  # read from the run, so a reused evaluation shows them too
+        picture = tracking.load_artifact(converted["run_id"], path)
+        if picture is not None:
+            tracking.log_bytes(step.parent, picture, path)
     decision = step.register("fcn", converted, "detection_f1", metrics["detection_f1"])
     return {"metrics": metrics, "version": decision, "classifier": converted["classifier"]}
 
@@ -342,7 +349,7 @@ def evaluate_segmenter(step: StepContext) -> dict[str, Any]:
             tracking.log_figure(run.run_id, plots.segmentations(
                 images[:6], masks[:6], predicted[:6], len(data.class_names),
                 f"{data.name}: mean IoU {metrics['mean_iou']:.3f}, pixel accuracy "
-                f"{metrics['pixel_accuracy']:.3f}"), "plots/masks.png")
+                f"{metrics['pixel_accuracy']:.3f}", class_names=data.class_names), "plots/masks.png")
             return metrics
 
         metrics = step.evaluate_into(trained["run_id"], ("mean_iou", "pixel_accuracy"), measure,

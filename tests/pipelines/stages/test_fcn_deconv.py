@@ -90,6 +90,8 @@ def test_every_branch_logs_its_metrics_and_figures_and_registers_its_model(clien
     assert {"plots/class_by_rotation.png", "plots/interpolations.png"} <= artifacts[generator.info.run_id]
     assert {a.path for a in client.list_artifacts(smoke["parent"], "scenes")} >= {
         "scenes/boxes.png", "scenes/masks.png", "scenes/posed_digits.png"}
+    # the parent carries the converted net's heatmaps and detections that its experiment promises
+    assert {a.path for a in client.list_artifacts(smoke["parent"], "plots")} >= set(fcn_deconv.FCN_FIGURES)
     for name in ("fcn", "segmenter", "generator"):
         assert client.get_model_version_by_alias(f"nnzoo-fcn_deconv-{name}", "champion")
     parent = client.get_run(smoke["parent"])
