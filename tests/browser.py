@@ -106,8 +106,11 @@ def sign_in_if_asked(driver, user: str, password: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
 
-    wait(driver, lambda d: "/auth/login" in d.current_url or d.find_elements(By.ID, "root"), "an Airflow page")
-    if "/auth/login" in driver.current_url:
+    # The app's page loads first and then redirects to the login page when not signed in:
+    # wait for either the login form or the signed-in app's navigation ("Browse").
+    wait(driver, lambda d: d.find_elements(By.NAME, "username")
+         or d.find_elements(By.XPATH, "//*[normalize-space(text())='Browse']"), "an Airflow page")
+    if driver.find_elements(By.NAME, "username"):
         wait(driver, EC.visibility_of_element_located((By.NAME, "username")), "the login form").send_keys(user)
         driver.find_element(By.NAME, "password").send_keys(password)
         wait(driver, EC.element_to_be_clickable((By.CSS_SELECTOR, "button[type=submit]")), "Sign in").click()
