@@ -5,8 +5,8 @@ Images are float RGB in [0, 1], shape ``(batch, height, width, 3)``, everywhere 
 module.
 
 * :func:`build_loss_network`: VGG19 (Simonyan & Zisserman 2014) cut after the deepest
-  layer the loss reads (``block5_conv2``), returning the style layers' and the content
-  layer's feature maps. ImageNet weights come from a weights file the caller found; without
+  layer the loss reads (``block5_conv2`` with the default content layer), returning the
+  style layers' and the content layer's feature maps. ImageNet weights come from a weights file the caller found; without
   one the weights are seeded He-normal draws (random-weight nets still capture texture
   statistics, He et al. 2016, arXiv 1606.04801), each layer rescaled so that its mean
   activation on seeded noise is 1 (the normalisation Gatys et al. apply to their VGG), so
@@ -25,6 +25,8 @@ module.
 * :class:`PerceptualTrainer`: the transformer with the frozen loss network and one style's
   Gram targets; ``compute_loss`` is the perceptual loss of the transformer's output against
   the input batch, so ``fit`` trains a stylizer. Only the transformer is saved and served.
+* :func:`edge_similarity`: how much of the photo's layout a result keeps, the correlation
+  of the two images' Sobel edge maps (1: the photo's edges, about 0: unrelated ones).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", 
 CONTENT_LAYER = "block5_conv2"
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 """The per-channel means the ImageNet VGG weights were trained with (BGR order, 0-255)."""
+EDGE_BLUR_SIGMA = 1.0
+"""Pixels of Gaussian blur before :func:`edge_similarity` takes its edge maps."""
 MIN_SIDE = 16
 """Smallest side the loss network accepts: four 2x2 poolings before ``block5_conv1`` must
 leave at least one pixel."""
@@ -402,3 +406,72 @@ def time_forward(transformer: Any, size: int, repeats: int, seed: int = 0) -> fl
         np.asarray(forward(image))
         times.append(time.perf_counter() - started)
     return float(np.median(times))
+
+
+# --- how much of the photo a result keeps --------------------------------------------------------------
+
+_GREY = np.asarray([0.299, 0.587, 0.114], np.float32)
+"""ITU-R BT.601 luma weights: RGB -> grey."""
+
+
+def _resize_grey(grey: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of a 2-D array (pixel centres aligned), NumPy only."""
+    if grey.shape == (height, width):
+        return grey
+    rows = np.clip((np.arange(height) + 0.5) * grey.shape[0] / height - 0.5, 0, grey.shape[0] - 1)
+    cols = np.clip((np.arange(width) + 0.5) * grey.shape[1] / width - 0.5, 0, grey.shape[1] - 1)
+    top, left = np.floor(rows).astype(int), np.floor(cols).astype(int)
+    bottom, right = np.minimum(top + 1, grey.shape[0] - 1), np.minimum(left + 1, grey.shape[1] - 1)
+    down, across = (rows - top)[:, None], (cols - left)[None, :]
+    upper = grey[top][:, left] * (1 - across) + grey[top][:, right] * across
+    lower = grey[bottom][:, left] * (1 - across) + grey[bottom][:, right] * across
+    return upper * (1 - down) + lower * down
+
+
+def _smooth(grey: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur with mirrored borders."""
+    radius = max(1, int(np.ceil(3 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    padded = np.pad(grey, radius, mode="reflect")
+    rows = sum(weight * padded[offset: offset + grey.shape[0], :] for offset, weight in enumerate(taps))
+    return sum(weight * rows[:, offset: offset + grey.shape[1]] for offset, weight in enumerate(taps))
+
+
+def sobel_magnitude(grey: np.ndarray) -> np.ndarray:
+    """Gradient magnitude of a 2-D image by the 3x3 Sobel operator (mirrored borders)."""
+    p = np.pad(np.asarray(grey, np.float64), 1, mode="reflect")
+    h, w = grey.shape
+    def at(dy: int, dx: int) -> np.ndarray:
+        return p[1 + dy: 1 + dy + h, 1 + dx: 1 + dx + w]
+    gx = (at(-1, 1) + 2 * at(0, 1) + at(1, 1)) - (at(-1, -1) + 2 * at(0, -1) + at(1, -1))
+    gy = (at(1, -1) + 2 * at(1, 0) + at(1, 1)) - (at(-1, -1) + 2 * at(-1, 0) + at(-1, 1))
+    return np.hypot(gx, gy)
+
+
+def edge_similarity(stylised: Any, photo: Any, blur_sigma: float = EDGE_BLUR_SIGMA) -> float:
+    """How much of the photo's layout a stylised image keeps: the Pearson correlation of
+    the Sobel edge-magnitude maps of the two images in grey (the photo resized to the
+    stylised image's size), each blurred by a Gaussian of ``blur_sigma`` pixels first so
+    that edges a pixel apart still count as the same edge.
+
+    1.0: the same edges (the photo itself, or a recoloured photo); about 0: edges unrelated
+    to the photo's (noise, a texture that has covered it); negative values are possible.
+    Images are float RGB in [0, 1] (or uint8), ``(height, width, 3)``; NumPy only.
+    """
+    maps = []
+    target: tuple[int, int] | None = None
+    for image in (stylised, photo):
+        pixels = np.asarray(image)
+        pixels = pixels.astype(np.float32) / (255.0 if pixels.dtype == np.uint8 else 1.0)
+        if pixels.ndim != 3 or pixels.shape[-1] != 3:
+            raise ValueError(f"image of shape {pixels.shape}: expected (height, width, 3)")
+        grey = pixels @ _GREY
+        target = target or grey.shape
+        grey = _resize_grey(grey.astype(np.float64), *target)
+        if blur_sigma > 0:
+            grey = _smooth(grey, blur_sigma)
+        maps.append(sobel_magnitude(grey).ravel())
+    first, second = (m - m.mean() for m in maps)
+    denominator = float(np.sqrt(np.sum(first**2) * np.sum(second**2)))
+    return float(np.sum(first * second) / denominator) if denominator > 0 else 0.0

@@ -28,27 +28,38 @@ TAG_STYLE_SOURCE = tracking.tag("style_source")
 MODEL = "stylizer"
 RANDOM_WARNING = ("WARNING: the loss network is VGG19 with seeded random weights, not ImageNet's: texture "
                   "statistics still transfer, but expect lower quality than with the trained net")
-_LOSS_NETWORKS: dict[tuple[str | None, int], Any] = {}
+_LOSS_NETWORKS: dict[tuple[str | None, int, str], Any] = {}
 
 
-def loss_network(weights_path: str | None, seed: int) -> Any:
-    """The frozen VGG19 feature extractor, built once per process for each (weights, seed)."""
-    from models.style import build_loss_network
+def loss_network(weights_path: str | None, seed: int, content_layer: str | None = None) -> Any:
+    """The frozen VGG19 feature extractor, built once per process for each (weights, seed,
+    content layer); ``content_layer`` None: :data:`models.style.CONTENT_LAYER`."""
+    from models.style import CONTENT_LAYER, build_loss_network
 
-    key = (weights_path, seed)
+    key = (weights_path, seed, content_layer or CONTENT_LAYER)
     if key not in _LOSS_NETWORKS:
-        _LOSS_NETWORKS[key] = build_loss_network(weights_path, seed=seed)
+        _LOSS_NETWORKS[key] = build_loss_network(weights_path, seed=seed, content_layer=key[2])
     return _LOSS_NETWORKS[key]
 
 
-def perceptual_loss(typed: Any, images: dict[str, Any]) -> Any:
-    """The family's :class:`models.style.PerceptualLoss` for the prepared style and loss net."""
+def perceptual_loss(typed: Any, images: dict[str, Any], content_weight: float | None = None) -> Any:
+    """The family's :class:`models.style.PerceptualLoss` for the prepared style and loss
+    net, with that net's content layer (``StyleConfig.content_layer_for``); another
+    ``content_weight`` for the fast net's training."""
     from models.style import PerceptualLoss
 
-    network = loss_network(images["loss_net_weights"], images["loss_net_seed"])
+    content_layer = typed.style.content_layer_for(images["loss_net"])
+    network = loss_network(images["loss_net_weights"], images["loss_net_seed"], content_layer)
     return PerceptualLoss(network, _style_pixels(images) / np.float32(255.0),
-                          content_weight=typed.style.content_weight, style_weight=typed.style.style_weight,
-                          tv_weight=typed.style.tv_weight)
+                          content_weight=typed.style.content_weight if content_weight is None else content_weight,
+                          style_weight=typed.style.style_weight, tv_weight=typed.style.tv_weight)
+
+
+def _edges_label(label: str, stylised: Any, photo: Any) -> str:
+    """A panel title with the result's :func:`models.style.edge_similarity` to the photo."""
+    from models.style import edge_similarity
+
+    return f"{label} (edges {edge_similarity(stylised, photo):.2f})"
 
 
 def _style_pixels(images: dict[str, Any]) -> np.ndarray:
@@ -77,6 +88,7 @@ def prepare_images(step: StepContext) -> dict[str, Any]:
     chosen = choose_loss_network(typed.style.loss_net, typed.style.loss_net_seed)
     if chosen.name == "random":
         say(f"style_transfer: {RANDOM_WARNING} ({chosen.reason})")
+    content_layer = typed.style.content_layer_for(chosen.name)
     names = [str(name) for name in data.get("test", "name")]
     photo = typed.iterative.content_photo or names[0]
     every = [str(name) for split in ("train", "val", "test") for name in data.get(split, "name")]
@@ -87,16 +99,17 @@ def prepare_images(step: StepContext) -> dict[str, Any]:
     out = {"style_path": str(style_path), "style_fingerprint": style.fingerprint, "style_source": style.source,
            "style_conversions": list(style.conversions), "style_shape": list(style.pixels.shape),
            "loss_net": chosen.name, "loss_net_weights": chosen.weights_path, "loss_net_seed": chosen.seed,
-           "loss_net_reason": chosen.reason, "content_photo": photo}
+           "loss_net_reason": chosen.reason, "content_photo": photo, "content_layer": content_layer}
     tracking.log_params(parent, {"loss_net_used": chosen.name, "style.source": style.source,
-                                 "style.fingerprint": style.fingerprint, "content_photo_used": photo})
+                                 "style.fingerprint": style.fingerprint, "content_photo_used": photo,
+                                 "content_layer_used": content_layer})
     tracking.set_tags(parent, {TAG_LOSS_NET: chosen.name, TAG_STYLE_SOURCE: style.source,
                                tracking.tag("loss_net_reason"): chosen.reason})
     tracking.log_image(parent, style.pixels, "images/style.png")
     tracking.log_dict(parent, out, "images/prepared.json")
     say(f"style_transfer: style {style.source} {style.pixels.shape[1]}x{style.pixels.shape[0]}"
         + (f" ({'; '.join(style.conversions)})" if style.conversions else "")
-        + f", loss network {chosen.name} ({chosen.reason}), content photo {photo}")
+        + f", loss network {chosen.name} ({chosen.reason}), content layer {content_layer}, content photo {photo}")
     return out
 
 
@@ -116,7 +129,8 @@ def _image_tags(images: dict[str, Any]) -> dict[str, Any]:
 def stylize_iterative(step: StepContext) -> dict[str, Any]:
     """Stylise the content photo by optimisation; log the content, style, TV and total
     losses at every step, snapshots, the result beside content and style, the content
-    photo's own style loss, and the drop of the total loss from the first step."""
+    photo's own style loss, the drop of the total loss from the first step, and how much
+    of the photo's edges the result keeps (``content_edge_similarity``)."""
     from models import style as style_models
     from pipelines import plots
 
@@ -145,13 +159,15 @@ def stylize_iterative(step: StepContext) -> dict[str, Any]:
                    "final_tv_loss": result.final["tv"], "content_photo_style_loss": own["style"],
                    "style_loss_vs_content_photo": result.final["style"] / max(own["style"], 1e-12),
                    "iterative_seconds": result.seconds, "iterative_seconds_per_step": result.seconds_per_step,
+                   "content_edge_similarity": style_models.edge_similarity(result.image, content),
                    "image_size": float(size)}
         for number, snapshot in result.snapshots.items():
             tracking.log_image(run.run_id, snapshot, f"snapshots/step_{number:05d}.png")
         tracking.log_image(run.run_id, result.image, "images/result.png")
         tracking.log_figure(run.run_id, plots.side_by_side(
-            {"content": content, "style": _style_pixels(images), f"iterative, {iterative.iterations} steps":
-             result.image}, f"Iterative stylisation ({images['loss_net']} VGG19)"), "images/side_by_side.png")
+            {"content": content, "style": _style_pixels(images),
+             _edges_label(f"iterative, {iterative.iterations} steps", result.image, content): result.image},
+            f"Iterative stylisation ({images['loss_net']} VGG19)"), "images/side_by_side.png")
         steps = range(1, len(result.history["total"]) + 1)
         tracking.log_figure(run.run_id, plots.lines(
             {f"{name} x weight" if name != "total" else name: (steps, np.asarray(values) * weight)
@@ -161,7 +177,8 @@ def stylize_iterative(step: StepContext) -> dict[str, Any]:
             "plots/losses.png")
         say(f"iterative: total loss {first:.4g} -> {result.final['total']:.4g} "
             f"(-{100 * metrics['total_loss_drop']:.1f}%), style loss {result.final['style']:.4g} vs the content "
-            f"photo's {own['style']:.4g}, {result.seconds_per_step:.3f} s per step at {size}x{size}")
+            f"photo's {own['style']:.4g}, edge similarity to the photo {metrics['content_edge_similarity']:.2f}, "
+            f"{result.seconds_per_step:.3f} s per step at {size}x{size}")
         return metrics
 
     return step.side_run("iterative", stylise_by_optimisation, stage="stylize_iterative",
@@ -202,11 +219,13 @@ def train_fast_stylizer(step: StepContext) -> dict[str, Any]:
     train_photos, val_photos = data.get("train", "x"), data.get("val", "x")
     crop = fast.crop_size
     sample = content_photo(data, images["content_photo"], typed.iterative.image_size)
+    content_weight = fast.content_weight_for(images["loss_net"], typed.style.content_weight)
 
     def build() -> Any:
         transformer = build_model("style_transformer", filters=fast.stylizer_filters,
                                   residual_blocks=fast.residual_blocks)
-        trainer = PerceptualTrainer(transformer, perceptual_loss(typed, images), crop, name="perceptual_trainer")
+        trainer = PerceptualTrainer(transformer, perceptual_loss(typed, images, content_weight), crop,
+                                    name="perceptual_trainer")
         trainer(np.zeros((1, crop, crop, 3), np.float32))  # builds it, so its size is known before fit
         return trainer
 
@@ -219,7 +238,7 @@ def train_fast_stylizer(step: StepContext) -> dict[str, Any]:
 
         output = stylise(model.transformer, sample[None])[0]
         tracking.log_figure(run.run_id, plots.side_by_side(
-            {"content": sample, "style": _style_pixels(images), "fast stylizer": output},
+            {"content": sample, "style": _style_pixels(images), _edges_label("fast stylizer", output, sample): output},
             f"Fast stylizer after training ({images['loss_net']} VGG19)"), "images/side_by_side.png")
         return {"training_crop": float(crop)}
 
@@ -227,8 +246,10 @@ def train_fast_stylizer(step: StepContext) -> dict[str, Any]:
     return step.train(Training(
         MODEL, data=data, build=build, datasets=datasets, example=example, after=after,
         run_name="fast stylizer", stage="train_fast_stylizer", tags=_image_tags(images),
-        params={**_image_params(images), "crop_size": crop},
-        depends_on={"style": images["style_fingerprint"], "loss_net": images["loss_net"]},
+        params={**_image_params(images), "crop_size": crop, "training_content_weight": content_weight},
+        depends_on={"style": images["style_fingerprint"], "loss_net": images["loss_net"],
+                    "content_layer": typed.style.content_layer_for(images["loss_net"]),
+                    "content_weight": content_weight},
         examples=fast.stylizer_steps_per_epoch * typed.train.batch_size,
         fit={"loss": None, "metrics": (), "steps_per_epoch": fast.stylizer_steps_per_epoch},
         export=lambda model: (model.transformer, example)))
@@ -237,7 +258,7 @@ def train_fast_stylizer(step: StepContext) -> dict[str, Any]:
 # --- stylize_fast ----------------------------------------------------------------------------------------
 
 FAST_KEYS = ("test_perceptual_loss", "test_content_loss", "test_style_loss", "fast_total_loss_at_image_size",
-             "sizes_stylised")
+             "content_edge_similarity", "sizes_stylised")
 
 
 @step_of(FAMILY)
@@ -245,7 +266,10 @@ def stylize_fast(step: StepContext) -> dict[str, Any]:
     """One forward pass per held-out photo (their mean perceptual loss is the registry's
     metric, lower is better), the content photo at the iterative method's size (its loss
     is what the iterative method must reach), and the content photo at each of
-    ``fast.stylize_sizes`` (never the training size); then register the stylizer."""
+    ``fast.stylize_sizes`` (never the training size); then register the stylizer. How much
+    of the content photo's edges the result at the iterative size keeps is logged as
+    ``content_edge_similarity``, as for the iterative method."""
+    from models import style as style_models
     from models.style import stylise
     from pipelines import plots
 
@@ -266,6 +290,7 @@ def stylize_fast(step: StepContext) -> dict[str, Any]:
         at_size = loss.terms(fast_output, loss.content_features(content[None]))
         metrics["fast_total_loss_at_image_size"] = float(at_size["total"][0])
         metrics["fast_style_loss_at_image_size"] = float(at_size["style"][0])
+        metrics["content_edge_similarity"] = style_models.edge_similarity(fast_output[0], content)
         tracking.log_image(run_id, fast_output[0], "images/result.png")
         shapes = {}
         names = [str(name) for name in data.get("test", "name")]
@@ -282,7 +307,8 @@ def stylize_fast(step: StepContext) -> dict[str, Any]:
                                    "test_photos": names}, "stylised/sizes.json")
         for index, (photo, output) in enumerate(zip(photos, outputs, strict=True)):
             tracking.log_figure(run_id, plots.side_by_side(
-                {"content": photo, "style": _style_pixels(images), "fast stylizer": output},
+                {"content": photo, "style": _style_pixels(images),
+                 _edges_label("fast stylizer", output, photo): output},
                 f"Held-out photo {names[index]}"), f"stylised/test_{names[index]}.png")
         return metrics
 
@@ -347,15 +373,18 @@ def compare_speed(step: StepContext) -> dict[str, Any]:
               f"{500 * step / fwd:.0f}x |" for size, step, fwd in rows]
     text = "\n".join([f"# Style transfer speed ({typed.profile}, {images['loss_net']} VGG19)", "", *table, "",
                       matched, ""])
-    panels = {"content": content_photo(step.data, images["content_photo"], typed.iterative.image_size),
-              "style": _style_pixels(images)}
+    photo = content_photo(step.data, images["content_photo"], typed.iterative.image_size)
+    panels = {"content": photo, "style": _style_pixels(images)}
     for label, run_id in ((f"iterative, {steps} steps", iterative["run_id"]), ("fast, one pass", fast["run_id"])):
-        panels[label] = np.asarray(tracking.load_image(run_id, "images/result.png").convert("RGB"))
+        result = np.asarray(tracking.load_image(run_id, "images/result.png").convert("RGB"))
+        panels[_edges_label(label, result, photo)] = result
     return step.report(metrics, name="speed", text=text, figures={
         "plots/seconds_per_image.png": plots.bars(
             {f"iterative {steps} steps": steps * rows[-1][1], "iterative 100 steps": 100 * rows[-1][1],
              "fast net": rows[-1][2]}, f"Seconds per {rows[-1][0]}x{rows[-1][0]} image on this machine", "seconds"),
-        "images/side_by_side.png": plots.side_by_side(panels, f"Style transfer ({images['loss_net']} VGG19 loss network)")})
+        "images/side_by_side.png": plots.side_by_side(
+            panels, f"Style transfer ({images['loss_net']} VGG19 loss network, content at "
+                    f"{typed.style.content_layer_for(images['loss_net'])})")})
 
 
 # --- nnzoo stylize ------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The style-transfer models: the stylizer net (any size, one train step, safe-mode round
-trip), the seeded random loss network, the Gram matrix, total variation and the
-perceptual loss."""
+trip), the seeded random loss network, the Gram matrix, total variation, the
+perceptual loss, and the edge similarity of a result to its photo."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from models.style import (
     PerceptualTrainer,
     ReflectionPadding2D,
     build_loss_network,
+    edge_similarity,
     gram_matrix,
     stylise,
     total_variation,
@@ -132,3 +133,37 @@ def test_perceptual_loss_is_zero_where_the_targets_are_met(network, images):
     styled = loss.terms(style[None], loss.content_features(style[None]))
     assert float(styled["style"][0]) == pytest.approx(0.0, abs=1e-6)
     np.testing.assert_allclose(np.asarray(own["total"]), np.asarray(own["content"] + own["style"]), rtol=1e-6)
+
+
+def _scene(height: int = 96, width: int = 96) -> np.ndarray:
+    """A photo-like test image: a lit gradient with a few coloured blocks and a disc."""
+    rows, cols = np.mgrid[0:height, 0:width] / np.float32(max(height, width))
+    image = np.stack([0.6 + 0.3 * rows, 0.5 + 0.2 * cols, 0.7 - 0.3 * rows], axis=-1).astype(np.float32)
+    image[int(0.1 * height): int(0.5 * height), int(0.15 * width): int(0.45 * width)] = (0.8, 0.2, 0.1)
+    image[int(0.6 * height): int(0.9 * height), int(0.1 * width): int(0.8 * width)] = (0.1, 0.3, 0.7)
+    disc = (rows - 0.3) ** 2 + (cols - 0.72) ** 2 < 0.15**2
+    image[disc] = (0.95, 0.9, 0.2)
+    return image
+
+
+def _box_blur(image: np.ndarray, radius: int) -> np.ndarray:
+    padded = np.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="edge")
+    size = 2 * radius + 1
+    height, width = image.shape[:2]
+    return sum(padded[dy: dy + height, dx: dx + width] for dy in range(size) for dx in range(size)) / size**2
+
+
+def test_edge_similarity_is_one_for_the_photo_about_zero_for_noise_and_between_for_a_blur():
+    photo = _scene()
+    rng = np.random.default_rng(0)
+    assert edge_similarity(photo, photo) == pytest.approx(1.0)
+    assert edge_similarity(1.0 - photo, photo) == pytest.approx(1.0)  # recoloured: the same edges
+    assert abs(edge_similarity(rng.random(photo.shape, dtype=np.float32), photo)) < 0.1
+    assert abs(edge_similarity(np.full_like(photo, 0.5), photo)) < 1e-9  # no edges at all
+    blurred = [edge_similarity(_box_blur(photo, radius), photo) for radius in (1, 3, 6)]
+    assert 1.0 > blurred[0] > blurred[1] > blurred[2] > 0.1, blurred
+    # a uint8 copy at another size is resized to the result's size first
+    small = np.round(_scene(64, 64) * 255).astype(np.uint8)
+    assert edge_similarity(small, photo) > 0.8
+    with pytest.raises(ValueError, match="expected \\(height, width, 3\\)"):
+        edge_similarity(photo[..., 0], photo)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.configs.style_transfer import FAMILY
+from pipelines.configs.style_transfer import CONTENT_LAYERS, FAMILY
 from pipelines.data import source_weights
 from pipelines.data.source_style import (
     MAX_SIDE,
@@ -100,6 +100,19 @@ def test_iterative_run_logs_three_losses_per_step_snapshots_and_the_content_phot
     assert snapshots == {f"snapshots/step_{n:05d}.png" for n in [0, *range(every, steps + 1, every)]}
     images = {item.path for item in client.list_artifacts(run_id, "images")}
     assert {"images/result.png", "images/side_by_side.png"} <= images
+
+
+@pytest.mark.slow
+def test_both_methods_log_how_much_of_the_photos_edges_they_keep(client, smoke):
+    out = smoke["out"]
+    params = client.get_run(smoke["parent"]).data.params
+    assert params["content_layer_used"] == out["prepare_images"]["content_layer"] == CONTENT_LAYERS["random"]
+    for run_id in (out["stylize_iterative"]["run_id"], out["stylize_fast"]["run_id"]):
+        assert -1.0 <= client.get_run(run_id).data.metrics["content_edge_similarity"] <= 1.0
+    assert out["stylize_fast"]["metrics"]["content_edge_similarity"] == pytest.approx(
+        client.get_run(out["stylize_fast"]["run_id"]).data.metrics["content_edge_similarity"])
+    fast_training = client.get_run(out["train_fast_stylizer"]["run_id"]).data.params
+    assert float(fast_training["training_content_weight"]) == 50.0  # the random net's (FastConfig.content_weight_for)
 
 
 @pytest.mark.slow
@@ -199,6 +212,30 @@ def test_nnzoo_stylize_without_a_registered_stylizer_says_how_to_get_one(store, 
 
 
 # --- the loss network ----------------------------------------------------------------------------------
+
+
+def test_content_layer_follows_the_loss_network_unless_configured():
+    from pipelines.config import ConfigError
+
+    style = FAMILY.config("quick").style
+    assert style.content_layer_for("imagenet") == "block5_conv2"  # Gatys et al.'s, unchanged
+    assert style.content_layer_for("random") == CONTENT_LAYERS["random"] == "block3_conv2"
+    named = FAMILY.config("quick", {"style.content_layer": "block4_conv2"}).style
+    assert named.content_layer_for("imagenet") == named.content_layer_for("random") == "block4_conv2"
+    with pytest.raises(ConfigError, match="content_layer='block6_conv1'"):
+        FAMILY.config("quick", {"style.content_layer": "block6_conv1"})
+    with pytest.raises(ValueError, match="loss_net='auto'"):
+        style.content_layer_for("auto")
+
+
+def test_the_fast_net_trains_with_a_heavier_content_weight_on_the_random_loss_network():
+    from pipelines.configs.style_transfer import FAST_CONTENT_WEIGHT_RANDOM
+
+    quick = FAMILY.config("quick")
+    assert quick.fast.content_weight_for("random", quick.style.content_weight) == FAST_CONTENT_WEIGHT_RANDOM == 50.0
+    assert quick.fast.content_weight_for("imagenet", quick.style.content_weight) == quick.style.content_weight
+    chosen = FAMILY.config("quick", {"fast.content_weight": 7})
+    assert chosen.fast.content_weight_for("random", 1.0) == chosen.fast.content_weight_for("imagenet", 1.0) == 7
 
 
 def test_loss_network_choice_never_downloads_unless_allowed(tmp_path, monkeypatch):
