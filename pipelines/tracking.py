@@ -695,6 +695,62 @@ def _standing(mlflow_client: MlflowClient, version: Any | None, metric: str) -> 
     return Standing(str(version.version), float(raw) if raw is not None else None, profile, dataset)
 
 
+PROMOTION_LOCK_SUFFIX = ".promotion-lock"
+PROMOTION_LOCK_STALE_S = 120.0
+"""A lock older than this belongs to a promoter that died (a promotion takes well under a second)."""
+
+
+@contextlib.contextmanager
+def promotion_lock(name: str, timeout: float = 300.0) -> Iterator[None]:
+    """Hold the promotion lock of registered model ``name`` (one promoter at a time).
+
+    MLflow's registry has no compare-and-set for aliases: two promoters that read the
+    same champion at the same moment could both set it, and the worse could win. The
+    lock is the one atomic step every MLflow backend offers, on SQLite, PostgreSQL or
+    behind a tracking server alike: creating a registered model whose name exists fails.
+    ``<name>.promotion-lock`` is created to take the lock and deleted to release it; a
+    waiter backs off and retries, and breaks a lock left by a promoter that died (older
+    than :data:`PROMOTION_LOCK_STALE_S`)."""
+    import random
+    import socket
+
+    mlflow_client = client()
+    lock = f"{name}{PROMOTION_LOCK_SUFFIX}"
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    deadline, delay, first_seen = time.monotonic() + timeout, 0.02, {}
+    while True:
+        try:
+            mlflow_client.create_registered_model(lock, tags={"nnzoo.lock.owner": owner,
+                                                              "nnzoo.lock.since": f"{time.time():.3f}"},
+                                                  description="nnzoo: a promotion of this model is in progress")
+            break
+        except MlflowException as error:
+            # DOES_NOT_EXIST: the name was taken, then freed before MLflow read it back.
+            if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
+                raise
+        try:
+            held = mlflow_client.get_registered_model(lock)
+        except MlflowException:
+            continue  # released meanwhile
+        since = float(held.tags.get("nnzoo.lock.since") or first_seen.setdefault(held.name, time.time()))
+        if time.time() - since > PROMOTION_LOCK_STALE_S:
+            print(f"[nnzoo] breaking the promotion lock of {name} left by {held.tags.get('nnzoo.lock.owner', '?')} "
+                  f"{time.time() - since:.0f}s ago", flush=True)
+            with contextlib.suppress(MlflowException):
+                mlflow_client.delete_registered_model(lock)
+            continue
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"promotion of {name}: its lock {lock} is held by "
+                               f"{held.tags.get('nnzoo.lock.owner', '?')} for {time.time() - since:.0f}s")
+        time.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 0.5)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(MlflowException):
+            mlflow_client.delete_registered_model(lock)
+
+
 def promote(
     name: str, version: str, metric: str, value: float, *, higher_is_better: bool = True, tolerance: float = 0.0,
     profile: str | None = None, dataset: str | None = None,
@@ -715,16 +771,18 @@ def promote(
     mlflow_client.set_model_version_tag(name, str(version), f"nnzoo.{metric}", str(value))
     mlflow_client.set_model_version_tag(name, str(version), TAG_PROFILE, profile)
     mlflow_client.set_model_version_tag(name, str(version), TAG_DATASET, dataset)
-    decided = decide_promotion(
-        Standing(str(version), value, profile, dataset), metric,
-        best=_standing(mlflow_client, _by_alias(mlflow_client, name, alias), metric),
-        served=_standing(mlflow_client, _by_alias(mlflow_client, name, CHAMPION), metric),
-        higher_is_better=higher_is_better, tolerance=tolerance)
-    mlflow_client.set_registered_model_alias(name, CHALLENGER, str(version))
-    if decided["lineage_champion"]:
-        mlflow_client.set_registered_model_alias(name, alias, str(version))
-    if decided["promoted"]:
-        mlflow_client.set_registered_model_alias(name, CHAMPION, str(version))
+    # Read, decide and set as one step: a concurrent promotion of this model waits.
+    with promotion_lock(name):
+        decided = decide_promotion(
+            Standing(str(version), value, profile, dataset), metric,
+            best=_standing(mlflow_client, _by_alias(mlflow_client, name, alias), metric),
+            served=_standing(mlflow_client, _by_alias(mlflow_client, name, CHAMPION), metric),
+            higher_is_better=higher_is_better, tolerance=tolerance)
+        mlflow_client.set_registered_model_alias(name, CHALLENGER, str(version))
+        if decided["lineage_champion"]:
+            mlflow_client.set_registered_model_alias(name, alias, str(version))
+        if decided["promoted"]:
+            mlflow_client.set_registered_model_alias(name, CHAMPION, str(version))
     decision = {"name": name, "version": str(version), "metric": metric, "value": value, "profile": profile,
                 "dataset": dataset, "lineage_alias": alias, **decided}
     tags = {"nnzoo.promotion.decision": "champion" if decided["promoted"] else alias if decided["lineage_champion"]
