@@ -1,6 +1,7 @@
 """The two UIs of the distributed stack in a real browser (Debian's headless Chromium
 through Selenium), as a person uses them: sign into Airflow, open the DAG and its
-trigger form; find the experiment and a run in MLflow. Screenshots of each step are
+trigger form; follow a task's link to its MLflow run and back (MLflow's experiment list
+and run pages: tests/test_end_to_end.py, over `make ui`). Screenshots of each step are
 kept in ``var/test-output/browser/`` (``NNZOO_TEST_OUTPUT`` moves it)."""
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from tests.service.conftest import ADMIN_USER, DAG_ID, DagRun, Stack, describe_r
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
-EXPERIMENT = "nnzoo-classifiers"
 
 
 @pytest.fixture(scope="module")
@@ -118,39 +118,6 @@ def test_airflow_ui_login_dag_page_and_trigger_form(stack: Stack, smoke_dag_run:
 
 def sign_in_if_asked(driver, stack: Stack) -> None:
     browser_sign_in(driver, ADMIN_USER, stack.password)
-
-
-def test_mlflow_ui_shows_the_experiment_and_its_runs(stack: Stack, smoke_dag_run: DagRun, browser, shots: Path):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
-
-    assert smoke_dag_run.state == "success", describe_run(stack, smoke_dag_run)
-    driver = browser
-    driver.get(f"{stack.mlflow_url}/#/experiments")
-    link = wait(driver, EC.presence_of_element_located((By.LINK_TEXT, EXPERIMENT)), f"experiment {EXPERIMENT}")
-    screenshot(driver, shots, "04-mlflow-experiments")
-    experiment_id = link.get_attribute("href").split("?")[0].rstrip("/").rsplit("/", 1)[-1]
-    experiment = stack.mlflow("GET", "experiments/get", params={"experiment_id": experiment_id})["experiment"]
-    tags = {tag["key"]: tag["value"] for tag in experiment.get("tags", [])}
-    assert tags["mlflow.experimentKind"] == "custom_model_development" and tags["mlflow.note.content"]
-    # MLflow 3.17's UI opens every experiment in its GenAI view whatever that tag says
-    # (a global switch decides): the links nnzoo gives out (`make ui`, the tasks' "MLflow
-    # run" link) ask for the model-training view. This is the one `make ui` prints.
-    from pipelines.settings import mlflow_experiment_url
-
-    driver.get(mlflow_experiment_url(stack.mlflow_url, experiment_id))
-    run_link = wait(driver, EC.presence_of_element_located((By.PARTIAL_LINK_TEXT, "mlp-smoke ")), "run mlp-smoke")
-    wait(driver, EC.presence_of_element_located((By.PARTIAL_LINK_TEXT, "cnn-smoke ")), "run cnn-smoke")
-    # The Datasets column names what each run trained on.
-    wait(driver, text_on_page("mnist_subset"), "the dataset of the runs in the Datasets column")
-    # The view's switch reads "Model training", and the experiment's description is shown.
-    wait(driver, text_on_page("Model training", tags["mlflow.note.content"].split("(")[0].strip()[:40]),
-         "the model-training view with the experiment's description")
-    screenshot(driver, shots, "05-mlflow-runs-model-training-view")
-    driver.get(run_link.get_attribute("href"))
-    wait(driver, text_on_page("mlp-smoke", "Finished", "test_accuracy", "nnzoo-classifiers-mlp"),
-         "the run page with its status, metrics and registered model")
-    screenshot(driver, shots, "06-mlflow-run")
 
 
 def test_an_airflow_task_links_to_its_mlflow_run_and_the_run_back_to_the_task(stack: Stack, smoke_dag_run: DagRun,
