@@ -65,16 +65,17 @@ def test_c15_gated_cells_solve_the_longest_adding_problem_the_simple_rnn_does_no
     assert rnn["test_mse"] > 0.5 * rnn["baseline_mse"]
 
 
-def test_c15_after_training_the_gated_cells_loss_reaches_the_first_step(stages):
-    # After training, the gated cells' loss still reaches the first step (they use the marked
-    # value there); the simple RNN's hardly does. At initialisation it is the other way round:
-    # the gates start half closed (docs/claims.md).
+def test_c15_at_initialisation_the_gated_cells_pass_less_gradient_to_the_first_step(stages):
+    # At initialisation the gates start half closed: the gated cells' loss reaches the first
+    # step far less than the simple RNN's (docs/claims.md). What training does to it is not
+    # asserted: it varies with the machine's floating point (after training at T=60 the
+    # LSTM passed 2.6x and the GRU 0.6x the simple RNN's on an AVX2 machine, over 10x each
+    # on an AVX-512 one).
     trained = stages["by_key"]
-    rnn = trained[f"adding-rnn-uni-t{LENGTH}"]
+    gradients = {cell: trained[f"adding-{cell}-uni-t{LENGTH}"]["first_step_gradient_at_init"]
+                 for cell in ("rnn", "lstm", "gru")}
     for cell in ("lstm", "gru"):
-        gated = trained[f"adding-{cell}-uni-t{LENGTH}"]
-        assert gated["first_step_gradient_trained"] > 10 * rnn["first_step_gradient_trained"], (cell, gated, rnn)
-        assert gated["first_step_gradient_at_init"] < rnn["first_step_gradient_at_init"], (cell, gated, rnn)
+        assert gradients[cell] < 0.01 * gradients["rnn"], gradients
 
 
 # --- C16 ----------------------------------------------------------------------------------
