@@ -717,7 +717,7 @@ def promotion_lock(name: str, timeout: float = 300.0) -> Iterator[None]:
     mlflow_client = client()
     lock = f"{name}{PROMOTION_LOCK_SUFFIX}"
     owner = f"{socket.gethostname()}:{os.getpid()}"
-    deadline, delay, first_seen = time.monotonic() + timeout, 0.02, {}
+    deadline, delay, first_seen = time.monotonic() + timeout, 0.02, time.time()
     while True:
         try:
             mlflow_client.create_registered_model(lock, tags={"nnzoo.lock.owner": owner,
@@ -732,7 +732,7 @@ def promotion_lock(name: str, timeout: float = 300.0) -> Iterator[None]:
             held = mlflow_client.get_registered_model(lock)
         except MlflowException:
             continue  # released meanwhile
-        since = float(held.tags.get("nnzoo.lock.since") or first_seen.setdefault(held.name, time.time()))
+        since = float(held.tags.get("nnzoo.lock.since") or first_seen)
         if time.time() - since > PROMOTION_LOCK_STALE_S:
             print(f"[nnzoo] breaking the promotion lock of {name} left by {held.tags.get('nnzoo.lock.owner', '?')} "
                   f"{time.time() - since:.0f}s ago", flush=True)

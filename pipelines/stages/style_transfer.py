@@ -31,25 +31,23 @@ RANDOM_WARNING = ("WARNING: the loss network is VGG19 with seeded random weights
 _LOSS_NETWORKS: dict[tuple[str | None, int, str], Any] = {}
 
 
-def loss_network(weights_path: str | None, seed: int, content_layer: str | None = None) -> Any:
+def loss_network(weights_path: str | None, seed: int, content_layer: str) -> Any:
     """The frozen VGG19 feature extractor, built once per process for each (weights, seed,
-    content layer); ``content_layer`` None: :data:`models.style.CONTENT_LAYER`."""
-    from models.style import CONTENT_LAYER, build_loss_network
+    content layer)."""
+    from models.style import build_loss_network
 
-    key = (weights_path, seed, content_layer or CONTENT_LAYER)
+    key = (weights_path, seed, content_layer)
     if key not in _LOSS_NETWORKS:
-        _LOSS_NETWORKS[key] = build_loss_network(weights_path, seed=seed, content_layer=key[2])
+        _LOSS_NETWORKS[key] = build_loss_network(weights_path, seed=seed, content_layer=content_layer)
     return _LOSS_NETWORKS[key]
 
 
 def perceptual_loss(typed: Any, images: dict[str, Any], content_weight: float | None = None) -> Any:
-    """The family's :class:`models.style.PerceptualLoss` for the prepared style and loss
-    net, with that net's content layer (``StyleConfig.content_layer_for``); another
-    ``content_weight`` for the fast net's training."""
+    """The family's :class:`models.style.PerceptualLoss` for the prepared style, loss net
+    and content layer; another ``content_weight`` for the fast net's training."""
     from models.style import PerceptualLoss
 
-    content_layer = typed.style.content_layer_for(images["loss_net"])
-    network = loss_network(images["loss_net_weights"], images["loss_net_seed"], content_layer)
+    network = loss_network(images["loss_net_weights"], images["loss_net_seed"], images["content_layer"])
     return PerceptualLoss(network, _style_pixels(images) / np.float32(255.0),
                           content_weight=typed.style.content_weight if content_weight is None else content_weight,
                           style_weight=typed.style.style_weight, tv_weight=typed.style.tv_weight)
@@ -248,7 +246,7 @@ def train_fast_stylizer(step: StepContext) -> dict[str, Any]:
         run_name="fast stylizer", stage="train_fast_stylizer", tags=_image_tags(images),
         params={**_image_params(images), "crop_size": crop, "training_content_weight": content_weight},
         depends_on={"style": images["style_fingerprint"], "loss_net": images["loss_net"],
-                    "content_layer": typed.style.content_layer_for(images["loss_net"]),
+                    "content_layer": images["content_layer"],
                     "content_weight": content_weight},
         examples=fast.stylizer_steps_per_epoch * typed.train.batch_size,
         fit={"loss": None, "metrics": (), "steps_per_epoch": fast.stylizer_steps_per_epoch},
@@ -269,8 +267,7 @@ def stylize_fast(step: StepContext) -> dict[str, Any]:
     ``fast.stylize_sizes`` (never the training size); then register the stylizer. How much
     of the content photo's edges the result at the iterative size keeps is logged as
     ``content_edge_similarity``, as for the iterative method."""
-    from models import style as style_models
-    from models.style import stylise
+    from models.style import edge_similarity, stylise
     from pipelines import plots
 
     typed, data, images, trained = step.config, step.data, step["prepare_images"], step["train_fast_stylizer"]
@@ -290,7 +287,7 @@ def stylize_fast(step: StepContext) -> dict[str, Any]:
         at_size = loss.terms(fast_output, loss.content_features(content[None]))
         metrics["fast_total_loss_at_image_size"] = float(at_size["total"][0])
         metrics["fast_style_loss_at_image_size"] = float(at_size["style"][0])
-        metrics["content_edge_similarity"] = style_models.edge_similarity(fast_output[0], content)
+        metrics["content_edge_similarity"] = edge_similarity(fast_output[0], content)
         tracking.log_image(run_id, fast_output[0], "images/result.png")
         shapes = {}
         names = [str(name) for name in data.get("test", "name")]
@@ -384,7 +381,7 @@ def compare_speed(step: StepContext) -> dict[str, Any]:
              "fast net": rows[-1][2]}, f"Seconds per {rows[-1][0]}x{rows[-1][0]} image on this machine", "seconds"),
         "images/side_by_side.png": plots.side_by_side(
             panels, f"Style transfer ({images['loss_net']} VGG19 loss network, content at "
-                    f"{typed.style.content_layer_for(images['loss_net'])})")})
+                    f"{images['content_layer']})")})
 
 
 # --- nnzoo stylize ------------------------------------------------------------------------------------------
