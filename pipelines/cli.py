@@ -74,7 +74,8 @@ def _run_one(name: str, profile: str, params: dict[str, str]) -> dict[str, Any]:
 
     family = get_family(name)
     config = family.config(profile, params)
-    print(f"[nnzoo] running {name} ({profile} profile)", file=sys.stderr, flush=True)
+    mock = f", tensorflow-datasets mock data: {config.mock_data} examples of each dataset" if config.mock_data else ""
+    print(f"[nnzoo] running {name} ({profile} profile{mock})", file=sys.stderr, flush=True)
     # Keyed like a DAG run (<dag id>/<run id>), so the run's MLflow runs can be found again.
     run_key = f"{family.dag_id}/cli-{datetime.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     result: dict[str, Any] = {"family": name, "profile": profile, "status": "FINISHED"}
@@ -135,6 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     chosen = {name: _params_for(name, params, names) if args.family == "all" else params for name in names}
     for name in names:  # validate everything before the first (slow) run starts
         get_family(name).config(args.profile, chosen[name])
+    if args.dry_run:
+        return _dry_run(names, args.profile, chosen, time_steps=not args.no_timing)
     results = [_run_one(name, args.profile, chosen[name]) for name in names]  # a failed family stops none
     failed = [r["family"] for r in results if r["status"] != "FINISHED"]
     if args.family != "all":
@@ -150,6 +153,28 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"nnzoo: error: failed families: {', '.join(failed)}", file=sys.stderr, flush=True)
     print(json.dumps(output, sort_keys=True), flush=True)
     return 1 if failed else 0
+
+
+def _dry_run(names: list[str], profile: str, chosen: dict[str, dict[str, str]], *, time_steps: bool) -> int:
+    """Print each family's plan (datasets, models, estimate), then one JSON line; 1 when a
+    dataset is missing offline, named with how to fetch it."""
+    from pipelines.dryrun import dry_run, render
+
+    results = []
+    for name in names:
+        family = get_family(name)
+        print(f"[nnzoo] dry run of {name} ({profile} profile): building every model"
+              f"{' and timing a step of each' if time_steps else ''}", file=sys.stderr, flush=True)
+        result = dry_run(family, family.config(profile, chosen[name]), time_steps=time_steps,
+                         say=lambda line: print(line, file=sys.stderr, flush=True))
+        print(render(result), flush=True)
+        results.append(result)
+    errors = [result["error"] for result in results if result.get("error")]
+    print(json.dumps(results[0] if len(results) == 1 else {"families": results}, sort_keys=True, default=str),
+          flush=True)
+    for error in errors:
+        print(f"nnzoo: error: {error}", file=sys.stderr, flush=True)
+    return 1 if errors else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -193,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="quick", help=f"one of {', '.join(PROFILES)} (default quick)")
     run.add_argument("--param", action="append", metavar="KEY=VALUE",
                      help="override a config value by dotted path or unique name, e.g. epochs=3")
+    run.add_argument("--dry-run", action="store_true",
+                     help="train nothing: resolve the datasets (prepared or what a download brings), build every "
+                          "model (params, FLOPs, memory) and estimate the training time from a timed step")
+    run.add_argument("--no-timing", action="store_true", help="with --dry-run: skip the timed steps")
     run.set_defaults(func=cmd_run)
     report = sub.add_parser("report", help="judge every claim of the talk from the MLflow store (no training): "
                                            "HTML + Markdown under $NNZOO_HOME/reports, logged in nnzoo-report")

@@ -22,6 +22,11 @@ from pipelines.errors import BadValueError
 
 PROFILES = ("smoke", "quick", "full")
 """smoke: tiny, for tests (seconds). quick: CPU, bundled data (minutes). full: tfds, GPU, paper-grade numbers."""
+GPU_SWITCHES = {"train.mixed_precision": True, "train.jit_compile": True, "train.distribute": "mirrored"}
+"""What the full profile turns on for GPU workers (a family turns off what its models cannot
+take, saying why): float16 compute, XLA, and data parallelism over the worker's GPUs."""
+MOCK_SUFFIX = "-mock"
+"""Appended to the profile tag and the registered model names of runs on mock data (``mock_data``)."""
 
 
 class ConfigError(BadValueError):
@@ -251,3 +256,20 @@ class ExperimentConfig(Config):
     cache: bool = knob(False, "Reuse a finished run with the same config, model and data instead of training again.")
     promotion_tolerance: float = knob(0.0, "A new model becomes champion unless its metric is worse than the "
                                       "champion's by more than this.", minimum=0.0, maximum=1.0)
+    mock_data: int = knob(0, "Full profile only: tensorflow-datasets' mock data (the real features and shapes, random "
+                          "content, this many examples of each) in place of every tfds dataset, and the family's "
+                          "mock counts (few epochs, examples, steps), to test the full path offline. Runs are tagged "
+                          "profile full-mock and registered as nnzoo-<family>-<model>-mock, never champion. 0: real "
+                          "data.", minimum=0, maximum=10000)
+
+    def check(self) -> None:
+        super().check()
+        if self.mock_data and self.profile != "full":
+            raise ConfigError(f"mock_data={self.mock_data}: mock data stands in for tensorflow-datasets, which only "
+                              f"the full profile loads; profile is {self.profile!r}")
+
+    @property
+    def profile_label(self) -> str:
+        """The profile runs are tagged with: ``full-mock`` for mock data, so no report,
+        promotion or model lookup ever takes a mock run for a real full one."""
+        return f"{self.profile}{MOCK_SUFFIX}" if self.mock_data else self.profile

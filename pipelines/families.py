@@ -91,10 +91,14 @@ class Family:
     commands: tuple[Command, ...] = ()
     """Commands the family adds to ``nnzoo`` (:class:`Command`)."""
     uses: tuple[ModelFrom, ...] = ()
+    """Models the family takes from other families (:class:`ModelFrom`)."""
     quick_seconds: tuple[float, float] | None = None
     """``(training, the rest)`` seconds of the quick profile's ``make run`` on the reference
     machine of :mod:`pipelines.eta`, which scales them to this machine for the ETA."""
-    """Models the family takes from other families (:class:`ModelFrom`)."""
+    mock: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The counts a run on tensorflow-datasets' mock data cuts (``mock_data``): epochs,
+    examples, steps, iterations; never a dataset, shape, model or switch (a test holds
+    this). Applied over the profile, under the user's own overrides."""
 
     def __post_init__(self) -> None:
         missing = set(PROFILES) - set(self.profiles)
@@ -167,7 +171,11 @@ class Family:
         if profile not in PROFILES:
             raise ConfigError(f"profile={profile!r}: expected one of {', '.join(PROFILES)}")
         config = apply_overrides(self.config_cls(), {**self.profiles[profile], "profile": profile})
-        return apply_overrides(config, overrides or {})
+        chosen = apply_overrides(config, overrides or {})
+        if chosen.mock_data:  # the mock counts, then the user's overrides again on top
+            return apply_overrides(apply_overrides(config, {**self.mock, "mock_data": chosen.mock_data}),
+                                   overrides or {})
+        return chosen
 
 
 _FAMILIES: dict[str, Family] = {}

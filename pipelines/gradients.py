@@ -129,7 +129,14 @@ class GradientNorms(keras.callbacks.Callback):
         state = _state_variables(self.model)
         saved = [keras.ops.convert_to_numpy(variable) for variable in state]
         try:
-            values = self._norms_function(self._x_tensor, self._y_tensor).numpy()
+            if tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context():
+                # Inside a fit under MirroredStrategy: each replica takes the whole fixed batch,
+                # so every replica computes the same norms; the first one's are kept.
+                strategy = tf.distribute.get_strategy()
+                values = strategy.experimental_local_results(
+                    strategy.run(self._norms_function, args=(self._x_tensor, self._y_tensor)))[0].numpy()
+            else:
+                values = self._norms_function(self._x_tensor, self._y_tensor).numpy()
         finally:
             for variable, value in zip(state, saved, strict=True):
                 variable.assign(value)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pipelines import settings, tracking
-from pipelines.config import ExperimentConfig, flatten, to_dict
+from pipelines.config import MOCK_SUFFIX, ExperimentConfig, flatten, to_dict
 from pipelines.families import Family
 
 
@@ -31,11 +31,12 @@ def prepare_data(family: Family, config: dict[str, Any], inputs: dict[str, Any])
     prepared = prepare(typed.data)
     tracking.ensure_experiment(family.experiment_name, family.description)
     data = {"data_uri": prepared.uri, "dataset": prepared.name, "fingerprint": prepared.fingerprint,
-            "sizes": dict(prepared.sizes), "profile": typed.profile,
-            "changed": record_latest(typed.data, prepared.fingerprint)}
+            "sizes": dict(prepared.sizes), "profile": typed.profile_label,
+            # Mock data is no news about the dataset: nothing is retrained on it.
+            "changed": False if typed.mock_data else record_latest(typed.data, prepared.fingerprint)}
     if family.pipeline.parent_run:
         key = run_key(inputs, "pipeline")
-        parent = tracking.start_run(family.experiment_name, f"{family.name}-{typed.profile}", run_key=key,
+        parent = tracking.start_run(family.experiment_name, f"{family.name}-{typed.profile_label}", run_key=key,
                                     tags=run_tags(family, typed, "pipeline", "pipeline"))
         tracking.log_params(parent, run_params(typed, prepared))
         log_dataset(parent, prepared)
@@ -89,7 +90,7 @@ def say(text: str) -> None:
 
 def run_tags(family: Family, typed: ExperimentConfig, model: str, stage: str, **labels: Any) -> dict[str, Any]:
     """The tags of a family's run; ``labels`` (``task="adding"``) become ``nnzoo.<label>``."""
-    return {tracking.TAG_FAMILY: family.name, tracking.TAG_MODEL: model, tracking.TAG_PROFILE: typed.profile,
+    return {tracking.TAG_FAMILY: family.name, tracking.TAG_MODEL: model, tracking.TAG_PROFILE: typed.profile_label,
             tracking.TAG_STAGE: stage, **{tracking.tag(name): value for name, value in labels.items()}}
 
 
@@ -345,6 +346,7 @@ def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any]
             recorder = _gradient_recorder(spec, run.run_id)
             callbacks = [tracking.keras_epoch_logger(run.run_id, skip_through=plan.logged_epochs),
                          *(spec.callbacks(run.run_id) if spec.callbacks else ()), *recorder]
+            trainer.reset_gpu_peak()
             started = time.perf_counter()
             history = trainer.fit(model, train_data, val_data, train_config, checkpoint_dir=checkpoint_dir(run.run_id),
                                   callbacks=callbacks, progress_label=label if spec.progress else None, **spec.fit)
@@ -353,6 +355,7 @@ def run_training(family: Family, typed: ExperimentConfig, inputs: dict[str, Any]
         metrics = {"train_seconds": seconds, "epochs_trained": history.epoch[-1] + 1 if history.epoch else 0}
         if spec.examples:
             metrics["examples_per_second"] = epochs * spec.examples / max(seconds, 1e-9)
+        metrics.update(trainer.gpu_peak_memory())
         tracking.log_figure(run.run_id, plots.training_curves(
             history.history, f"{label} on {spec.data.name if spec.data else spec.fingerprint}"),
             "plots/training_curves.png")
@@ -498,17 +501,42 @@ def register_and_promote(
     run = tracking.get_run(run_id)
     if run.info.status != "FINISHED":
         raise RuntimeError(f"run {run_id} ended {run.info.status}; only finished runs are registered")
-    name = f"nnzoo-{family.name}-{model}"
     # Its lineage: a champion is only ever compared with versions of the same profile and data.
     profile = run.data.tags.get(tracking.TAG_PROFILE, "unknown")
     dataset = run.data.params.get("dataset.name") or run.data.params.get("data.dataset") or "unknown"
+    mock = profile.endswith(MOCK_SUFFIX)
+    name = registered_name(family.name, model, mock)
     version = tracking.register_model_version(
         model_uri, name, run_id, tags={f"nnzoo.{metric}": value, "nnzoo.family": family.name,
                                        tracking.TAG_PROFILE: profile, tracking.TAG_DATASET: dataset})
-    decision = tracking.promote(name, version.version, metric, value, higher_is_better=higher_is_better,
-                                tolerance=tolerance, profile=profile, dataset=dataset)
+    if mock:
+        decision = mock_decision(name, version.version, metric, value, profile, dataset)
+    else:
+        decision = tracking.promote(name, version.version, metric, value, higher_is_better=higher_is_better,
+                                    tolerance=tolerance, profile=profile, dataset=dataset)
     say(f"registered {name} v{decision['version']}: {decision['reason']}")
     return decision
+
+
+def registered_name(family: str, model: str, mock: bool = False) -> str:
+    """``nnzoo-<family>-<model>``; ``-mock`` appended for runs on mock data."""
+    return f"nnzoo-{family}-{model}{MOCK_SUFFIX if mock else ''}"
+
+
+def mock_decision(name: str, version: str, metric: str, value: float, profile: str, dataset: str) -> dict[str, Any]:
+    """A version trained on mock data is registered for the record and never promoted:
+    no alias at all, the reason on the version and its run (the keys of
+    :func:`pipelines.tracking.promote`'s decision)."""
+    reason = "trained on mock data: registered for the record, never promoted"
+    mlflow_client = tracking.client()
+    for key, tag_value in {"nnzoo.promotion.decision": "none", "nnzoo.promotion.reason": reason}.items():
+        mlflow_client.set_model_version_tag(name, str(version), key, tag_value)
+    run_id = mlflow_client.get_model_version(name, str(version)).run_id
+    if run_id:
+        tracking.set_tags(run_id, {"nnzoo.promotion.decision": "none", "nnzoo.promotion.reason": reason})
+    return {"name": name, "version": str(version), "metric": metric, "value": value, "profile": profile,
+            "dataset": dataset, "lineage_alias": None, "lineage_champion": False, "promoted": False,
+            "reason": reason, "champion_version": None, "champion_value": None}
 
 
 class StepContext:

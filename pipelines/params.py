@@ -112,8 +112,8 @@ def _form_specs(family_name: str) -> dict[str, dict[str, Any]]:
     leaves = _walk(family.config_cls)
     values = {profile: flatten(to_dict(family.config(profile))) for profile in PROFILES}
     leaf_counts = collections.Counter(path.rsplit(".", 1)[-1] for path in leaves)
-    # Every family's form offers step caching, after its own fields.
-    for path in (*family.form_params, *[p for p in ("cache",) if p not in family.form_params]):
+    # Every family's form offers step caching and mock data, after its own fields.
+    for path in (*family.form_params, *[p for p in ("cache", "mock_data") if p not in family.form_params]):
         hint, field, owner = leaves[path]
         leaf = path.rsplit(".", 1)[-1]
         # A field is named by its leaf ("epochs") unless another section has one too.

@@ -156,6 +156,30 @@ def device_description() -> str:
     return f"GPU x {len(gpus)} ({details.get('device_name', 'unknown')})"
 
 
+def reset_gpu_peak() -> None:
+    """Start counting the first GPU's peak memory afresh (no GPU: nothing)."""
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.reset_memory_stats("GPU:0")
+        except (ValueError, RuntimeError):
+            pass  # not initialised yet: counting starts at zero anyway
+
+
+def gpu_peak_memory() -> dict[str, float]:
+    """``{"gpu_peak_memory_mb": ...}``: the first GPU's peak allocation since
+    :func:`reset_gpu_peak`; empty without a GPU."""
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        return {}
+    try:
+        return {"gpu_peak_memory_mb": tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20}
+    except (ValueError, RuntimeError):
+        return {}
+
+
 def fit(
     model: keras.Model,
     train_data: Any,
@@ -199,6 +223,10 @@ def fit(
     if checkpoint_dir is not None:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         all_callbacks.append(keras.callbacks.BackupAndRestore(str(checkpoint_dir)))
+    if train_config.jit_compile and not model.jit_compile:
+        unable = sorted({type(layer).__name__ for layer in model._flatten_layers() if not layer.supports_jit})
+        print(f"[nnzoo] {model.name}: XLA was asked for (train.jit_compile) but Keras cannot compile "
+              f"{', '.join(unable) or 'this model'}; it trains without XLA", flush=True)
     history = model.fit(
         train_data, validation_data=val_data, epochs=train_config.epochs, callbacks=all_callbacks, verbose=verbose,
         steps_per_epoch=steps_per_epoch,

@@ -19,7 +19,7 @@ One pipeline run answers, each in its own nested MLflow run under one parent:
 from __future__ import annotations
 
 from pipelines.claims import Claim, Picture, owned
-from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
+from pipelines.config import GPU_SWITCHES, Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.configs.classifiers import IMAGE_DATASETS
 from pipelines.families import Family, register_family
 from pipelines.pipeline import Pipeline, Step
@@ -118,6 +118,7 @@ class CNNDepthConfig(ExperimentConfig):
     gradients: GradientConfig = GradientConfig()
 
     def check(self) -> None:
+        super().check()
         if not self.variants:
             raise ConfigError(f"variants=(): name at least one of {', '.join(VARIANTS)}")
         for section in ("vanishing", "degradation"):
@@ -182,12 +183,15 @@ FAMILY = register_family(
             "quick": {"train.epochs": 6, "train.batch_size": 64, "train.early_stopping_patience": 0,
                       "train.steps_per_execution": 5, "vanishing.sigmoid_epochs": 1},
             "full": {"data.dataset": "cifar10", "data.val_fraction": 0.1, "data.test_fraction": 0.15,
+                     # Not mixed precision: C3 reads gradient norms of 1e-5 down to 1e-12, below float16.
+                     **GPU_SWITCHES, "train.mixed_precision": False,
                      "train.epochs": 40, "train.batch_size": 128, "train.lr_schedule": "cosine",
                      "vanishing.depth": 32, "vanishing.widths": (16, 32, 64), "degradation.depths": (20, 56),
                      "degradation.widths": (16, 32, 64), "pooling.filters": (32, 64), "pooling.dense_units": 256,
                      "inception.stem_filters": 32, "inception.modules": (64, 128, 256),
                      "gradients.record_every": 200},
         },
+        mock={"train.epochs": 1, "neuron.fit_epochs": 2, "gradients.record_every": 2, "gradients.examples": 16},
         pipeline=Pipeline(parent_run=True, steps=(
             Step("single_neuron", "### C1: a single neuron is logistic regression\nA 1-unit sigmoid model and "
                                   "scikit-learn's LogisticRegression on the same two-class slice: test accuracies "

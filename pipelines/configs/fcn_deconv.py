@@ -10,7 +10,7 @@ the bundled MNIST subset (quick, smoke) or tfds ``mnist`` (full).
 from __future__ import annotations
 
 from pipelines.claims import Claim, Picture, owned
-from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
+from pipelines.config import GPU_SWITCHES, Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.families import Family, ModelFrom, register_family
 from pipelines.pipeline import Pipeline, Step
 
@@ -198,13 +198,15 @@ FAMILY = register_family(
             "quick": {"train.epochs": 34, "train.batch_size": 32, "train.learning_rate": 3e-3,
                       "train.lr_schedule": "cosine", "train.early_stopping_patience": 0,
                       "segmenter.digit_weight": 5.0},
-            "full": {"data.digits_from": "mnist", "data.digit_holdout": 0.25, "data.scenes": 20000,
+            "full": {"data.digits_from": "mnist", "data.digit_holdout": 0.25, "data.scenes": 20000, **GPU_SWITCHES,
                      "train.epochs": 40, "train.batch_size": 32, "train.learning_rate": 1e-3,
                      "train.early_stopping_patience": 6, "segmenter.filters": (32, 64, 128),
                      "segmenter.bottleneck": 128, "segmenter.stem_stride": 1, "segmenter.crop": 0,
                      "segmenter.extra_dataset": "oxford_iiit_pet",
                      "generator.poses": 5000, "generator.generator_epochs": 20},
         },
+        mock={"data.scenes": 40, "train.epochs": 1, "detection.detect_scenes": 4, "generator.poses": 20,
+              "generator.generator_epochs": 1},
         pipeline=Pipeline(parent_run=True, steps=(
             Step("prepare_scenes", "### Scenes and posed digits\nDraws sample scenes with their boxes and masks "
                                    "on the parent run, and makes the posed-digit set of the generator."),

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from pipelines.claims import Claim, Picture, owned
-from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
+from pipelines.config import GPU_SWITCHES, Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.families import Family, register_family
 from pipelines.pipeline import Pipeline, Step
 
@@ -91,6 +91,7 @@ class SequencesConfig(ExperimentConfig):
     sentiment: SentimentConfig = SentimentConfig()
 
     def check(self) -> None:
+        super().check()
         if not self.tasks:
             raise ConfigError(f"tasks=(): name at least one of {', '.join(TASKS)}")
 
@@ -130,11 +131,17 @@ FAMILY = register_family(
                       "train.early_stopping_patience": 2, "train.steps_per_execution": 10, "adding.lengths": (25, 50, 100),
                       "adding.rnn_patience": 4, "future_context.max_epochs": 18},
             "full": {"data.dataset": "imdb_reviews", "data.val_fraction": 0.1, "data.test_fraction": 0.5,
+                     # Not mixed precision: C15 reads gradients through time far below float16's range
+                     # (1e-8 .. 1e-38); not XLA: Keras runs LSTM and GRU on cuDNN kernels on a GPU,
+                     # which XLA cannot compile (it turns jit_compile off for such models itself).
+                     **GPU_SWITCHES, "train.mixed_precision": False, "train.jit_compile": False,
                      "train.epochs": 10, "train.batch_size": 64, "train.early_stopping_patience": 2,
                      "adding.lengths": (25, 50, 100, 200, 400), "adding.examples": 50000,
                      "adding.max_epochs": 40, "future_context.examples": 20000,
                      "sentiment.sequence_length": 256, "sentiment.embedding_dim": 128},
         },
+        mock={"train.epochs": 1, "adding.examples": 200, "adding.max_epochs": 1, "future_context.examples": 200,
+              "future_context.max_epochs": 1},
         pipeline=Pipeline(parent_run=True, steps=(
             Step("plan_jobs", "### Plan the trainings\nGenerates the adding-problem data at every length and the "
                               "future-context data, and returns one job per (task, cell, direction, length)."),

@@ -15,7 +15,7 @@ Ulyanov et al.) stylisation (claims C13, C14).
 from __future__ import annotations
 
 from pipelines.claims import Claim, Picture, owned
-from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
+from pipelines.config import GPU_SWITCHES, Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.families import Command, Family, argument, register_family
 from pipelines.pipeline import Pipeline, Step
 
@@ -187,10 +187,15 @@ FAMILY = register_family(
                       "train.epochs": 3, "train.batch_size": 4, "train.learning_rate": 3e-3,
                       "speed.timing_size": 128, "speed.timing_repeats": 3},
             "full": {"data.dataset": "flower_photos", "data.val_fraction": 0.05, "data.test_fraction": 0.05,
+                     # Not mixed precision: Gram matrices of the ImageNet VGG19's feature maps and the
+                     # style loss go past float16's largest value (65,504).
+                     **GPU_SWITCHES, "train.mixed_precision": False,
                      "style.loss_net": "imagenet", "iterative.iterations": 500, "iterative.image_size": 256,
                      "iterative.init": "noise", "fast.stylizer_steps_per_epoch": 2000, "train.epochs": 10,
                      "train.batch_size": 4, "train.learning_rate": 1e-3, "speed.timing_size": 256},
         },
+        mock={"iterative.iterations": 3, "iterative.snapshot_every": 1, "fast.stylizer_steps_per_epoch": 2,
+              "train.epochs": 1, "speed.timing_repeats": 1},
         pipeline=Pipeline(parent_run=True, steps=(
             Step("prepare_images", "### Prepare the images\nReads and checks the style image (generated, shipped, "
                                    "a file or a URL), picks the loss network (ImageNet VGG19 or the seeded "

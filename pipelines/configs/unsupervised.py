@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipelines.claims import Claim, Picture, owned
-from pipelines.config import Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
+from pipelines.config import GPU_SWITCHES, Config, ConfigError, DataConfig, ExperimentConfig, TrainConfig, knob
 from pipelines.configs.classifiers import IMAGE_DATASETS
 from pipelines.families import Family, register_family
 from pipelines.pipeline import Pipeline, Step
@@ -126,9 +126,12 @@ FAMILY = register_family(
             "quick": {"train.epochs": 20, "train.lr_schedule": "cosine", "train.early_stopping_patience": 4,
                       "train.steps_per_execution": 10, "finetune.steps": 600},
             "full": {"data.dataset": "mnist", "data.val_fraction": 0.1, "data.test_fraction": 0.15,
+                     **GPU_SWITCHES,  # the RBMs train in float32 on one device whatever these say
                      "train.epochs": 50, "train.batch_size": 128, "train.lr_schedule": "cosine",
                      "rbm.layers": (500, 500, 2000), "rbm.epochs": 50, "finetune.steps": 6000},
         },
+        mock={"train.epochs": 1, "rbm.epochs": 1, "rbm.gibbs_steps": 10, "finetune.steps": 5, "finetune.seeds": 1,
+              "rbm_features.epochs": 1},
         pipeline=Pipeline(parent_run=True, steps=(
             Step("train_autoencoder", "### Train the autoencoder\nImage -> bottleneck code -> image, trained on "
                                       "reconstruction error.", trains=True),

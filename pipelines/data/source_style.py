@@ -213,22 +213,16 @@ def load_content_photos(data_dir: str | None = None, photo_size: int = 256) -> L
     "3,670 flower photographs (tf_flowers, from tensorflow-datasets), square-cropped to photo_size",
     "tfds:tf_flowers",
     generator_version="1",
+    examples=3670,
 )
 def load_flower_photos(data_dir: str | None = None, photo_size: int = 256) -> Loaded:
     """``x`` uint8 [N, photo_size, photo_size, 3], ``name`` unicode [N] (``tf_flowers/<index>``).
     Downloaded only where the user allows it (``NNZOO_TFDS_DOWNLOAD=1``)."""
-    import os
-
     import tensorflow_datasets as tfds
 
-    download = os.environ.get("NNZOO_TFDS_DOWNLOAD", "0") == "1"
-    try:
-        data = tfds.load("tf_flowers", split="train", data_dir=data_dir, download=download)
-    except Exception as error:  # tfds raises many types; the user needs one message
-        raise DatasetUnavailableError(
-            f"tensorflow-datasets could not load 'tf_flowers' from {data_dir or '~/tensorflow_datasets'} "
-            f"(download {'on' if download else 'off'}): {error}. Prepare it once where there is network access "
-            "(NNZOO_TFDS_DOWNLOAD=1) or use the bundled dataset content_photos.") from error
+    from pipelines.data.registry import load_tfds
+
+    data = load_tfds("tf_flowers", data_dir, "content_photos", split="train")
     images = [square(np.asarray(example["image"]), photo_size) for example in tfds.as_numpy(data)]
     return Loaded({"x": np.stack(images), "name": np.array([f"tf_flowers/{i}" for i in range(len(images))])})
 

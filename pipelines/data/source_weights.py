@@ -61,6 +61,40 @@ def choose_loss_network(choice: str, seed: int = 0) -> LossNetChoice:
         return LossNetChoice("imagenet", str(path), seed, f"ImageNet weights downloaded to {path}")
     missing = (f"the ImageNet VGG19 weights are not in the Keras cache ({cached}) and downloads are off "
                f"({DOWNLOAD_VARIABLE}=1 allows one, about 80 MB)")
+    from pipelines.data.registry import mock_examples
+
+    if choice == "imagenet" and mock_examples():
+        path = mock_imagenet_weights(seed)
+        return LossNetChoice("imagenet", str(path), seed, f"mock data run: random weights in the ImageNet file's "
+                                                          f"format ({path}); {missing}")
     if choice == "imagenet":
         raise LossNetworkUnavailableError(f"loss_net=imagenet: {missing}; or choose loss_net=random")
     return LossNetChoice("random", None, seed, f"auto: {missing}")
+
+
+def mock_imagenet_weights(seed: int = 0) -> Path:
+    """A stand-in for the ImageNet VGG19 file in runs on mock data: the same layers and
+    format, seeded random values, written once under the work dir (never the Keras cache,
+    so it can never pass for the real weights)."""
+    import tempfile
+
+    from pipelines import settings
+
+    folder = settings.work_dir() / "mock-weights"
+    path = folder / f"seed{seed}-{IMAGENET_WEIGHTS_FILE}"
+    if not path.is_file():
+        import keras
+
+        folder.mkdir(parents=True, exist_ok=True)
+        keras.utils.set_random_seed(seed)
+        vgg = keras.applications.VGG19(include_top=False, weights=None)
+        import h5py
+        from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
+
+        # The layout of Keras' published file (per-layer groups), which VGG19(weights=path) reads.
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".h5.tmp", delete=False) as handle:
+            temporary = handle.name
+        with h5py.File(temporary, "w") as file:
+            save_weights_to_hdf5_group(file, vgg)
+        os.replace(temporary, path)
+    return path

@@ -34,10 +34,28 @@ def train(step: StepContext) -> dict[str, Any]:
                                 "plots/first_layer_filters.png")
 
     return step.train(Training(
-        name, data=data, run_name=f"{name}-{typed.profile}", examples=len(train_y), after=filters,
+        name, data=data, run_name=f"{name}-{typed.profile_label}", examples=len(train_y), after=filters,
         build=lambda: build_model(name, input_shape=data.image_shape, num_classes=data.num_classes,
                                   **builder_kwargs(getattr(typed, name))),
         arrays=((train_x, train_y), (val_x, val_y))))
+
+
+def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
+    """What :func:`train` trains, for ``nnzoo run classifiers --dry-run``."""
+    from models import build_model
+    from pipelines.data.registry import get_dataset
+    from pipelines.dryrun import ModelPlan
+
+    dataset = get_dataset(typed.data.dataset)
+    total = min(examples.get(dataset.name, 0), typed.data.max_examples or 10**12)
+    train_examples = int(total * (1 - typed.data.val_fraction - typed.data.test_fraction))
+    steps = -(-train_examples // typed.train.batch_size) * typed.train.epochs
+    classes = 10
+    return [ModelPlan(name, lambda name=name: build_model(name, input_shape=dataset.shape, num_classes=classes,
+                                                          **builder_kwargs(getattr(typed, name))),
+                      [(dataset.shape, "float32")], typed.train.batch_size, steps,
+                      note=f"{train_examples:,} training images x {typed.train.epochs} epochs (early stopping may end "
+                           "it sooner)") for name in MODELS]
 
 
 @step_of(FAMILY)

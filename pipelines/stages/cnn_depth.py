@@ -11,6 +11,7 @@ import numpy as np
 
 from pipelines import tracking
 from pipelines.configs.cnn_depth import FAMILY, VARIANTS
+from pipelines.data.registry import DatasetUnavailableError
 from pipelines.errors import BadValueError
 from pipelines.kit import StepContext, Training, say, step_of
 
@@ -47,6 +48,14 @@ def single_neuron(step: StepContext) -> dict[str, Any]:
 
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = map(two_classes, ("train", "val", "test"))
     names = f"{data.class_names[negative]} vs {data.class_names[positive]}"
+    for split, labels in (("train", train_y), ("test", test_y)):
+        counts = [int((labels == value).sum()) for value in (0.0, 1.0)]
+        if min(counts) == 0:
+            raise DatasetUnavailableError(
+                f"neuron.classes={typed.neuron.classes!r}: the {split} split of {data.name} ({data.fingerprint}) holds "
+                f"{counts[0]} {data.class_names[negative]} and {counts[1]} {data.class_names[positive]} images; the "
+                "single neuron and the logistic regression need both classes: use more data (data.max_examples, "
+                "or mock_data on mock data) or other neuron.classes")
 
     def compare_with_logistic(run: Any, model: Any, history: Any) -> dict[str, float]:
         flat = lambda images: normalize_images(images).reshape(len(images), -1)  # noqa: E731
@@ -203,6 +212,41 @@ def train_variant(step: StepContext) -> dict[str, Any]:
         f"{metrics.get('first_last_gradient_ratio', float('nan')):.2e}, {metrics['params']:,.0f} parameters, "
         f"{metrics['flops'] / 1e6:.2f} MFLOPs")
     return {**trained, "variant": variant, "description": description}
+
+
+def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
+    """What :func:`single_neuron` and :func:`train_variant` train, for ``nnzoo run
+    cnn_depth --dry-run`` (:func:`count_parameters` builds its nets and trains none)."""
+    from models import build_model
+    from pipelines.data.registry import get_dataset
+    from pipelines.dryrun import ModelPlan
+
+    dataset = get_dataset(typed.data.dataset)
+    shape, classes, batch = dataset.shape, 10, typed.train.batch_size  # every dataset of the family has 10 classes
+    total = min(examples.get(dataset.name, 0), typed.data.max_examples or 10**12)
+    train_examples = int(total * (1 - typed.data.val_fraction - typed.data.test_fraction))
+    unknown = "" if total else f" (the example count of {dataset.name} is not registered: steps unknown)"
+    pair = train_examples * 2 // classes
+    plans = [ModelPlan(
+        "single_neuron", lambda: build_model("mlp", input_shape=shape, num_classes=1, hidden_units=(),
+                                             dropout_rate=0.0, name="single_neuron"),
+        [(shape, "float32")], batch, -(-pair // batch) * typed.neuron.fit_epochs,
+        note=f"about {pair:,} training images (2 of {classes} classes) x {typed.neuron.fit_epochs} epochs, no early "
+             f"stopping; then a scikit-learn LogisticRegression on the same slice (CPU, not timed){unknown}")]
+    for variant in (name for name in VARIANTS if name in typed.variants):
+        builder, kwargs, description = variant_model(typed, variant)
+        epochs = (typed.vanishing.sigmoid_epochs or typed.train.epochs) if variant.startswith("sigmoid_") \
+            else typed.train.epochs
+        stopping = (f", early stopping (patience {typed.train.early_stopping_patience}) may end it sooner"
+                    if typed.train.early_stopping_patience else "")
+        plans.append(ModelPlan(
+            variant, lambda builder=builder, kwargs=kwargs, variant=variant: build_model(
+                builder, input_shape=shape, num_classes=classes, name=variant, **kwargs),
+            [(shape, "float32")], batch, -(-train_examples // batch) * epochs,
+            note=f"{description}: {train_examples:,} training images x {epochs} epochs{stopping}; every layer's "
+                 f"gradient norm on {typed.gradients.examples} images every {typed.gradients.record_every} steps "
+                 f"comes on top{unknown}"))
+    return plans
 
 
 # --- register and compare -------------------------------------------------------------

@@ -126,7 +126,7 @@ def convert_to_fcn(step: StepContext) -> dict[str, Any]:
                                    f"{shape.heatmap_shape(height, width)}")
             present = [int(d) for d in canvas["digits"][0] if d >= 0][:3]
             overlays.append((canvas["x"][0], [(f"p({d})", heat[..., d]) for d in present]))
-        run.log_params({"classifier.name": CLASSIFIER, "classifier.version": classifier["version"],
+        run.log_params({"classifier.name": classifier["name"], "classifier.version": classifier["version"],
                         "classifier.run_id": classifier["run_id"], "classifier.profile": classifier["profile"],
                         "classifier.trained_here": classifier["trained_here"],
                         "fcn.window": f"{shape.window[0]}x{shape.window[1]}",
@@ -138,8 +138,8 @@ def convert_to_fcn(step: StepContext) -> dict[str, Any]:
             "class heatmaps of the converted net on canvases of other sizes"), "plots/heatmaps_by_size.png")
         tracking.log_summary(run.run_id, fcn)
         model_uri = tracking.log_keras_model(run.run_id, fcn, checks["held_out_digits"][:2])
-        run.set_tags({TAG_CLASSIFIER: f"{CLASSIFIER}/{classifier['version']}", TAG_MODEL_URI: model_uri})
-        say(f"fcn: {CLASSIFIER} v{classifier['version']} ({classifier['profile']}) converted; window "
+        run.set_tags({TAG_CLASSIFIER: f"{classifier['name']}/{classifier['version']}", TAG_MODEL_URI: model_uri})
+        say(f"fcn: {classifier['name']} v{classifier['version']} ({classifier['profile']}) converted; window "
             f"{shape.window}, stride {shape.stride}; max |CNN - FCN| on 28x28 = {max(difference.values()):.2e}; "
             f"heatmaps {sizes}")
         return {"max_abs_difference": max(difference.values()),
@@ -465,3 +465,91 @@ def evaluate_generator(step: StepContext) -> dict[str, Any]:
     step.report({"recognised_share": metrics["recognised_share"]})
     decision = step.register("generator", trained, "recognised_share", metrics["recognised_share"])
     return {"metrics": metrics, "version": decision}
+
+
+# --- dry run ------------------------------------------------------------------------------
+
+
+def _train_count(count: int, val_fraction: float, test_fraction: float, classes: int = 1) -> int:
+    """Training examples of ``count`` split like :func:`pipelines.data.prepared.prepare`
+    (``classes`` equal classes, each cut on its own; one for data without labels)."""
+    each = count // classes
+    return classes * max(each - max(1, round(each * test_fraction)) - round(each * val_fraction), 0)
+
+
+def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
+    """What :func:`train_segmenter` and :func:`train_generator` train, for ``nnzoo run
+    fcn_deconv --dry-run``. The segmenters are built with their training input size
+    (the trained net takes any size), so that every layer's activation is counted."""
+    import keras
+
+    from models import build_model
+    from models.fcn import geometry
+    from pipelines.data.source_scenes import MASK_CLASSES, PET_CLASSES
+    from pipelines.dryrun import ModelPlan
+
+    segmenter, generator, train = typed.segmenter, typed.generator, typed.train
+    stopping = (f", early stopping (patience {train.early_stopping_patience}) may end it sooner"
+                if train.early_stopping_patience else "")
+    classifier = ("; convert_to_fcn (for detection, the generator's evaluation and segmenter.encoder=classifier) "
+                  "takes the classifiers family's CNN: its champion, or that family's pipeline runs first when there is none of this "
+                  "profile or larger (not counted here: `nnzoo run classifiers --dry-run`)")
+
+    def digit_fcn() -> Any:  # what convert_to_fcn makes of a classifiers CNN of this profile
+        from models.fcn import convert_to_fcn
+        from pipelines.data.registry import get_dataset
+        from pipelines.families import get_family
+        from pipelines.kit import builder_kwargs
+
+        classifiers = get_family("classifiers").config(typed.profile)
+        cnn = build_model("cnn", input_shape=get_dataset(classifiers.data.dataset).shape, num_classes=10,
+                          **builder_kwargs(classifiers.cnn))
+        return convert_to_fcn(cnn, name="digit_fcn")
+
+    def segmenter_plan(key: str, side: tuple[int, int], channels: int, classes: int, count: int, what: str,
+                       own: bool) -> Any:
+        def build() -> Any:
+            if own:
+                model = build_model("deconv_segmenter", num_classes=classes, channels=channels,
+                                    filters=tuple(segmenter.filters), bottleneck=segmenter.bottleneck,
+                                    skips=segmenter.skips, stem_stride=segmenter.stem_stride, name=key)
+            else:
+                model = build_model("fcn_segmenter", fcn=digit_fcn(), num_classes=classes, name=key)
+            return keras.models.clone_model(model, input_tensors=keras.Input(shape=shape, name="image"))
+
+        height, width = side
+        crop = segmenter.crop if segmenter.crop and segmenter.crop < min(height, width) else 0
+        shape = (crop, crop, channels) if crop else (height, width, channels)
+        multiple = segmenter.stem_stride * 2 ** len(segmenter.filters) if own else geometry(digit_fcn()).stride[0]
+        _check_divisible(height, width, multiple)  # as the run stops
+        if crop:
+            _check_divisible(crop, crop, multiple, "crop")
+        return ModelPlan(
+            key, build, [(shape, "float32")], train.batch_size, -(-count // train.batch_size) * train.epochs,
+            note=f"{count:,} {what} ({f'{crop}x{crop} crops' if crop else f'whole, {height}x{width}'}) x "
+                 f"{train.epochs} epochs{stopping}" + ("" if own else "; encoder: the converted CNN, as a fresh "
+                                                        f"classifiers CNN of the {typed.profile} profile"))
+
+    data = typed.data
+    scenes = min(data.scenes, data.max_examples or data.scenes)
+    plans = [segmenter_plan("segmenter", (data.canvas_height, data.canvas_width), 1, len(MASK_CLASSES),
+                            _train_count(scenes, data.val_fraction, data.test_fraction), "training scenes",
+                            segmenter.encoder == "own")]
+    if segmenter.extra_dataset:
+        # train_segmenter prepares it at side 128, with DataConfig's split fractions.
+        split = DataConfig(dataset=segmenter.extra_dataset)
+        count = _train_count(examples.get(segmenter.extra_dataset, 0), split.val_fraction, split.test_fraction)
+        plans.append(segmenter_plan("segmenter_pets", (128, 128), 3, len(PET_CLASSES), count,
+                                    f"{segmenter.extra_dataset} training images", True))
+    # prepare_scenes: writers x poses posed digits per class, 10% validation, 10% test.
+    posed = _train_count(10 * generator.writers * generator.poses, 0.1, 0.1, classes=10)
+    low, high = generator.pose_scale_min, generator.pose_scale_max
+    plans.append(ModelPlan(
+        "generator", lambda: build_model("digit_generator", dense_units=generator.dense_units,
+                                         pose_mean=(0.0, (low + high) / 2, 0.0),
+                                         pose_std=(max(generator.rotation_max, 1.0) / np.sqrt(3.0),
+                                                   max(high - low, 1e-3) / np.sqrt(12.0), 0.8165)),
+        [((10,), "float32"), ((3,), "float32")], generator.generator_batch,
+        -(-posed // generator.generator_batch) * generator.generator_epochs,
+        note=f"{posed:,} posed digits x {generator.generator_epochs} epochs, no early stopping{classifier}"))
+    return plans

@@ -195,6 +195,75 @@ _TFIDF: dict[str, dict[str, Any]] = {}
 """TF-IDF results by dataset fingerprint: both sentiment trainings of a process share one fit."""
 
 
+def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
+    """What :func:`train` trains for the jobs of :func:`plan_jobs`, for ``nnzoo run
+    sequences --dry-run``; models of one shape (the future-context and sentiment pairs
+    differ by direction) are listed one by one."""
+    from models import build_model
+    from pipelines.dryrun import ModelPlan
+
+    plans = []
+    train_share = 1 - SPLIT["val_fraction"] - SPLIT["test_fraction"]
+
+    def steps(count: int, batch: int, epochs: int) -> int:
+        return -(-count // batch) * epochs
+
+    if "adding" in typed.tasks:
+        adding = typed.adding
+        count = int(adding.examples * train_share)
+        for length in sorted(adding.lengths):
+            for cell in adding.cells:
+                key = _job("adding", cell, "uni", "", length)["key"]
+                stop = " or ".join(
+                    ([f"early stopping (patience {adding.rnn_patience})"] if cell == "rnn" and adding.rnn_patience
+                     else []) + ([f"a validation MSE below {adding.target_mse:g}"] if adding.target_mse else []))
+                plans.append(ModelPlan(
+                    key, lambda length=length, cell=cell, key=key: build_model(
+                        "sequence_regressor", input_shape=(length, 2), cell=cell, units=adding.units,
+                        bidirectional=False, truncation=adding.truncation or None, name=key.replace("-", "_")),
+                    [((length, 2), "float32")], adding.batch, steps(count, adding.batch, adding.max_epochs),
+                    note=f"{count:,} training sequences x {adding.max_epochs} epochs at most"
+                         f"{f', {stop} may end it sooner' if stop else ''}; gradient norms on 64 sequences every "
+                         "50 steps and |dL/dx_t| on 256 come on top"))
+    if "future_context" in typed.tasks:
+        future_context = typed.future_context
+        count = int(future_context.examples * train_share)
+        length = future_context.sequence_length
+        for cell in future_context.cells:
+            for direction in DIRECTIONS:
+                key = _job("future_context", cell, direction, "")["key"]
+                plans.append(ModelPlan(
+                    key, lambda cell=cell, direction=direction, key=key: build_model(
+                        "sequence_tagger", vocabulary_size=future_context.vocabulary + 1, num_classes=2,
+                        sequence_length=length, cell=cell, units=future_context.units,
+                        bidirectional=direction == "bi", name=key.replace("-", "_")),
+                    [((length,), "int32")], future_context.batch,
+                    steps(count, future_context.batch, future_context.max_epochs),
+                    note=f"{count:,} training sequences x {future_context.max_epochs} epochs, no early stopping"))
+    if "sentiment" in typed.tasks:
+        sentiment, data, train = typed.sentiment, typed.data, typed.train
+        total = min(examples.get(data.dataset, 0), data.max_examples or 10**12)
+        count = int(total * (1 - data.val_fraction - data.test_fraction))
+        known = "" if total else f" (the example count of {data.dataset} is not registered: steps unknown)"
+        stopping = (f", early stopping (patience {train.early_stopping_patience}) may end it sooner"
+                    if train.early_stopping_patience else "")
+        for cell in sentiment.cells:
+            for direction in DIRECTIONS:
+                key = _job("sentiment", cell, direction, "")["key"]
+                plans.append(ModelPlan(
+                    key, lambda cell=cell, direction=direction, key=key: build_model(
+                        "text_classifier", vocabulary_size=sentiment.max_tokens, num_classes=2,
+                        sequence_length=sentiment.sequence_length, cell=cell, units=sentiment.units,
+                        bidirectional=direction == "bi", embedding_dim=sentiment.embedding_dim,
+                        dropout_rate=sentiment.dropout_rate, name=key.replace("-", "_")),
+                    [((sentiment.sequence_length,), "int64")], train.batch_size,
+                    steps(count, train.batch_size, train.epochs),
+                    note=f"{count:,} training reviews of {data.dataset} x {train.epochs} epochs{stopping}{known}; "
+                         f"vocabulary: max_tokens={sentiment.max_tokens} (the tokenizer adapted on the training "
+                         "split may hold fewer); the TF-IDF baseline (scikit-learn) is not timed"))
+    return plans
+
+
 # --- compare and register -----------------------------------------------------------------
 
 

@@ -253,6 +253,83 @@ def train_fast_stylizer(step: StepContext) -> dict[str, Any]:
         export=lambda model: (model.transformer, example)))
 
 
+def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
+    """What the pipeline trains, for ``nnzoo run style_transfer --dry-run``: the
+    iterative stylisation (the loss network at ``iterative.image_size``, its gradient taken
+    with respect to the image) and the fast stylizer followed by the loss network on the
+    training crops. The loss network gets random weights here, never the ImageNet file
+    (same shapes, same cost), and fixed input sizes so its activations can be counted."""
+    import os
+
+    from pipelines.data.source_weights import DOWNLOAD_VARIABLE, IMAGENET_WEIGHTS_FILE, keras_cache_dir
+    from pipelines.dryrun import ModelPlan
+
+    cached = (keras_cache_dir() / IMAGENET_WEIGHTS_FILE).is_file()
+    net = typed.style.loss_net
+    if net == "auto":
+        net = "imagenet" if cached or os.environ.get(DOWNLOAD_VARIABLE) == "1" else "random"
+    content_layer = typed.style.content_layer_for(net)
+    weights = f"{net} VGG19 to {content_layer} (random weights here)"
+    missing = ("" if net != "imagenet" or cached else f"; the ImageNet weights are not in {keras_cache_dir()}: the "
+               f"run needs them there or {DOWNLOAD_VARIABLE}=1 (about 80 MB)")
+    iterative, fast, train = typed.iterative, typed.fast, typed.train
+    size, crop = iterative.image_size, fast.crop_size
+    steps = fast.stylizer_steps_per_epoch * train.epochs
+    return [
+        ModelPlan("iterative", lambda: _dry_run_network(content_layer, size, None), [((size, size, 3), "float32")],
+                  1, iterative.iterations,
+                  note=f"{iterative.iterations} Adam steps on one {size}x{size} image: the timed step is the "
+                       f"gradient, with respect to the pixels, of the features of the {weights} (Gram matrices and "
+                       f"losses on top){missing}"),
+        ModelPlan(MODEL, lambda: _dry_run_network(content_layer, crop, typed.fast), [((crop, crop, 3), "float32")],
+                  train.batch_size, steps,
+                  note=f"{fast.stylizer_steps_per_epoch:,} steps per epoch x {train.epochs} epochs on {crop}x{crop} "
+                       f"crops: the stylizer followed by the {weights}; not timed: the loss network's forward pass "
+                       f"on the crops for the content targets, the Gram matrices and the validation photos{missing}"),
+    ]
+
+
+def _dry_run_network(content_layer: str, size: int, fast: Any) -> Any:
+    """The loss network of :func:`models.style.build_loss_network` (random weights,
+    frozen) on ``size x size`` images, after the style transformer of ``fast`` (trainable)
+    or, without one, after a trainable copy of the image (what the iterative method
+    optimises)."""
+    import math
+
+    import keras
+
+    from models import build_model
+    from models.style import STYLE_LAYERS, CaffePreprocessing
+
+    class Pixels(keras.layers.Layer):
+        """The image being optimised: its input plus trainable pixels (zero at the start)."""
+
+        def build(self, input_shape: Any) -> None:
+            self.pixels = self.add_weight(shape=tuple(input_shape[1:]), initializer="zeros", name="pixels")
+
+        def call(self, inputs: Any) -> Any:
+            return inputs + self.pixels
+
+        def flops_per_example(self) -> int:
+            return math.prod(self.pixels.shape)
+
+    image = keras.Input((size, size, 3), name="image")
+    if fast is None:
+        x, name = Pixels(name="pixels")(image), "iterative_loss_network"
+    else:
+        transformer = build_model("style_transformer", filters=fast.stylizer_filters,
+                                  residual_blocks=fast.residual_blocks)
+        # A copy on the fixed input size: the served net takes any size, which leaves its
+        # activations uncounted.
+        x, name = keras.models.clone_model(transformer, input_tensors=image).output, "stylizer_and_loss_network"
+    vgg = keras.applications.VGG19(include_top=False, weights=None,
+                                   input_tensor=CaffePreprocessing(name="caffe_preprocessing")(x))
+    for layer in vgg.layers:
+        if layer.name.startswith("block"):
+            layer.trainable = False
+    return keras.Model(image, [vgg.get_layer(layer).output for layer in (*STYLE_LAYERS, content_layer)], name=name)
+
+
 # --- stylize_fast ----------------------------------------------------------------------------------------
 
 FAST_KEYS = ("test_perceptual_loss", "test_content_loss", "test_style_loss", "fast_total_loss_at_image_size",

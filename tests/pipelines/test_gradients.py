@@ -359,3 +359,19 @@ def test_input_gradients_measure_each_time_step_at_initialisation_and_after_trai
     assert at_start[0] < at_start[-1] / 10
     with pytest.raises(ValueError, match="time steps"):
         InputGradients(x[:, :, 0], y)
+
+
+def test_records_inside_a_fit_under_mirrored_strategy():
+    """The full profiles fit under MirroredStrategy: the recorder's gradients run in the
+    replica context there (outside it TensorFlow refuses distributed variables)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 6)).astype("float32"), rng.integers(0, 3, 32)
+    with tf.distribute.MirroredStrategy().scope():
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu"),
+                                  keras.layers.Dense(3, activation="softmax")])
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        recorder = GradientNorms(x[:8], y[:8], every=2)
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[recorder])
+    names, steps, norms = recorder.matrix()
+    assert steps[0] == 0 and len(steps) >= 2 and len(names) == 2
+    assert np.all(np.isfinite(norms)) and np.all(norms > 0)

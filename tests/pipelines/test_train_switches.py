@@ -1,6 +1,7 @@
 """The GPU-oriented switches work (here on the CPU): mixed precision, XLA compilation and
-MirroredStrategy, each through one short fit of the trainer, and each in force during the
-fit when a training stage runs with it (the skeleton applies it, not only the config)."""
+MirroredStrategy, each through one short fit of the trainer; a stage without them fits in
+float32 on the default strategy. Each family's full combination in force during its
+stages' fits: tests/pipelines/test_full_profile_mock.py."""
 
 from __future__ import annotations
 
@@ -108,30 +109,6 @@ def test_stage_without_switches_fits_in_float32_on_the_default_strategy_without_
     assert seen["has_strategy"] is False
     assert seen["strategy"] != "MirroredStrategy"
     assert seen["config_jit_compile"] is False and seen["model_jit_compile"] is False
-
-
-@pytest.mark.slow
-def test_stage_fits_under_mixed_precision_when_switched_on(store, fit_calls):
-    seen, _ = _fit_through_the_stage({"train.mixed_precision": True}, fit_calls)
-    assert seen["policy"] == "mixed_float16"
-    assert seen["conv_compute_dtype"] == "float16"
-    assert seen["strategy"] != "MirroredStrategy" and seen["model_jit_compile"] is False
-
-
-@pytest.mark.slow
-def test_stage_fits_inside_a_mirrored_strategy_when_switched_on(store, fit_calls):
-    seen, _ = _fit_through_the_stage({"train.distribute": "mirrored"}, fit_calls)
-    assert seen["has_strategy"] is True
-    assert seen["strategy"] == "MirroredStrategy"
-    assert seen["policy"] == "float32" and seen["model_jit_compile"] is False
-
-
-@pytest.mark.slow
-def test_stage_compiles_with_xla_when_switched_on(store, fit_calls):
-    seen, _ = _fit_through_the_stage({"train.jit_compile": True}, fit_calls)
-    assert seen["config_jit_compile"] is True
-    assert seen["model_jit_compile"] is True
-    assert seen["policy"] == "float32" and seen["has_strategy"] is False
 
 
 def test_unknown_distribution_is_refused():
