@@ -29,7 +29,7 @@ def test_profile_comes_first_with_an_enum_of_the_profiles():
 
 def test_form_shows_the_family_form_params_by_leaf_name():
     family = get_family("classifiers")
-    assert set(SPECS) == {"profile", "cache", *(path.rsplit(".", 1)[-1] for path in family.form_params)}
+    assert set(SPECS) == {"profile", "cache", "mock_data", *(path.rsplit(".", 1)[-1] for path in family.form_params)}
 
 
 def test_specs_carry_the_config_limits():
