@@ -5,7 +5,8 @@ tensorflow-datasets or not, where, what a download brings), builds every model t
 trains (parameters, FLOPs per example, activation memory per example and per batch),
 times one forward/backward step of each at its batch size on this device, and
 estimates the training time from the number of steps. A family lists what it trains in
-``dry_run_models(config, examples)`` of its stage module (:class:`ModelPlan`).
+``dry_run_models(config, examples)`` of its stage module (:class:`ModelPlan`), and what
+else a run needs that may be missing here in ``dry_run_needs(config)`` (optional).
 """
 
 from __future__ import annotations
@@ -44,8 +45,22 @@ class ModelPlan:
     """Trainings of this shape (seeds, label shares): the estimate multiplies."""
 
 
-def _bytes(dtype: str) -> int:
-    return 2 if "16" in dtype else 8 if "64" in dtype else 4
+def steps(examples: int, batch_size: int, epochs: int) -> int:
+    """Gradient steps of ``epochs`` passes over ``examples`` in batches (the last one partial)."""
+    return -(-examples // batch_size) * epochs
+
+
+def stopping_note(train: Any) -> str:
+    """``", early stopping (patience N) may end it sooner"`` when the trainer's config stops early."""
+    patience = train.early_stopping_patience
+    return f", early stopping (patience {patience}) may end it sooner" if patience else ""
+
+
+def training_examples(data: Any, examples: Mapping[str, int]) -> int:
+    """The training split of data config ``data`` (its dataset's published count, at most
+    ``max_examples``, less the validation and test shares); 0 when the count is unknown."""
+    total = min(examples.get(data.dataset, 0), data.max_examples or 10**12)
+    return int(total * (1 - data.val_fraction - data.test_fraction))
 
 
 def dataset_needs(config: Any) -> list[dict[str, Any]]:
@@ -150,7 +165,12 @@ def dry_run(family: Any, config: Any, *, time_steps: bool = True, say: Callable[
     mixed = bool(getattr(train_config, "mixed_precision", False))
     switches = {key: getattr(train_config, key) for key in ("mixed_precision", "jit_compile", "distribute",
                                                              "steps_per_execution")} if train_config else {}
-    trainer.configure_precision(mixed)
+    # Memory is counted at the run's precision; the step is timed in float16 only on a GPU
+    # (on a CPU float16 convolutions are emulated, 100x slower than what a run there would do).
+    import tensorflow as tf
+
+    timed_mixed = mixed and bool(tf.config.list_physical_devices("GPU"))
+    trainer.configure_precision(timed_mixed)
     models = []
     try:
         for plan in plans:
@@ -172,19 +192,12 @@ def dry_run(family: Any, config: Any, *, time_steps: bool = True, say: Callable[
         trainer.configure_precision(False)
     total = sum(row.get("estimated_seconds", 0.0) for row in models)
     result = {"family": family.name, "profile": config.profile, "device": device, "switches": switches,
+              "timed_in": "mixed_float16" if timed_mixed else "float32",
               "datasets": datasets, "models": models, "estimated_training_seconds": total if time_steps else None}
     missing = [entry for entry in datasets if not entry["prepared"]]
     result["missing"] = [entry["name"] for entry in missing]
-    problems = []
-    if flatten(to_dict(config)).get("style.loss_net") == "imagenet":
-        from pipelines.data.source_weights import DOWNLOAD_VARIABLE, IMAGENET_WEIGHTS_FILE, keras_cache_dir
-
-        cached = keras_cache_dir() / IMAGENET_WEIGHTS_FILE
-        result["weights"] = {"file": str(cached), "cached": cached.is_file()}
-        if not cached.is_file() and os.environ.get(DOWNLOAD_VARIABLE) != "1":
-            result["missing"].append("imagenet-vgg19-weights")
-            problems.append(f"the ImageNet VGG19 weights (style.loss_net=imagenet) are not in {cached} and downloads "
-                            f"are off: run once with {DOWNLOAD_VARIABLE}=1 where there is network access (about 80 MB)")
+    # Needs besides datasets (pretrained weights), from the family: ``dry_run_needs(config)``.
+    problems = list(getattr(module, "dry_run_needs", lambda config: [])(config))
     if missing and os.environ.get("NNZOO_TFDS_DOWNLOAD", "0") != "1":
         problems += [
             f"dataset {entry['name']} (tfds {entry['tfds']} {entry.get('version', '')}) is not prepared in "
@@ -225,7 +238,9 @@ def _model_line(row: Mapping[str, Any]) -> str:
 def render(result: Mapping[str, Any]) -> str:
     """The dry run as the terminal shows it."""
     lines = [f"{result['family']} ({result['profile']} profile) on {result['device']}",
-             "switches: " + ", ".join(f"{key}={value}" for key, value in result["switches"].items()), "datasets:"]
+             "switches: " + ", ".join(f"{key}={value}" for key, value in result["switches"].items())
+             + (f" (steps timed in {result['timed_in']})" if result["switches"].get("mixed_precision") else ""),
+             "datasets:"]
     for entry in result["datasets"]:
         status = ("bundled or generated" if "tfds" not in entry else
                   f"prepared in {entry['where']}" if entry["prepared"] else

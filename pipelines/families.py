@@ -16,7 +16,7 @@ import pkgutil
 from collections.abc import Mapping
 from typing import Any
 
-from pipelines.config import PROFILES, Config, ConfigError, apply_overrides, from_dict
+from pipelines.config import MOCK_SUFFIX, PROFILES, Config, ConfigError, apply_overrides, from_dict
 from pipelines.pipeline import Pipeline
 
 
@@ -64,7 +64,13 @@ class ModelFrom:
 
     @property
     def registered(self) -> str:
-        return f"nnzoo-{self.family}-{self.model}"
+        return registered_name(self.family, self.model)
+
+
+def registered_name(family: str, model: str, mock: bool = False) -> str:
+    """``nnzoo-<family>-<model>``: a family's registered model; ``-mock`` appended for
+    runs on mock data (``mock_data``)."""
+    return f"nnzoo-{family}-{model}{MOCK_SUFFIX if mock else ''}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +105,10 @@ class Family:
     """The counts a run on tensorflow-datasets' mock data cuts (``mock_data``): epochs,
     examples, steps, iterations; never a dataset, shape, model or switch (a test holds
     this). Applied over the profile, under the user's own overrides."""
+    mock_seconds: float | None = None
+    """Seconds of a full run on mock data (``mock_data=64``) on the reference machine of
+    :mod:`pipelines.eta`; the test suite runs the families that take a minute or less end
+    to end on mock data (the rest by hand: docs/operations.md)."""
 
     def __post_init__(self) -> None:
         missing = set(PROFILES) - set(self.profiles)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pipelines import settings, tracking
 from pipelines.config import MOCK_SUFFIX, ExperimentConfig, flatten, to_dict
-from pipelines.families import Family
+from pipelines.families import Family, registered_name
 
 
 def prepare_data(family: Family, config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
@@ -516,11 +516,6 @@ def register_and_promote(
                                     tolerance=tolerance, profile=profile, dataset=dataset)
     say(f"registered {name} v{decision['version']}: {decision['reason']}")
     return decision
-
-
-def registered_name(family: str, model: str, mock: bool = False) -> str:
-    """``nnzoo-<family>-<model>``; ``-mock`` appended for runs on mock data."""
-    return f"nnzoo-{family}-{model}{MOCK_SUFFIX if mock else ''}"
 
 
 def mock_decision(name: str, version: str, metric: str, value: float, profile: str, dataset: str) -> dict[str, Any]:

@@ -104,6 +104,15 @@ def usable(trained_on: str | None, wanted: str) -> bool:
     return trained_on in PROFILES and PROFILES.index(trained_on) >= PROFILES.index(wanted)
 
 
+def described(version: Any, trained_here: bool) -> dict[str, Any]:
+    """What :func:`model_from` returns for a registered ``version``."""
+    from pipelines import tracking
+
+    profile = tracking.get_run(version.run_id).data.tags.get(tracking.TAG_PROFILE) if version.run_id else None
+    return {"name": version.name, "version": str(version.version), "run_id": version.run_id, "profile": profile,
+            "model_uri": f"models:/{version.name}/{version.version}", "trained_here": trained_here}
+
+
 def model_from(family: Any, typed: Any, inputs: dict[str, Any], name: str) -> dict[str, Any]:
     """The model ``family`` declares it takes from another family under ``name``
     (``Family.uses``): the version its knob pins; else that family's champion when it
@@ -122,11 +131,6 @@ def model_from(family: Any, typed: Any, inputs: dict[str, Any], name: str) -> di
     wanted = typed
     for part in use.version.split("."):
         wanted = getattr(wanted, part)
-
-    def described(version: Any, trained_here: bool) -> dict[str, Any]:
-        profile = tracking.get_run(version.run_id).data.tags.get(tracking.TAG_PROFILE) if version.run_id else None
-        return {"name": version.name, "version": str(version.version), "run_id": version.run_id, "profile": profile,
-                "model_uri": f"models:/{version.name}/{version.version}", "trained_here": trained_here}
 
     if wanted != tracking.CHAMPION:
         pinned = tracking.model_version(use.registered, wanted)
@@ -160,23 +164,24 @@ def _mock_model_from(use: Any, typed: Any, inputs: dict[str, Any], name: str) ->
     have no champion), or runs that family's pipeline on mock data first."""
     from pipelines import tracking
     from pipelines.config import to_dict
-    from pipelines.families import get_family
-    from pipelines.kit import registered_name
+    from pipelines.families import get_family, registered_name
 
     registered = registered_name(use.family, use.model, mock=True)
-    versions = tracking.client().search_model_versions(f"name = '{registered}'", order_by=["version_number DESC"])
-    trained_here = not versions
-    if trained_here:
-        print(f"[nnzoo] {registered} has no version yet: running {use.family} (full, mock data) first", flush=True)
-        other = get_family(use.family)
-        base = inputs.get("run_key")
-        overrides = {"mock_data": typed.mock_data}
-        run_pipeline(other, to_dict(other.config(typed.profile, overrides)), run_key=f"{base}/{name}" if base else None)
-        versions = tracking.client().search_model_versions(f"name = '{registered}'",
-                                                           order_by=["version_number DESC"])
-        if not versions:
-            raise RuntimeError(f"{use.family}'s pipeline ran but registered no {registered}")
-    version = versions[0]
-    return {"name": version.name, "version": str(version.version), "run_id": version.run_id,
-            "profile": typed.profile_label, "model_uri": f"models:/{version.name}/{version.version}",
-            "trained_here": trained_here}
+
+    def newest() -> Any | None:
+        found = tracking.client().search_model_versions(f"name = '{registered}'", order_by=["version_number DESC"],
+                                                        max_results=1)
+        return found[0] if found else None
+
+    version = newest()
+    if version is not None:
+        return described(version, False)
+    print(f"[nnzoo] {registered} has no version yet: running {use.family} (full, mock data) first", flush=True)
+    other = get_family(use.family)
+    base = inputs.get("run_key")
+    run_pipeline(other, to_dict(other.config(typed.profile, {"mock_data": typed.mock_data})),
+                 run_key=f"{base}/{name}" if base else None)
+    version = newest()
+    if version is None:
+        raise RuntimeError(f"{use.family}'s pipeline ran but registered no {registered}")
+    return described(version, True)

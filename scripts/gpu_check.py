@@ -56,16 +56,14 @@ def _run(family: str, params: list[str]) -> tuple[int, str]:
 
 
 def time_to_accuracy(run_id: str, target: float) -> float | None:
-    """Seconds of training until the validation accuracy first reached ``target``."""
+    """Seconds from the run's start until its validation accuracy first reached ``target``."""
     from pipelines import tracking
 
-    accuracy = tracking.metric_history(run_id, "val_accuracy")
     client = tracking.client()
-    timestamps = [m.timestamp for m in client.get_metric_history(run_id, "val_accuracy")]
-    started = tracking.get_run(run_id).info.start_time
-    for (_, value), stamp in zip(accuracy, timestamps, strict=False):
-        if value >= target:
-            return (stamp - started) / 1000.0
+    started = client.get_run(run_id).info.start_time
+    for metric in sorted(client.get_metric_history(run_id, "val_accuracy"), key=lambda m: m.step):
+        if metric.value >= target:
+            return (metric.timestamp - started) / 1000.0
     return None
 
 

@@ -39,6 +39,19 @@ def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
 
 
+def imagenet_obtainable() -> bool:
+    """Whether a run could use the ImageNet weights here: in the Keras cache, or downloads allowed."""
+    return (keras_cache_dir() / IMAGENET_WEIGHTS_FILE).is_file() or os.environ.get(DOWNLOAD_VARIABLE) == "1"
+
+
+def missing_imagenet_weights() -> str:
+    """Why the ImageNet weights cannot be had here and what to do; empty when they can."""
+    if imagenet_obtainable():
+        return ""
+    return (f"the ImageNet VGG19 weights are not in {keras_cache_dir() / IMAGENET_WEIGHTS_FILE} and downloads are "
+            f"off: run once with {DOWNLOAD_VARIABLE}=1 where there is network access (about 80 MB)")
+
+
 def choose_loss_network(choice: str, seed: int = 0) -> LossNetChoice:
     """Resolve ``auto`` / ``imagenet`` / ``random`` to the net that will be used.
 

@@ -44,16 +44,15 @@ def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
     """What :func:`train` trains, for ``nnzoo run classifiers --dry-run``."""
     from models import build_model
     from pipelines.data.registry import get_dataset
-    from pipelines.dryrun import ModelPlan
+    from pipelines.dryrun import ModelPlan, steps, training_examples
 
     dataset = get_dataset(typed.data.dataset)
-    total = min(examples.get(dataset.name, 0), typed.data.max_examples or 10**12)
-    train_examples = int(total * (1 - typed.data.val_fraction - typed.data.test_fraction))
-    steps = -(-train_examples // typed.train.batch_size) * typed.train.epochs
+    train_examples = training_examples(typed.data, examples)
+    total_steps = steps(train_examples, typed.train.batch_size, typed.train.epochs)
     classes = 10
     return [ModelPlan(name, lambda name=name: build_model(name, input_shape=dataset.shape, num_classes=classes,
                                                           **builder_kwargs(getattr(typed, name))),
-                      [(dataset.shape, "float32")], typed.train.batch_size, steps,
+                      [(dataset.shape, "float32")], typed.train.batch_size, total_steps,
                       note=f"{train_examples:,} training images x {typed.train.epochs} epochs (early stopping may end "
                            "it sooner)") for name in MODELS]
 

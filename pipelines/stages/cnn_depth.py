@@ -219,30 +219,28 @@ def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
     cnn_depth --dry-run`` (:func:`count_parameters` builds its nets and trains none)."""
     from models import build_model
     from pipelines.data.registry import get_dataset
-    from pipelines.dryrun import ModelPlan
+    from pipelines.dryrun import ModelPlan, steps, stopping_note, training_examples
 
     dataset = get_dataset(typed.data.dataset)
     shape, classes, batch = dataset.shape, 10, typed.train.batch_size  # every dataset of the family has 10 classes
-    total = min(examples.get(dataset.name, 0), typed.data.max_examples or 10**12)
-    train_examples = int(total * (1 - typed.data.val_fraction - typed.data.test_fraction))
-    unknown = "" if total else f" (the example count of {dataset.name} is not registered: steps unknown)"
+    train_examples = training_examples(typed.data, examples)
+    unknown = "" if train_examples else f" (the example count of {dataset.name} is not registered: steps unknown)"
     pair = train_examples * 2 // classes
     plans = [ModelPlan(
         "single_neuron", lambda: build_model("mlp", input_shape=shape, num_classes=1, hidden_units=(),
                                              dropout_rate=0.0, name="single_neuron"),
-        [(shape, "float32")], batch, -(-pair // batch) * typed.neuron.fit_epochs,
+        [(shape, "float32")], batch, steps(pair, batch, typed.neuron.fit_epochs),
         note=f"about {pair:,} training images (2 of {classes} classes) x {typed.neuron.fit_epochs} epochs, no early "
              f"stopping; then a scikit-learn LogisticRegression on the same slice (CPU, not timed){unknown}")]
     for variant in (name for name in VARIANTS if name in typed.variants):
         builder, kwargs, description = variant_model(typed, variant)
         epochs = (typed.vanishing.sigmoid_epochs or typed.train.epochs) if variant.startswith("sigmoid_") \
             else typed.train.epochs
-        stopping = (f", early stopping (patience {typed.train.early_stopping_patience}) may end it sooner"
-                    if typed.train.early_stopping_patience else "")
+        stopping = stopping_note(typed.train)
         plans.append(ModelPlan(
             variant, lambda builder=builder, kwargs=kwargs, variant=variant: build_model(
                 builder, input_shape=shape, num_classes=classes, name=variant, **kwargs),
-            [(shape, "float32")], batch, -(-train_examples // batch) * epochs,
+            [(shape, "float32")], batch, steps(train_examples, batch, epochs),
             note=f"{description}: {train_examples:,} training images x {epochs} epochs{stopping}; every layer's "
                  f"gradient norm on {typed.gradients.examples} images every {typed.gradients.record_every} steps "
                  f"comes on top{unknown}"))

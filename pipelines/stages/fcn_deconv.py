@@ -486,11 +486,10 @@ def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
     from models import build_model
     from models.fcn import geometry
     from pipelines.data.source_scenes import MASK_CLASSES, PET_CLASSES
-    from pipelines.dryrun import ModelPlan
+    from pipelines.dryrun import ModelPlan, steps, stopping_note
 
     segmenter, generator, train = typed.segmenter, typed.generator, typed.train
-    stopping = (f", early stopping (patience {train.early_stopping_patience}) may end it sooner"
-                if train.early_stopping_patience else "")
+    stopping = stopping_note(train)
     classifier = ("; convert_to_fcn (for detection, the generator's evaluation and segmenter.encoder=classifier) "
                   "takes the classifiers family's CNN: its champion, or that family's pipeline runs first when there is none of this "
                   "profile or larger (not counted here: `nnzoo run classifiers --dry-run`)")
@@ -501,7 +500,8 @@ def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
         from pipelines.families import get_family
         from pipelines.kit import builder_kwargs
 
-        classifiers = get_family("classifiers").config(typed.profile)
+        classifiers = get_family(next(use.family for use in FAMILY.uses if use.name == "classifier")).config(
+            typed.profile)
         cnn = build_model("cnn", input_shape=get_dataset(classifiers.data.dataset).shape, num_classes=10,
                           **builder_kwargs(classifiers.cnn))
         return convert_to_fcn(cnn, name="digit_fcn")
@@ -525,7 +525,7 @@ def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
         if crop:
             _check_divisible(crop, crop, multiple, "crop")
         return ModelPlan(
-            key, build, [(shape, "float32")], train.batch_size, -(-count // train.batch_size) * train.epochs,
+            key, build, [(shape, "float32")], train.batch_size, steps(count, train.batch_size, train.epochs),
             note=f"{count:,} {what} ({f'{crop}x{crop} crops' if crop else f'whole, {height}x{width}'}) x "
                  f"{train.epochs} epochs{stopping}" + ("" if own else "; encoder: the converted CNN, as a fresh "
                                                         f"classifiers CNN of the {typed.profile} profile"))
@@ -550,6 +550,6 @@ def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
                                          pose_std=(max(generator.rotation_max, 1.0) / np.sqrt(3.0),
                                                    max(high - low, 1e-3) / np.sqrt(12.0), 0.8165)),
         [((10,), "float32"), ((3,), "float32")], generator.generator_batch,
-        -(-posed // generator.generator_batch) * generator.generator_epochs,
+        steps(posed, generator.generator_batch, generator.generator_epochs),
         note=f"{posed:,} posed digits x {generator.generator_epochs} epochs, no early stopping{classifier}"))
     return plans

@@ -200,13 +200,10 @@ def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
     sequences --dry-run``; models of one shape (the future-context and sentiment pairs
     differ by direction) are listed one by one."""
     from models import build_model
-    from pipelines.dryrun import ModelPlan
+    from pipelines.dryrun import ModelPlan, steps, stopping_note, training_examples
 
     plans = []
     train_share = 1 - SPLIT["val_fraction"] - SPLIT["test_fraction"]
-
-    def steps(count: int, batch: int, epochs: int) -> int:
-        return -(-count // batch) * epochs
 
     if "adding" in typed.tasks:
         adding = typed.adding
@@ -242,11 +239,9 @@ def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
                     note=f"{count:,} training sequences x {future_context.max_epochs} epochs, no early stopping"))
     if "sentiment" in typed.tasks:
         sentiment, data, train = typed.sentiment, typed.data, typed.train
-        total = min(examples.get(data.dataset, 0), data.max_examples or 10**12)
-        count = int(total * (1 - data.val_fraction - data.test_fraction))
-        known = "" if total else f" (the example count of {data.dataset} is not registered: steps unknown)"
-        stopping = (f", early stopping (patience {train.early_stopping_patience}) may end it sooner"
-                    if train.early_stopping_patience else "")
+        count = training_examples(data, examples)
+        known = "" if count else f" (the example count of {data.dataset} is not registered: steps unknown)"
+        stopping = stopping_note(train)
         for cell in sentiment.cells:
             for direction in DIRECTIONS:
                 key = _job("sentiment", cell, direction, "")["key"]

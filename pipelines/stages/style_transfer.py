@@ -259,19 +259,14 @@ def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
     with respect to the image) and the fast stylizer followed by the loss network on the
     training crops. The loss network gets random weights here, never the ImageNet file
     (same shapes, same cost), and fixed input sizes so its activations can be counted."""
-    import os
-
-    from pipelines.data.source_weights import DOWNLOAD_VARIABLE, IMAGENET_WEIGHTS_FILE, keras_cache_dir
+    from pipelines.data.source_weights import imagenet_obtainable
     from pipelines.dryrun import ModelPlan
 
-    cached = (keras_cache_dir() / IMAGENET_WEIGHTS_FILE).is_file()
     net = typed.style.loss_net
-    if net == "auto":
-        net = "imagenet" if cached or os.environ.get(DOWNLOAD_VARIABLE) == "1" else "random"
+    if net == "auto":  # as choose_loss_network resolves it
+        net = "imagenet" if imagenet_obtainable() else "random"
     content_layer = typed.style.content_layer_for(net)
     weights = f"{net} VGG19 to {content_layer} (random weights here)"
-    missing = ("" if net != "imagenet" or cached else f"; the ImageNet weights are not in {keras_cache_dir()}: the "
-               f"run needs them there or {DOWNLOAD_VARIABLE}=1 (about 80 MB)")
     iterative, fast, train = typed.iterative, typed.fast, typed.train
     size, crop = iterative.image_size, fast.crop_size
     steps = fast.stylizer_steps_per_epoch * train.epochs
@@ -280,13 +275,21 @@ def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
                   1, iterative.iterations,
                   note=f"{iterative.iterations} Adam steps on one {size}x{size} image: the timed step is the "
                        f"gradient, with respect to the pixels, of the features of the {weights} (Gram matrices and "
-                       f"losses on top){missing}"),
+                       "losses on top)"),
         ModelPlan(MODEL, lambda: _dry_run_network(content_layer, crop, typed.fast), [((crop, crop, 3), "float32")],
                   train.batch_size, steps,
                   note=f"{fast.stylizer_steps_per_epoch:,} steps per epoch x {train.epochs} epochs on {crop}x{crop} "
                        f"crops: the stylizer followed by the {weights}; not timed: the loss network's forward pass "
-                       f"on the crops for the content targets, the Gram matrices and the validation photos{missing}"),
+                       "on the crops for the content targets, the Gram matrices and the validation photos"),
     ]
+
+
+def dry_run_needs(typed: Any) -> list[str]:
+    """What a run needs besides its datasets and cannot have here (the dry run's errors)."""
+    from pipelines.data.source_weights import missing_imagenet_weights
+
+    missing = missing_imagenet_weights() if typed.style.loss_net == "imagenet" else ""
+    return [f"style.loss_net=imagenet: {missing}"] if missing else []
 
 
 def _dry_run_network(content_layer: str, size: int, fast: Any) -> Any:

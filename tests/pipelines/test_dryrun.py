@@ -32,6 +32,7 @@ def test_dry_run_of_the_full_classifiers_names_the_missing_dataset_and_estimates
     assert rows["cnn"]["step_seconds"] > 0 and rows["cnn"]["estimated_seconds"] == pytest.approx(
         rows["cnn"]["step_seconds"] * rows["cnn"]["steps"])
     assert rows["cnn"]["activation_bytes_per_batch"] == 128 * rows["cnn"]["activation_bytes_per_example"]
+    assert result["timed_in"] == "float32"  # no GPU here: float16 on a CPU would time an emulation
     assert result["switches"] == {"mixed_precision": True, "jit_compile": False, "distribute": "mirrored",
                                   "steps_per_execution": 1}
     text = render(result)

@@ -1,10 +1,10 @@
 """The full profile end to end on tensorflow-datasets' mock data: the full datasets'
 shapes, the full models and the full profile's GPU switches (on the CPU here), through
 every stage, tracking and registration under the ``-mock`` names; and the switches in
-force during every fit. The families whose full pipelines take longest on mock data
-(style_transfer, cnn_depth, fcn_deconv, sequences: one to several minutes each on 2
-cores, most of it graph tracing of the full models) are run by ``nnzoo run FAMILY
---profile full --param mock_data=64`` outside the suite (docs/operations.md)."""
+force during every fit. Families whose full pipelines take longer on mock data
+(``Family.mock_seconds`` over ``SUITE_SECONDS``: one to several minutes on 2 cores, most
+of it graph tracing of the full models) are run by ``nnzoo run FAMILY --profile full
+--param mock_data=64`` outside the suite (docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ import pytest
 
 from pipelines import tracking, train
 from pipelines.config import to_dict
-from pipelines.families import get_family
+from pipelines.families import all_families, get_family
 from pipelines.runner import run_pipeline
 
-IN_SUITE = ("classifiers", "unsupervised")
 MOCK_EXAMPLES = 64
+SUITE_SECONDS = 60.0
+"""A family whose full run on mock data takes longer (``Family.mock_seconds``) is run by hand."""
+IN_SUITE = sorted(name for name, family in all_families().items()
+                  if family.mock_seconds is not None and family.mock_seconds <= SUITE_SECONDS)
 
 
 @pytest.fixture
@@ -39,6 +42,11 @@ def fits(monkeypatch):
     monkeypatch.setattr(train, "fit", recording_fit)
     yield seen
     train.configure_precision(False)
+
+
+def test_the_suite_runs_some_families_on_mock_data_and_every_family_declares_its_cost():
+    assert all(family.mock_seconds for family in all_families().values())
+    assert IN_SUITE
 
 
 @pytest.mark.slow

@@ -36,25 +36,24 @@ def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
     from models.rbm import RBM
     from pipelines.configs.unsupervised import INITS
     from pipelines.data.registry import get_dataset
-    from pipelines.dryrun import ModelPlan
+    from pipelines.dryrun import ModelPlan, steps, training_examples
     from pipelines.stages.unsupervised.dbn import EVAL_POINTS, MIN_EVAL_STEPS
 
     dataset = get_dataset(typed.data.dataset)
     shape = tuple(dataset.shape)
-    total = min(examples.get(dataset.name, 0), typed.data.max_examples or 10**12)
-    train_examples = int(total * (1 - typed.data.val_fraction - typed.data.test_fraction))
+    train_examples = training_examples(typed.data, examples)
     classes = 10
     plans = []
 
     batch, epochs = typed.train.batch_size, typed.train.epochs
     plans.append(ModelPlan(
         "autoencoder", lambda: build_model("autoencoder", input_shape=shape, **builder_kwargs(typed.autoencoder)),
-        [(shape, "float32")], batch, -(-train_examples // batch) * epochs,
+        [(shape, "float32")], batch, steps(train_examples, batch, epochs),
         note=f"{train_examples:,} training images x {epochs} epochs (early stopping may end it sooner)"))
 
     rbm = typed.rbm
     sizes = [math.prod(shape), *rbm.layers]
-    rbm_steps = -(-train_examples // rbm.batch_size) * rbm.epochs
+    rbm_steps = steps(train_examples, rbm.batch_size, rbm.epochs)
     for layer, (n_visible, n_hidden) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), start=1):
         plans.append(ModelPlan(
             f"rbm_layer_{layer}",
@@ -93,7 +92,7 @@ def dry_run_models(typed: Any, examples: dict[str, int]) -> list[Any]:
             "rbm_features",
             lambda: RBM(64, features.hidden_units, k=1, persistent=True, n_chains=features.batch_size, seed=0,
                         name="rbm_digits"),
-            [((64,), "float32")], features.batch_size, -(-digits_train // features.batch_size) * features.epochs,
+            [((64,), "float32")], features.batch_size, steps(digits_train, features.batch_size, features.epochs),
             note=f"sklearn digits nudged x5, {digits_train:,} training examples x {features.epochs} epochs of PCD-1 "
                  "(the logistic regression on its features comes on top)"))
     return plans

@@ -157,6 +157,16 @@ def test_tfidf_baseline_learns_a_separable_toy_corpus():
     labels = {"train": np.array([1] * 20 + [0] * 20), "val": np.array([1, 0]), "test": np.array([1, 0])}
     result = tfidf_baseline(texts, labels)
     assert result["test_accuracy"] == 1.0 and result["val_accuracy"] == 1.0
+    assert result["min_df"] == 2
+
+
+def test_tfidf_baseline_keeps_every_term_when_none_is_in_two_texts():
+    # Mock data: every word of every review is new; dropping single-text terms drops all.
+    texts = {"train": np.array([f"w{i} x{i}" for i in range(8)]), "val": np.array(["w1 q"]),
+             "test": np.array(["x2 z"])}
+    labels = {"train": np.array([0, 1] * 4), "val": np.array([1]), "test": np.array([0])}
+    result = tfidf_baseline(texts, labels)
+    assert result["min_df"] == 1 and 0.0 <= result["test_accuracy"] <= 1.0
 
 
 def test_bad_tasks_and_unknown_task_are_refused():
