@@ -109,3 +109,34 @@ def test_too_few_examples_for_a_split_is_named_before_any_training(tmp_path):
     with tfds_mock(12), pytest.raises(DatasetUnavailableError,
                                       match="'mnist': 12 examples leave the val split.* empty at val_fraction=0.1"):
         prepare(DataConfig(dataset="mnist", val_fraction=0.1, test_fraction=0.15), root=tmp_path)
+
+
+def test_pet_masks_are_folded_into_the_trimap_on_mock_data_and_refused_outside_it_otherwise(monkeypatch):
+    from pipelines.data import registry
+    from pipelines.data.registry import DatasetUnavailableError
+
+    with tfds_mock(4):
+        loaded = load_arrays("oxford_iiit_pet", None, side=16)
+        assert loaded.arrays["mask"].shape == (4, 16, 16) and set(np.unique(loaded.arrays["mask"])) <= {0, 1, 2}
+        monkeypatch.setattr(registry, "mock_examples", lambda: 0)  # the same random bytes read as real data
+        with pytest.raises(DatasetUnavailableError, match="oxford_iiit_pet: segmentation masks hold values .* "
+                                                          "outside the trimap's 1..3"):
+            load_arrays("oxford_iiit_pet", None, side=16)
+
+
+def test_a_single_neuron_slice_missing_a_class_is_named_before_any_run(tmp_path):
+    from pipelines.config import to_dict
+    from pipelines.data.prepared import prepare
+    from pipelines.data.registry import DatasetUnavailableError
+    from pipelines.stages import cnn_depth
+
+    family = get_family("cnn_depth")
+    config = family.config("full", {"mock_data": 24})
+    with tfds_mock(24):
+        data = prepare(config.data, root=tmp_path)
+    train_labels = data.split("train")[1]
+    absent = next(label for label in range(10) if not (train_labels == label).any())  # a few random labels
+    config = config.replace(neuron=config.neuron.replace(classes=(0, absent)))
+    with pytest.raises(DatasetUnavailableError, match=r"neuron.classes=\(.*\): the (train|test) split of cifar10 .* "
+                                                      "need both classes"):
+        cnn_depth.single_neuron(to_dict(config), {"data_uri": data.uri})
