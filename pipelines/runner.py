@@ -158,7 +158,6 @@ def model_from(family: Any, typed: Any, inputs: dict[str, Any], name: str) -> di
     return described(version, True)
 
 
-
 def _mock_model_from(use: Any, typed: Any, inputs: dict[str, Any], name: str) -> dict[str, Any]:
     """On mock data a family takes the other family's newest mock version (mock versions
     have no champion), or runs that family's pipeline on mock data first."""

@@ -41,7 +41,7 @@ def restore_policy():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("switches", SWITCHES, ids=SWITCH_IDS)
-def test_switch_trains_and_keeps_float32_outputs(switches, tiny_data):
+def test_switch_trains_and_keeps_float32_outputs(switches, tiny_data, capsys):
     config = apply_overrides(get_family("classifiers").config("smoke"), {**switches, "train.epochs": 1})
     train.configure_devices()
     train.configure_precision(config.train.mixed_precision)
@@ -53,6 +53,19 @@ def test_switch_trains_and_keeps_float32_outputs(switches, tiny_data):
         assert keras.mixed_precision.dtype_policy().name == "mixed_float16"
         assert model.get_layer("conv_1_1").compute_dtype == "float16"
     assert model.output.dtype == "float32"  # softmax stays float32 under mixed precision
+    assert model.jit_compile is config.train.jit_compile  # no augmentation layer here: XLA is on
+    assert "XLA was asked for" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_xla_that_keras_cannot_apply_is_said_not_dropped_silently(tiny_data, capsys):
+    config = apply_overrides(get_family("classifiers").config("smoke"), {"train.jit_compile": True, "train.epochs": 1})
+    # The CNN's RandomTranslation cannot be XLA-compiled: Keras drops XLA, the trainer says so.
+    model = build_model("cnn", input_shape=(28, 28, 1), num_classes=10, filters=(4,), dense_units=8,
+                        augment_shift=0.06)
+    train.fit(model, *tiny_data, config.train)
+    assert model.jit_compile is False
+    assert "XLA was asked for (train.jit_compile) but Keras cannot compile RandomTranslation" in capsys.readouterr().out
 
 
 @pytest.fixture
