@@ -31,6 +31,7 @@ CLASSIFIERS_BAD = {
     "learning_rate": [0, -1, 2e6],
     "seed": [-1, 2**31],
     "cache": [1, "yes"],
+    "mock_data": [-1, 10001, 2.5],
 }
 # At least one field per other family DAG: list patterns (item range, parity, count,
 # names), a multipleOf, a non-blank text and plain ranges.
