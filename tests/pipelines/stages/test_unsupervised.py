@@ -8,7 +8,6 @@ refusals."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import statistics
@@ -135,7 +134,7 @@ def test_nnzoo_run_hands_the_family_and_its_config_to_run_pipeline(monkeypatch):
 def test_every_declared_step_is_a_stage_of_the_family_package():
     assert FAMILY.stages[0] == "prepare_data" and FAMILY.stages[-1] == "finish"
     for step in FAMILY.stages[1:-1]:
-        assert inspect.unwrap(stage_function(FAMILY, step)) is getattr(unsupervised, step), step
+        assert stage_function(FAMILY, step).__wrapped__ is getattr(unsupervised, step), step
     assert FAMILY.pipeline.leaves() == ("register",)
 
 
