@@ -105,10 +105,6 @@ class Family:
     """The counts a run on tensorflow-datasets' mock data cuts (``mock_data``): epochs,
     examples, steps, iterations; never a dataset, shape, model or switch (a test holds
     this). Applied over the profile, under the user's own overrides."""
-    mock_seconds: float | None = None
-    """Seconds of a full run on mock data (``mock_data=64``) on the reference machine of
-    :mod:`pipelines.eta`; the test suite runs the families that take a minute or less end
-    to end on mock data (the rest by hand: docs/operations.md)."""
 
     def __post_init__(self) -> None:
         missing = set(PROFILES) - set(self.profiles)

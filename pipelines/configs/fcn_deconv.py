@@ -234,7 +234,7 @@ FAMILY = register_family(
         )),
         form_params=("data.canvas_height", "data.canvas_width", "data.scenes", "train.epochs",
                      "detection.score_threshold", "train.seed"),
-        claims=CLAIMS, quick_seconds=(165.0, 46.0), mock_seconds=91.0,
+        claims=CLAIMS, quick_seconds=(165.0, 46.0),
         uses=(ModelFrom("classifier", "classifiers", "cnn", version="classifier.classifier_version"),),
         headline=(("fcn", "max_abs_difference"), ("fcn", "detection_precision"), ("fcn", "detection_recall"),
                   ("segmenter", "mean_iou"), ("segmenter", "pixel_accuracy"), ("generator", "recognised_share")),

@@ -156,7 +156,7 @@ FAMILY = register_family(
         )),
         form_params=("data.dataset", "tasks", "adding.lengths", "adding.cells", "adding.truncation",
                      "train.epochs", "train.seed"),
-        claims=CLAIMS, quick_seconds=(136.0, 44.0), mock_seconds=95.0,
+        claims=CLAIMS, quick_seconds=(136.0, 44.0),
         headline=(("adding-*", "test_mse"), ("future_context-*", "test_accuracy"), ("future_context-*", "causal_bound"),
                   ("sentiment-*", "test_accuracy"), ("sentiment-*", "tfidf_test_accuracy")),
     )

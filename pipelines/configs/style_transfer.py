@@ -215,7 +215,7 @@ FAMILY = register_family(
         )),
         form_params=("style.style_image", "style.loss_net", "iterative.iterations", "iterative.init",
                      "train.epochs", "train.seed"),
-        claims=CLAIMS, quick_seconds=(34.0, 41.0), mock_seconds=76.0,
+        claims=CLAIMS, quick_seconds=(34.0, 41.0),
         headline=(("iterative", "total_loss_drop"), ("iterative", "style_loss_vs_content_photo"),
                   ("stylizer", "test_perceptual_loss"), ("pipeline", "speedup_*"), ("pipeline", "loss_matched_speedup*")),
         commands=(Command(

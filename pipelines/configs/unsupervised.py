@@ -156,7 +156,7 @@ FAMILY = register_family(
         )),
         form_params=("data.dataset", "autoencoder.bottleneck", "rbm.layers", "rbm.epochs",
                      "finetune.label_fractions", "finetune.seeds", "finetune.steps", "train.seed"),
-        claims=CLAIMS, quick_seconds=(83.0, 47.0), mock_seconds=55.0,
+        claims=CLAIMS, quick_seconds=(83.0, 47.0),
         headline=(("autoencoder", "test_mse"), ("autoencoder", "pca_test_mse"), ("pipeline", "finetune_gain_*_mean"),
                   ("pipeline", "rbm_logistic_accuracy")),
     )

@@ -15,6 +15,7 @@ from pipelines.config import ConfigError, to_dict
 from pipelines.configs.cnn_depth import FAMILY, VARIANTS
 from pipelines.stages import cnn_depth
 from tests.conftest import smoke_run
+from tests.pipelines.stages.full_mock import assert_full_mock_run
 
 RUN_KEY = "zoo_cnn_depth/test-run"
 SMOKE = to_dict(FAMILY.config("smoke"))
@@ -243,3 +244,8 @@ def test_the_sigmoid_pair_trains_its_own_epochs(smoke, monkeypatch):
     for variant in ("sigmoid_plain", "vanishing_plain"):
         cnn_depth.train_variant(config, {**smoke["out"]["prepare_data"], "variant": variant})
     assert seen == {"sigmoid_plain": 1, "vanishing_plain": 3}
+
+
+@pytest.mark.slow
+def test_full_profile_runs_end_to_end_on_mock_data_with_its_switches_in_force(store, full_mock_fits):
+    assert_full_mock_run(FAMILY, store, full_mock_fits)

@@ -18,6 +18,7 @@ from pipelines.errors import BadValueError
 from pipelines.runner import model_from, usable
 from pipelines.stages import fcn_deconv
 from tests.conftest import smoke_run
+from tests.pipelines.stages.full_mock import assert_full_mock_run
 
 RUN_KEY = "zoo_fcn_deconv/test-run"
 
@@ -228,3 +229,8 @@ def test_the_result_contract_holds_on_the_smoke_run(smoke):
     from tests.claims_check import assert_result_contract
 
     assert_result_contract(FAMILY, smoke["store"], RUN_KEY)
+
+
+@pytest.mark.slow
+def test_full_profile_runs_end_to_end_on_mock_data_with_its_switches_in_force(store, full_mock_fits):
+    assert_full_mock_run(FAMILY, store, full_mock_fits)

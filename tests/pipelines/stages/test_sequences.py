@@ -15,6 +15,7 @@ from pipelines.configs.sequences import DIRECTIONS, FAMILY
 from pipelines.data.source_sequences import tfidf_baseline
 from pipelines.stages import sequences
 from tests.conftest import smoke_run
+from tests.pipelines.stages.full_mock import assert_full_mock_run
 
 RUN_KEY = "zoo_sequences/test-run"
 SMOKE = to_dict(FAMILY.config("smoke"))
@@ -180,3 +181,8 @@ def test_the_result_contract_holds_on_the_smoke_run(smoke):
     from tests.claims_check import assert_result_contract
 
     assert_result_contract(FAMILY, smoke["store"], RUN_KEY)
+
+
+@pytest.mark.slow
+def test_full_profile_runs_end_to_end_on_mock_data_with_its_switches_in_force(store, full_mock_fits):
+    assert_full_mock_run(FAMILY, store, full_mock_fits)

@@ -25,6 +25,7 @@ from pipelines.data.source_style import (
 )
 from pipelines.stages import style_transfer
 from tests.conftest import smoke_run
+from tests.pipelines.stages.full_mock import assert_full_mock_run
 
 RUN_KEY = "zoo_style_transfer/test-run"
 SMOKE = FAMILY.config("smoke")
@@ -348,3 +349,8 @@ def test_the_result_contract_holds_on_the_smoke_run(smoke):
     from tests.claims_check import assert_result_contract
 
     assert_result_contract(FAMILY, smoke["store"], RUN_KEY)
+
+
+@pytest.mark.slow
+def test_full_profile_runs_end_to_end_on_mock_data_with_its_switches_in_force(store, full_mock_fits):
+    assert_full_mock_run(FAMILY, store, full_mock_fits)

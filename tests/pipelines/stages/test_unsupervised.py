@@ -29,6 +29,7 @@ from pipelines.stages import unsupervised
 from pipelines.stages.unsupervised.dbn import visible
 from pipelines.stages.unsupervised.report import fewest_labels_gain
 from tests.conftest import new_store
+from tests.pipelines.stages.full_mock import assert_full_mock_run
 
 EXPERIMENT = FAMILY.experiment_name
 RUN_KEY = "zoo_unsupervised/test-run"
@@ -1000,3 +1001,8 @@ def test_the_result_contract_holds_on_the_smoke_run(smoke):
     from tests.claims_check import assert_result_contract
 
     assert_result_contract(FAMILY, smoke["store"], RUN_KEY)
+
+
+@pytest.mark.slow
+def test_full_profile_runs_end_to_end_on_mock_data_with_its_switches_in_force(store, full_mock_fits):
+    assert_full_mock_run(FAMILY, store, full_mock_fits)

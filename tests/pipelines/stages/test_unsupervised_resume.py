@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 RUN_KEY = "zoo_unsupervised/kill-test"
 LAYER_KEY = f"{RUN_KEY}/rbm_layer_1"
-EPOCHS = 4
+EPOCHS = 6
 
 PRETRAIN_SCRIPT = """
 import json, sys
@@ -58,11 +58,12 @@ def _wait_for_first_epoch(client, experiment_id: str, process: subprocess.Popen,
 
 
 def test_killed_rbm_layer_resumes_the_same_run_and_registers_once(store):
-    # Quick-profile data (3500 training images); tiny batches and CD-5 make an epoch take
-    # a couple of seconds, so the kill lands between the first epoch and the end. One
-    # autoencoder epoch: register needs an autoencoder next to the layer.
-    config = to_dict(FAMILY.config("quick", {"rbm.layers": "500", "rbm.batch_size": 4, "rbm.k": 5,
-                                             "rbm.epochs": EPOCHS, "rbm.gibbs_steps": 10, "train.epochs": 1}))
+    # 1,000 quick-profile images; tiny batches and CD-5 make an epoch take most of a
+    # second, so the kill lands between the first epoch and the end. One autoencoder
+    # epoch: register needs an autoencoder next to the layer.
+    config = to_dict(FAMILY.config("quick", {"data.max_examples": 1000, "rbm.layers": "500", "rbm.batch_size": 4,
+                                             "rbm.k": 5, "rbm.epochs": EPOCHS, "rbm.gibbs_steps": 10,
+                                             "train.epochs": 1}))
     data = kit.prepare_data(FAMILY, config, {"run_key": RUN_KEY})
     # Layer 1 is the first of the chain: nothing below it.
     inputs = step_inputs(FAMILY.pipeline.step("pretrain_rbm_layer"), data, RUN_KEY, {"pretrain_rbm_layer": None},
