@@ -60,6 +60,17 @@ def training_retries() -> int:
     return int(value)
 
 
+def max_active_runs() -> int:
+    """DAG runs of one family DAG that may run at once (``NNZOO_MAX_ACTIVE_RUNS``, default
+    16, Airflow's own default). Overlapping runs are safe: training tasks share the
+    training pool, each run tracks under its own run keys, and promotions of one model
+    take turns (:func:`pipelines.tracking.promotion_lock`)."""
+    value = os.environ.get("NNZOO_MAX_ACTIVE_RUNS", "16")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"NNZOO_MAX_ACTIVE_RUNS={value!r}: expected a whole number >= 1")
+    return int(value)
+
+
 def schedule(family: str) -> str | None:
     """The family's retraining schedule (``NNZOO_SCHEDULE_CLASSIFIERS=0 3 * * 0``), or None."""
     variable = f"NNZOO_SCHEDULE_{family.upper()}"
@@ -161,8 +172,9 @@ def announce_dataset(outlet_events: Any, data: Mapping[str, Any]) -> None:
 
 
 def family_dag_kwargs(family: Any) -> dict[str, Any]:
-    """``@dag`` arguments of a family DAG: its id, one run at a time, tags, the
-    documentation and the trigger form derived from the family's config."""
+    """``@dag`` arguments of a family DAG: its id, how many runs at once
+    (:func:`max_active_runs`), tags, the documentation and the trigger form derived from
+    the family's config."""
     import pendulum
     from airflow.sdk import Param
 
@@ -173,7 +185,7 @@ def family_dag_kwargs(family: Any) -> dict[str, Any]:
         "description": family.description,
         "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"),
         "catchup": False,
-        "max_active_runs": 1,
+        "max_active_runs": max_active_runs(),
         "tags": ["nnzoo", family.name],
         "params": {name: Param(**spec) for name, spec in form_specs(family.name).items()},
         "doc_md": family.doc_md,

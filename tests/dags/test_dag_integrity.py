@@ -55,6 +55,7 @@ for dag_id, dag in bag.dags.items():
         "params": {k: restored.params.get_param(k).schema for k in restored.params},
         "defaults": dict(restored.params.dump()),
         "timetable": type(dag.timetable).__name__,
+        "max_active_runs": dag.max_active_runs,
         "schedule_assets": sorted(a.name for a in getattr(getattr(dag.timetable, "asset_condition", None),
                                                           "objects", [])),
         "heavy": sorted({name.split(".")[0] for name in sys.modules} & {"tensorflow", "keras", "mlflow"}),
@@ -174,10 +175,15 @@ def test_training_tasks_use_the_configured_pool_else_the_default_pool(bag, tmp_p
         assert {info["pool"] for info in plain[dag_id]["tasks"].values()} == {"default_pool"}, dag_id
 
 
-def test_training_queue_comes_from_the_environment(tmp_path):
-    tasks = _bag(tmp_path, NNZOO_TRAINING_QUEUE="gpu")["dags"]["zoo_classifiers"]["tasks"]
+def test_training_queue_and_concurrent_runs_come_from_the_environment(tmp_path, bag):
+    dags = _bag(tmp_path, NNZOO_TRAINING_QUEUE="gpu", NNZOO_MAX_ACTIVE_RUNS="3")["dags"]
+    tasks = dags["zoo_classifiers"]["tasks"]
     assert tasks["train_mlp"]["queue"] == tasks["train_cnn"]["queue"] == "gpu"
     assert tasks["prepare_data"]["queue"] == tasks["evaluate"]["queue"] == "default"
+    # Runs of one family overlap (a schedule, new data, a person): Airflow's default 16.
+    for family in FAMILIES.values():
+        assert dags[family.dag_id]["max_active_runs"] == 3
+        assert bag["dags"][family.dag_id]["max_active_runs"] == 16
 
 
 def test_zoo_classifiers_params_render_with_the_profile_enum(bag):

@@ -47,6 +47,13 @@ def test_bad_retries_setting_names_the_variable(monkeypatch):
         orchestration.training_retries()
 
 
+@pytest.mark.parametrize("value", ["0", "many", "-2"])
+def test_bad_max_active_runs_setting_names_the_variable(monkeypatch, value):
+    monkeypatch.setenv("NNZOO_MAX_ACTIVE_RUNS", value)
+    with pytest.raises(ValueError, match=f"NNZOO_MAX_ACTIVE_RUNS='{value}': expected a whole number >= 1"):
+        orchestration.max_active_runs()
+
+
 def test_schedule_is_off_unless_configured(monkeypatch):
     monkeypatch.delenv("NNZOO_SCHEDULE_CLASSIFIERS", raising=False)
     assert orchestration.schedule("classifiers") is None
