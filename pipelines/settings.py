@@ -39,6 +39,19 @@ def mlflow_tracking_uri() -> str:
     return f"sqlite:///{home() / 'mlflow' / 'mlflow.db'}"
 
 
+def mlflow_wait_seconds() -> float:
+    """How long a task waits for an unreachable MLflow tracking server before it fails
+    (``NNZOO_MLFLOW_WAIT_S``, default 30: long enough for the server to restart)."""
+    value = os.environ.get("NNZOO_MLFLOW_WAIT_S", "30")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ValueError(f"NNZOO_MLFLOW_WAIT_S={value!r}: expected a number of seconds >= 0")
+    return seconds
+
+
 def mlflow_artifact_root() -> str | None:
     """Artifact root for new experiments: ``NNZOO_ARTIFACT_ROOT``, or a local folder
     beside a file-based store; ``None`` lets a tracking server choose."""

@@ -85,23 +85,32 @@ def configure() -> str:
 
 
 def _check_store(uri: str) -> None:
-    """Fail in seconds, naming the setting, instead of after minutes of HTTP retries
-    or halfway through a run when the first artifact is written."""
+    """Fail within ``NNZOO_MLFLOW_WAIT_S`` seconds (default 30: a tracking server that
+    restarts comes back within it), naming the setting, instead of after minutes of
+    HTTP retries or halfway through a run when the first artifact is written."""
     from pipelines.errors import StoreUnavailableError
 
     if uri.startswith(("http://", "https://")):
         import urllib.error
         import urllib.request
 
-        try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10).close()
-        except urllib.error.HTTPError:
-            pass  # it answers (a proxy or auth may refuse /health): reachable
-        except (urllib.error.URLError, OSError) as error:
-            raise StoreUnavailableError(
-                f"MLflow tracking server {uri} is not reachable ({getattr(error, 'reason', error)}); "
-                "start it or fix MLFLOW_TRACKING_URI"
-            ) from error
+        deadline, delay = time.monotonic() + settings.mlflow_wait_seconds(), 1.0
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10).close()
+                break
+            except urllib.error.HTTPError:
+                break  # it answers (a proxy or auth may refuse /health): reachable
+            except (urllib.error.URLError, OSError) as error:
+                reason = getattr(error, "reason", error)
+                if time.monotonic() + delay > deadline:
+                    raise StoreUnavailableError(
+                        f"MLflow tracking server {uri} is not reachable ({reason}); "
+                        "start it or fix MLFLOW_TRACKING_URI") from error
+                print(f"[nnzoo] MLflow tracking server {uri} is not reachable ({reason}); trying again in "
+                      f"{delay:.0f}s", flush=True)
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
     elif uri.startswith("sqlite:///"):
         settings.ensure_writable_dir(Path(uri.removeprefix("sqlite:///")).parent, "MLflow store folder",
                                      "MLFLOW_TRACKING_URI or NNZOO_HOME")

@@ -18,13 +18,60 @@ def fresh_tracking(monkeypatch):
     monkeypatch.setattr(tracking, "_configured_uri", None)
 
 
-def test_unreachable_tracking_server_fails_in_seconds(monkeypatch, fresh_tracking, tmp_path):
+def test_unreachable_tracking_server_fails_after_the_wait_naming_the_setting(monkeypatch, fresh_tracking, tmp_path,
+                                                                            capsys):
     monkeypatch.setenv("NNZOO_HOME", str(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: nothing listens
+    monkeypatch.setenv("NNZOO_MLFLOW_WAIT_S", "2")
     started = time.perf_counter()
     with pytest.raises(StoreUnavailableError, match=r"http://127.0.0.1:9 is not reachable.*MLFLOW_TRACKING_URI"):
         tracking.client()
-    assert time.perf_counter() - started < 15
+    assert 1 <= time.perf_counter() - started < 15
+    assert "trying again in 1s" in capsys.readouterr().out
+
+
+def test_a_tracking_server_that_comes_back_within_the_wait_is_waited_for():
+    """A restarting server (down for a second here) does not fail the task."""
+    import http.server
+    import socket
+    import threading
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    server = None
+
+    def come_back():
+        nonlocal server
+        time.sleep(1.2)
+        server = http.server.HTTPServer(("127.0.0.1", port), Health)
+        server.serve_forever()
+
+    threading.Thread(target=come_back, daemon=True).start()
+    started = time.perf_counter()
+    try:
+        tracking._check_store(f"http://127.0.0.1:{port}")
+    finally:
+        if server is not None:
+            server.shutdown()
+    assert time.perf_counter() - started >= 1.0
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_a_bad_mlflow_wait_names_the_variable(monkeypatch, value):
+    monkeypatch.setenv("NNZOO_MLFLOW_WAIT_S", value)
+    with pytest.raises(ValueError, match=f"NNZOO_MLFLOW_WAIT_S='{value}'"):
+        tracking.settings.mlflow_wait_seconds()
 
 
 def test_unwritable_artifact_root_is_named(monkeypatch, fresh_tracking, tmp_path):
