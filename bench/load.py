@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 import threading
@@ -97,9 +98,14 @@ class Load:
 
     def poll(self) -> bool:
         """Update the runs' states; True once every run has ended."""
+        import requests
+
         for run in self.runs:
             if run["state"] not in ("success", "failed"):
-                run["state"] = stacks.run_state(self.stack, run["dag_id"], run["run_id"])
+                try:
+                    run["state"] = stacks.run_state(self.stack, run["dag_id"], run["run_id"])
+                except (stacks.StackError, requests.RequestException) as error:  # asked again next round
+                    say(f"could not read the state of {run['dag_id']}/{run['run_id']}: {error}")
         return all(run["state"] in ("success", "failed") for run in self.runs)
 
     def running_training(self, worker: str) -> dict | None:
@@ -129,6 +135,12 @@ class Load:
     # --- faults ---------------------------------------------------------------------------
     def inject(self, faults: list[str]) -> None:
         """Each fault in turn, once trainings run, spaced so that each has its own effect."""
+        try:
+            self._inject(faults)
+        except Exception as error:  # noted in the report; the load goes on
+            self.faults.append({"fault": "?", "injected": False, "why": f"the injector failed: {error!r}"})
+
+    def _inject(self, faults: list[str]) -> None:
         for fault in faults:
             target = None
             while not self.done.is_set():
@@ -189,6 +201,12 @@ class Load:
         starts = [parse_time(ti["queued_when"]) for ti in tis if ti.get("queued_when")]
         span = (max(ends) - min(starts)) if ends and starts else None
         mlflow = self.mlflow_checks()
+        for fault in self.faults:  # what became of the task each fault hit
+            hit = fault.get("during")
+            run = next((r for r in self.runs if hit and r["run_id"] == hit["run_id"]), None)
+            if run is not None and hit["task"] in run.get("tasks", {}):
+                ti = run["tasks"][hit["task"]]
+                fault["task_outcome"] = {"state": ti["state"], "tries": ti.get("try_number")}
         return {
             "runs": len(self.runs), "succeeded": sum(r["state"] == "success" for r in self.runs),
             "failed_runs": [f"{r['dag_id']}/{r['run_id']}" for r in self.runs if r["state"] != "success"],
@@ -199,6 +217,11 @@ class Load:
             "task_duration_s": {"p50": percentile(durations, 0.5), "p95": percentile(durations, 0.95)},
             "throughput_tasks_per_min": (len(ends) / span * 60) if span else None,
             "wall_s": wall, **mlflow, "faults": self.faults,
+            "lost": {"runs_not_succeeded": sum(r["state"] != "success" for r in self.runs),
+                     "task_instances_not_succeeded": sum(ti["state"] != "success" for ti in tis)},
+            "duplicates": {"mlflow_runs": sum(n - 1 for n in mlflow["duplicate_runs"].values()),
+                           "versions": sum(max(0, found - declared) for found, declared
+                                           in mlflow["versions_not_as_declared"].values())},
         }
 
     def mlflow_checks(self) -> dict[str, Any]:
@@ -284,15 +307,20 @@ def markdown(report: dict[str, Any], args: argparse.Namespace, machine: str) -> 
              f"| MLflow runs with more than one run per task (must be 0) | {len(report['duplicate_runs'])} |",
              f"| MLflow runs not FINISHED | {len(report['unfinished_runs'])} |",
              f"| DAG runs with versions not as declared (must be 0) | {len(report['versions_not_as_declared'])} |",
+             f"| lost work: DAG runs / task instances not succeeded (must be 0) | "
+             f"{report['lost']['runs_not_succeeded']} / {report['lost']['task_instances_not_succeeded']} |",
+             f"| duplicates: extra MLflow runs / extra versions (must be 0) | "
+             f"{report['duplicates']['mlflow_runs']} / {report['duplicates']['versions']} |",
              f"| registered models with champion on the best like-for-like version | "
              f"{sum(c['ok'] for c in report['champions'])} / {len(report['champions'])} |", ""]
     if report["faults"]:
-        lines += ["| fault | during | recovered after (s) |", "|---|---|---|"]
+        lines += ["| fault | while running | back after (s) | that task ended | its tries |", "|---|---|---|---|---|"]
         for fault in report["faults"]:
             during = fault.get("during") or {}
             took = fault["recovered"] - fault["at"] if fault.get("injected") else None
+            outcome = fault.get("task_outcome") or {}
             lines.append(f"| {fault['fault']} | {during.get('dag_id', '')} {during.get('task', fault.get('why', ''))} "
-                         f"| {fmt(took)} |")
+                         f"| {fmt(took)} | {outcome.get('state', 'n/a')} | {outcome.get('tries', 'n/a')} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -307,6 +335,9 @@ def verdict(report: dict[str, Any]) -> list[str]:
         problems.append(f"MLflow runs not FINISHED: {report['unfinished_runs']}")
     if report["versions_not_as_declared"]:
         problems.append(f"registered versions not as declared (found, declared): {report['versions_not_as_declared']}")
+    broken = [f["why"] for f in report["faults"] if f.get("why", "").startswith("the injector failed")]
+    if broken:
+        problems.append(broken[0])
     wrong = [c for c in report["champions"] if not c["ok"]]
     if wrong:
         problems.append(f"champion not on the best version: {wrong}")
@@ -323,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", type=lambda s: [f for f in s.split(",") if f], default=list(FAULTS),
                         help=f"comma-separated, of {', '.join(FAULTS)} ('' for none)")
     parser.add_argument("--timeout", type=float, default=2400)
+    parser.add_argument("--heartbeat-timeout", type=int, default=HEARTBEAT_TIMEOUT_S,
+                        help="[scheduler] task_instance_heartbeat_timeout of the stack (s)")
     parser.add_argument("--out", type=Path, default=Path("var/bench/load"))
     args = parser.parse_args(argv)
     unknown = [f for f in args.faults if f not in FAULTS] + [f for f in args.families if f not in DECLARED]
@@ -330,13 +363,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown fault or family {unknown}" if unknown else "--runs and --workers must be >= 1")
 
     args.out.mkdir(parents=True, exist_ok=True)
+    # `kill` (or a CI time-out) stops the stack too: SystemExit runs the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="nnzoo-load-"))
     say(f"starting the stack under {tmp} ({args.workers} workers, own Redis)")
     begin = time.monotonic()
     stack = stacks.start_stack(tmp, workers=args.workers, worker_concurrency=args.concurrency, own_redis=True,
                                dag_id=f"zoo_{args.families[0]}", extra_env={
-                                   "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_S),
-                                   "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": str(QUEUED_TIMEOUT_S)})
+                                   "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(args.heartbeat_timeout),
+                                   "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": str(QUEUED_TIMEOUT_S),
+                                   "NNZOO_MAX_ACTIVE_RUNS": str(max(16, args.runs))})
     say(f"stack up in {time.monotonic() - begin:.0f}s: Airflow {stack.airflow_url}, MLflow {stack.mlflow_url}")
     load = Load(stack, args.families, args.runs)
     problems: list[str] = []

@@ -537,7 +537,10 @@ def trigger(stack: Stack, dag_id: str, conf: dict) -> str:
 
 
 def run_state(stack: Stack, dag_id: str, run_id: str) -> str:
-    return stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
+    response = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+    if response.status_code != 200:
+        raise StackError(f"state of {dag_id}/{run_id}: {response.status_code} {response.text[:500]}")
+    return response.json()["state"]
 
 
 def task_instances(stack: Stack, dag_id: str, run_id: str) -> dict[str, dict]:

@@ -52,7 +52,7 @@ def _cost_rank(scope: str) -> int:
         return 0
     if scope.endswith("_claims.py"):
         return 1
-    if scope == "tests/test_end_to_end.py" or scope.startswith("tests/pipelines/stages/"):
+    if scope in ("tests/test_end_to_end.py", "tests/test_load.py") or scope.startswith("tests/pipelines/stages/"):
         return 2
     return 3
 
