@@ -16,7 +16,7 @@ it started, and prints and writes (``load.json``, ``load.md`` under ``--out``):
   version of its lineage (profile and dataset) at the end;
 * each fault: when it was injected, what it hit, and the tries it cost.
 
-Faults: ``worker-kill`` SIGKILLs the process group of the first Celery worker while a
+Faults: ``worker-kill`` SIGKILLs a Celery worker and every process below it while a
 training task runs on it, and starts it again 10 s later (the scheduler finds the
 task's heartbeat gone after ``task_instance_heartbeat_timeout`` and retries it; the
 training resumes its run); ``mlflow-restart`` stops the tracking server while
@@ -143,8 +143,10 @@ class Load:
     def _inject(self, faults: list[str]) -> None:
         for fault in faults:
             target = None
+            workers = [c.name for c in self.stack.components if c.name.startswith(stacks.worker_name(0))]
             while not self.done.is_set():
-                target = self.running_training(stacks.worker_name(0))
+                target = next((found | {"worker": name} for name in workers
+                               if (found := self.running_training(name))), None)
                 if target:
                     break
                 time.sleep(1)
@@ -154,7 +156,7 @@ class Load:
             time.sleep(2)  # into the training, past its start
             record: dict[str, Any] = {"fault": fault, "injected": True, "at": time.time(), "during": target}
             if fault == "worker-kill":
-                component = self.stack.component(stacks.worker_name(0))
+                component = self.stack.component(target["worker"])
                 stacks.kill_component(self.stack, component.name)
                 say(f"SIGKILLed {component.name} while {target['dag_id']}/{target['task']} ran on it")
                 time.sleep(10)
@@ -392,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                 last = states
             if ended:
                 break
-            stack.check_alive(allow=(stacks.worker_name(0), "mlflow-server", "redis"))
+            stack.check_alive(allow=(*(stacks.worker_name(i) for i in range(args.workers)), "mlflow-server", "redis"))
             time.sleep(5)
         else:
             problems.append(f"not every run ended within --timeout {args.timeout:.0f}s")

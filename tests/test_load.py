@@ -1,7 +1,7 @@
 """``make load`` at CI size: bench/load.py with 4 concurrent smoke runs of
 ``zoo_classifiers`` on a distributed stack of its own (two Celery workers, a Redis of its
-own, PostgreSQL, an MLflow server), the first worker SIGKILLed while a training runs on
-it. Every run must succeed, the killed training retried into the MLflow run it had
+own, PostgreSQL, an MLflow server), the worker a training runs on SIGKILLed during it.
+Every run must succeed, the killed training retried into the MLflow run it had
 started, no run or registered version doubled, and ``champion`` on the best version.
 The full size (16 runs, worker kill, MLflow and Redis restarts) is in docs/distributed.md."""
 
