@@ -358,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=2400)
     parser.add_argument("--heartbeat-timeout", type=int, default=HEARTBEAT_TIMEOUT_S,
                         help="[scheduler] task_instance_heartbeat_timeout of the stack (s)")
+    parser.add_argument("--retry-delay", type=float, default=20.0,
+                        help="NNZOO_TRAINING_RETRY_DELAY_S of the stack (s)")
     parser.add_argument("--out", type=Path, default=Path("var/bench/load"))
     args = parser.parse_args(argv)
     unknown = [f for f in args.faults if f not in FAULTS] + [f for f in args.families if f not in DECLARED]
@@ -374,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                                dag_id=f"zoo_{args.families[0]}", extra_env={
                                    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(args.heartbeat_timeout),
                                    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": str(QUEUED_TIMEOUT_S),
-                                   "NNZOO_MAX_ACTIVE_RUNS": str(max(16, args.runs))})
+                                   "NNZOO_MAX_ACTIVE_RUNS": str(max(16, args.runs)),
+                                   "NNZOO_TRAINING_RETRY_DELAY_S": str(args.retry_delay)})
     say(f"stack up in {time.monotonic() - begin:.0f}s: Airflow {stack.airflow_url}, MLflow {stack.mlflow_url}")
     load = Load(stack, args.families, args.runs)
     problems: list[str] = []

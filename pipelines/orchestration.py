@@ -60,6 +60,19 @@ def training_retries() -> int:
     return int(value)
 
 
+def training_retry_delay() -> float:
+    """Seconds before a failed training task is tried again (``NNZOO_TRAINING_RETRY_DELAY_S``,
+    default 20: time for a restarted worker or service to come back)."""
+    value = os.environ.get("NNZOO_TRAINING_RETRY_DELAY_S", "20")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ValueError(f"NNZOO_TRAINING_RETRY_DELAY_S={value!r}: expected a number of seconds >= 0")
+    return seconds
+
+
 def max_active_runs() -> int:
     """DAG runs of one family DAG that may run at once (``NNZOO_MAX_ACTIVE_RUNS``, default
     16, Airflow's own default). Overlapping runs are safe: training tasks share the
@@ -198,7 +211,7 @@ def training_task_kwargs() -> dict[str, Any]:
     from datetime import timedelta
 
     kwargs: dict[str, Any] = {"queue": training_queue(), "retries": training_retries(),
-                              "retry_delay": timedelta(seconds=20)}
+                              "retry_delay": timedelta(seconds=training_retry_delay())}
     if (pool := training_pool()) is not None:
         kwargs["pool"] = pool
     return kwargs

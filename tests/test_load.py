@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 def test_four_concurrent_runs_lose_nothing_and_double_nothing_when_a_worker_is_killed(tmp_path):
     result = subprocess.run([sys.executable, "bench/load.py", "--runs", "4", "--families", "classifiers",
-                             "--faults", "worker-kill", "--heartbeat-timeout", "20", "--timeout", "900",
+                             "--faults", "worker-kill", "--heartbeat-timeout", "20", "--retry-delay", "3",
+                             "--timeout", "900",
                              "--out", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200)
     output = result.stdout + result.stderr
     assert (tmp_path / "load.json").exists(), output[-6000:]

@@ -47,6 +47,16 @@ def test_bad_retries_setting_names_the_variable(monkeypatch):
         orchestration.training_retries()
 
 
+def test_training_retry_delay_comes_from_the_environment(monkeypatch):
+    assert orchestration.training_task_kwargs()["retry_delay"].total_seconds() == 20
+    monkeypatch.setenv("NNZOO_TRAINING_RETRY_DELAY_S", "2.5")
+    assert orchestration.training_task_kwargs()["retry_delay"].total_seconds() == 2.5
+    for bad in ("soon", "-1"):
+        monkeypatch.setenv("NNZOO_TRAINING_RETRY_DELAY_S", bad)
+        with pytest.raises(ValueError, match=f"NNZOO_TRAINING_RETRY_DELAY_S='{bad}'"):
+            orchestration.training_task_kwargs()
+
+
 @pytest.mark.parametrize("value", ["0", "many", "-2"])
 def test_bad_max_active_runs_setting_names_the_variable(monkeypatch, value):
     monkeypatch.setenv("NNZOO_MAX_ACTIVE_RUNS", value)
