@@ -63,14 +63,7 @@ def training_retries() -> int:
 def training_retry_delay() -> float:
     """Seconds before a failed training task is tried again (``NNZOO_TRAINING_RETRY_DELAY_S``,
     default 20: time for a restarted worker or service to come back)."""
-    value = os.environ.get("NNZOO_TRAINING_RETRY_DELAY_S", "20")
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:
-        raise ValueError(f"NNZOO_TRAINING_RETRY_DELAY_S={value!r}: expected a number of seconds >= 0")
-    return seconds
+    return settings.seconds_setting("NNZOO_TRAINING_RETRY_DELAY_S", 20)
 
 
 def max_active_runs() -> int:

@@ -39,17 +39,23 @@ def mlflow_tracking_uri() -> str:
     return f"sqlite:///{home() / 'mlflow' / 'mlflow.db'}"
 
 
-def mlflow_wait_seconds() -> float:
-    """How long a task waits for an unreachable MLflow tracking server before it fails
-    (``NNZOO_MLFLOW_WAIT_S``, default 30: long enough for the server to restart)."""
-    value = os.environ.get("NNZOO_MLFLOW_WAIT_S", "30")
+def seconds_setting(variable: str, default: float) -> float:
+    """A duration in seconds from the environment; a ValueError naming ``variable`` for
+    anything but a number >= 0."""
+    value = os.environ.get(variable, str(default))
     try:
         seconds = float(value)
     except ValueError:
         seconds = -1.0
     if not seconds >= 0:
-        raise ValueError(f"NNZOO_MLFLOW_WAIT_S={value!r}: expected a number of seconds >= 0")
+        raise ValueError(f"{variable}={value!r}: expected a number of seconds >= 0")
     return seconds
+
+
+def mlflow_wait_seconds() -> float:
+    """How long a task waits for an unreachable MLflow tracking server before it fails
+    (``NNZOO_MLFLOW_WAIT_S``, default 30: long enough for the server to restart)."""
+    return seconds_setting("NNZOO_MLFLOW_WAIT_S", 30)
 
 
 def mlflow_artifact_root() -> str | None:

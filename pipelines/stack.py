@@ -186,12 +186,6 @@ def drop_database(name: str) -> None:
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def database_exists(name: str) -> bool:
-    with contextlib.closing(_pg_connect()) as connection, connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-        return cursor.fetchone() is not None
-
-
 def query(database: str, sql: str, params: tuple = ()) -> list[tuple]:
     with contextlib.closing(_pg_connect(database)) as connection, connection.cursor() as cursor:
         cursor.execute(sql, params)

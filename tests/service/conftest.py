@@ -36,7 +36,6 @@ from pipelines.stack import (  # noqa: F401 (the service tests import these from
     stop_components,
     tail,
     wait_until,
-    wait_worker_ready,
 )
 from tests.conftest import SERVICE_SCOPE, scope_of
 
