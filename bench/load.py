@@ -293,7 +293,8 @@ def markdown(report: dict[str, Any], args: argparse.Namespace, machine: str) -> 
         return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
     lines = [f"# Load: {report['runs']} concurrent smoke runs ({', '.join(args.families)})", "",
-             f"Machine: {machine}. Workers: {args.workers} x concurrency {args.concurrency}, training pool 1 slot. "
+             f"Machine: {machine}. Workers: {args.workers} x concurrency {args.concurrency}, "
+             f"training pool {args.training_slots} slot{'s' if args.training_slots > 1 else ''}. "
              f"Faults: {', '.join(args.faults) or 'none'}.", "",
              "| measure | value |", "|---|---|",
              f"| DAG runs succeeded | {report['succeeded']} / {report['runs']} |",
@@ -353,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                                              "style_transfer"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=2, help="task slots per worker")
+    parser.add_argument("--training-slots", type=int, default=1,
+                        help="slots of the training pool (1: one training at a time, as on 2 CPU cores)")
     parser.add_argument("--faults", type=lambda s: [f for f in s.split(",") if f], default=list(FAULTS),
                         help=f"comma-separated, of {', '.join(FAULTS)} ('' for none)")
     parser.add_argument("--timeout", type=float, default=2400)
@@ -363,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("var/bench/load"))
     args = parser.parse_args(argv)
     unknown = [f for f in args.faults if f not in FAULTS] + [f for f in args.families if f not in DECLARED]
-    if unknown or args.runs < 1 or args.workers < 1:
-        parser.error(f"unknown fault or family {unknown}" if unknown else "--runs and --workers must be >= 1")
+    if unknown or min(args.runs, args.workers, args.training_slots) < 1:
+        parser.error(f"unknown fault or family {unknown}" if unknown
+                     else "--runs, --workers and --training-slots must be >= 1")
 
     args.out.mkdir(parents=True, exist_ok=True)
     # `kill` (or a CI time-out) stops the stack too: SystemExit runs the finally below.
@@ -373,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"starting the stack under {tmp} ({args.workers} workers, own Redis)")
     begin = time.monotonic()
     stack = stacks.start_stack(tmp, workers=args.workers, worker_concurrency=args.concurrency, own_redis=True,
-                               dag_id=f"zoo_{args.families[0]}", extra_env={
+                               training_slots=args.training_slots, dag_id=f"zoo_{args.families[0]}", extra_env={
                                    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(args.heartbeat_timeout),
                                    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": str(QUEUED_TIMEOUT_S),
                                    "NNZOO_MAX_ACTIVE_RUNS": str(max(16, args.runs)),

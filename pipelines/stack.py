@@ -409,9 +409,11 @@ def redis_command(port: int, folder: Path) -> list[str]:
 
 
 def start_stack(tmp: Path, *, workers: int = 1, worker_concurrency: int = 2, own_redis: bool = False,
-                dag_id: str = "zoo_classifiers", extra_env: dict[str, str] | None = None) -> Stack:
+                dag_id: str = "zoo_classifiers", extra_env: dict[str, str] | None = None,
+                training_slots: int = 1) -> Stack:
     """Start the stack under ``tmp`` and wait until it is healthy, ``dag_id`` parsed and
-    ``workers`` Celery workers (``worker``, ``worker-2``, ...) are ready. On any failure
+    ``workers`` Celery workers (``worker``, ``worker-2``, ...) are ready; the training
+    pool gets ``training_slots`` slots (one: one training at a time, as on 2 CPU cores). On any failure
     the part already started is stopped again and :class:`StackError` raised."""
     import requests
 
@@ -448,8 +450,8 @@ def start_stack(tmp: Path, *, workers: int = 1, worker_concurrency: int = 2, own
             "--artifacts-destination", str(tmp / "mlflow-artifacts"),
             "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"])
         run_once(stack, "airflow-db-migrate", [airflow, "db", "migrate"], timeout=300)
-        run_once(stack, "airflow-pools-set", [airflow, "pools", "set", orchestration.training_pool(stack.env), "1",
-                                              "nnzoo training tasks (one at a time on CPU)"], timeout=120)
+        run_once(stack, "airflow-pools-set", [airflow, "pools", "set", orchestration.training_pool(stack.env),
+                                              str(training_slots), "nnzoo training tasks"], timeout=120)
         start_component(stack, "airflow-api-server", [airflow, "api-server"])
         start_component(stack, "airflow-scheduler", [airflow, "scheduler"])
         start_component(stack, "airflow-dag-processor", [airflow, "dag-processor"])

@@ -1,6 +1,7 @@
 """``make load`` at CI size: bench/load.py with 4 concurrent smoke runs of
 ``zoo_classifiers`` on a distributed stack of its own (two Celery workers, a Redis of its
-own, PostgreSQL, an MLflow server), the worker a training runs on SIGKILLed during it.
+own, PostgreSQL, an MLflow server; two trainings at a time), the worker a training runs on
+SIGKILLed during it.
 Every run must succeed, the killed training retried into the MLflow run it had
 started, no run or registered version doubled, and ``champion`` on the best version.
 The full size (16 runs, worker kill, MLflow and Redis restarts) is in docs/distributed.md."""
@@ -20,8 +21,8 @@ pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 def test_four_concurrent_runs_lose_nothing_and_double_nothing_when_a_worker_is_killed(tmp_path):
     result = subprocess.run([sys.executable, "bench/load.py", "--runs", "4", "--families", "classifiers",
-                             "--faults", "worker-kill", "--heartbeat-timeout", "20", "--retry-delay", "3",
-                             "--timeout", "900",
+                             "--faults", "worker-kill", "--training-slots", "2", "--heartbeat-timeout", "20",
+                             "--retry-delay", "3", "--timeout", "900",
                              "--out", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200)
     output = result.stdout + result.stderr
     assert (tmp_path / "load.json").exists(), output[-6000:]
