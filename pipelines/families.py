@@ -105,6 +105,11 @@ class Family:
     """The counts a run on tensorflow-datasets' mock data cuts (``mock_data``): epochs,
     examples, steps, iterations; never a dataset, shape, model or switch (a test holds
     this). Applied over the profile, under the user's own overrides."""
+    mock_sample: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Overrides that keep one model of each architecture where the full profile trains
+    one architecture several times over (other depths, activations, lengths): what the
+    test suite's run on mock data trains. ``nnzoo run FAMILY --profile full --param
+    mock_data=64`` trains them all."""
 
     def __post_init__(self) -> None:
         missing = set(PROFILES) - set(self.profiles)

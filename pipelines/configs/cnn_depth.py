@@ -192,6 +192,12 @@ FAMILY = register_family(
                      "gradients.record_every": 200},
         },
         mock={"train.epochs": 1, "neuron.fit_epochs": 2, "gradients.record_every": 2, "gradients.examples": 16},
+        # The plain and residual builders once each (the 20-layer nets with batch norm; the
+        # vanishing and sigmoid nets are the same builders without it, the 56-layer ones
+        # deeper), the ReLU MLP (the sigmoid one differs in activation), both pooling nets
+        # and inception.
+        mock_sample={"variants": ("mlp_relu", "degradation_plain_shallow", "degradation_residual_shallow",
+                                  "max_pool", "strided", "inception")},
         pipeline=Pipeline(parent_run=True, steps=(
             Step("single_neuron", "### C1: a single neuron is logistic regression\nA 1-unit sigmoid model and "
                                   "scikit-learn's LogisticRegression on the same two-class slice: test accuracies "

@@ -142,6 +142,7 @@ FAMILY = register_family(
         },
         mock={"train.epochs": 1, "adding.examples": 200, "adding.max_epochs": 1, "future_context.examples": 200,
               "future_context.max_epochs": 1},
+        mock_sample={"adding.lengths": (400,)},  # each cell once, at the longest length
         pipeline=Pipeline(parent_run=True, steps=(
             Step("plan_jobs", "### Plan the trainings\nGenerates the adding-problem data at every length and the "
                               "future-context data, and returns one job per (task, cell, direction, length)."),

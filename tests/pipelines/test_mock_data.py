@@ -28,6 +28,16 @@ def test_mock_config_is_the_full_profile_with_fewer_examples_and_steps(name):
     assert family.config("full", {"mock_data": 16}).profile_label == "full-mock"
 
 
+@pytest.mark.parametrize("name", [name for name, family in sorted(all_families().items()) if family.mock_sample])
+def test_the_mock_sample_only_narrows_the_full_profiles_selections(name):
+    family = get_family(name)
+    full = flatten(to_dict(family.config("full")))
+    sampled = flatten(to_dict(family.config("full", {"mock_data": 16, **family.mock_sample})))
+    for key, chosen in family.mock_sample.items():
+        assert isinstance(full[key], (list, tuple)) and list(sampled[key]) == list(chosen), key
+        assert chosen and set(chosen) < set(full[key]), f"{key}: {chosen!r} is not a part of {full[key]!r}"
+
+
 def test_mock_counts_stay_under_the_users_own_overrides():
     family = get_family("classifiers")
     assert family.config("full", {"mock_data": 8, "train.epochs": 3}).train.epochs == 3

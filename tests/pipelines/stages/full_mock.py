@@ -3,7 +3,10 @@ datasets' shapes, the full models and the full profile's GPU switches (on the CP
 through every stage, tracking and registration under the ``-mock`` names, and the
 switches in force during every fit. Each family's stage tests call
 :func:`assert_full_mock_run` once (tests/pipelines/stages/test_<family>.py), so the
-six runs spread over the suite's workers."""
+runs spread over the suite's workers; the classifiers' pipeline runs inside
+fcn_deconv's, which takes its CNN (``Family.uses``), and is checked there. Where a
+family trains one architecture several times over, its ``Family.mock_sample`` keeps
+one of each."""
 
 from __future__ import annotations
 
@@ -17,17 +20,6 @@ from pipelines.runner import run_pipeline
 
 MOCK_EXAMPLES = 64
 """Examples per tfds load (``mock_data``)."""
-
-ONE_OF_EACH = {
-    "cnn_depth": {"variants": ("vanishing_plain", "vanishing_residual", "mlp_relu", "degradation_plain_shallow",
-                               "degradation_residual_shallow", "max_pool", "strided", "inception")},
-    "sequences": {"adding.lengths": (400,)},
-}
-"""Where a family trains one architecture several times over, the suite trains it once:
-cnn_depth's sigmoid pair, sigmoid MLP and 56-layer degradation nets are its ReLU and
-20-layer ones with another activation or depth; sequences' adding problem runs its three
-cells at the longest length only. ``nnzoo run FAMILY --profile full --param
-mock_data=64`` runs them all (docs/operations.md)."""
 
 
 @pytest.fixture
@@ -52,16 +44,21 @@ def full_mock_fits(monkeypatch):
 
 
 def assert_full_mock_run(family, store, fits: list[dict]) -> None:
-    config = family.config("full", {"mock_data": MOCK_EXAMPLES, **ONE_OF_EACH.get(family.name, {})})
+    config = family.config("full", {"mock_data": MOCK_EXAMPLES, **family.mock_sample})
     run_pipeline(family, to_dict(config), run_key=f"{family.dag_id}/mock-test")
 
+    # The family's runs, and those of each family it takes a model from (fcn_deconv runs
+    # the classifiers' whole pipeline on mock data first: that is the classifiers' mock run).
     client = store.client()
-    experiment = client.get_experiment_by_name(family.experiment_name)
-    runs = client.search_runs([experiment.experiment_id])
-    assert runs and all(run.info.status == "FINISHED" for run in runs)
-    assert {run.data.tags[tracking.TAG_PROFILE] for run in runs} == {"full-mock"}
-    assert all("mock data" in run.data.params["dataset.source"] for run in runs
-               if run.data.params.get("dataset.source", "").startswith("tfds:"))
+    for name in (family.name, *(used.family for used in family.uses)):
+        experiment = client.get_experiment_by_name(get_family(name).experiment_name)
+        assert experiment is not None, f"no {name} runs"
+        runs = client.search_runs([experiment.experiment_id])
+        assert runs and all(run.info.status == "FINISHED" for run in runs), name
+        assert {run.data.tags[tracking.TAG_PROFILE] for run in runs} == {"full-mock"}, name
+        assert all("mock data" in run.data.params["dataset.source"] for run in runs
+                   if run.data.params.get("dataset.source", "").startswith("tfds:")), name
+        assert any(model.name.startswith(f"nnzoo-{name}-") for model in client.search_registered_models()), name
 
     # Registered under the mock names only, never promoted: no alias anywhere.
     registered = client.search_registered_models()
@@ -77,10 +74,12 @@ def assert_full_mock_run(family, store, fits: list[dict]) -> None:
     # on mock data first, with that family's full switches. The RBMs of the unsupervised
     # family train in float32 on one device by design.
     own = _switches(config.train)
-    allowed = {own} | {_switches(get_family(used.family).config("full", {"mock_data": MOCK_EXAMPLES}).train)
-                       for used in family.uses}
+    theirs = {_switches(get_family(used.family).config("full", {"mock_data": MOCK_EXAMPLES}).train)
+              for used in family.uses}
+    allowed = {own} | theirs
     assert fits
-    assert any(_switches(fit["config"]) == own for fit in fits if fit["model"] != "RBM")
+    for switches in allowed:
+        assert any(_switches(fit["config"]) == switches for fit in fits if fit["model"] != "RBM"), switches
     for fit in fits:
         if fit["model"] == "RBM":
             assert fit["policy"] == "float32" and fit["strategy"] != "MirroredStrategy"

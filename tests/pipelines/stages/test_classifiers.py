@@ -18,7 +18,6 @@ from pipelines.kit import TAG_MODEL_URI
 from pipelines.runner import run_pipeline
 from pipelines.stages import classifiers
 from tests.conftest import REPO_ROOT, new_store
-from tests.pipelines.stages.full_mock import assert_full_mock_run
 
 pytestmark = pytest.mark.slow
 
@@ -194,7 +193,3 @@ def test_the_result_contract_holds_on_the_smoke_run(smoke):
 
     assert_result_contract(FAMILY, smoke["store"], RUN_KEY)
 
-
-@pytest.mark.slow
-def test_full_profile_runs_end_to_end_on_mock_data_with_its_switches_in_force(store, full_mock_fits):
-    assert_full_mock_run(FAMILY, store, full_mock_fits)
