@@ -471,7 +471,13 @@ def _framework_requirements() -> list[str]:
     return found
 
 
-def load_keras_model(model_uri: str) -> Any:
+def load_keras_model(model_uri: str, compile: bool = False) -> Any:
+    """The Keras model logged at ``model_uri``, for inference: not compiled (no loss, no
+    optimizer) unless ``compile``. The stages only predict with a loaded model or build
+    a new one from its layers; a compiled load would rebuild the optimizer, and under
+    mixed precision drop its saved state with a warning (the saved loss-scale optimizer
+    holds variables that a plain one does not). Without compile, Keras chooses XLA by
+    device (on a GPU, not on a CPU) instead of using the training's setting."""
     import mlflow.keras
 
     from models import model_names
@@ -480,7 +486,7 @@ def load_keras_model(model_uri: str) -> Any:
     # the text standardizer) that a saved model may name.
     model_names()
     configure()
-    return mlflow.keras.load_model(model_uri)
+    return mlflow.keras.load_model(model_uri, load_model_kwargs={"compile": compile})
 
 
 @contextlib.contextmanager

@@ -153,6 +153,37 @@ def test_logged_model_loads_back_and_predicts(logged_model, monkeypatch):
     assert model.predict(np.zeros((3, 4, 4, 1), np.float32), verbose=0).shape == (3, 3)
 
 
+def test_a_model_trained_under_mixed_precision_loads_for_inference_without_an_optimizer_warning(store):
+    """Its saved optimizer is a loss-scale optimizer; a compiled load would rebuild a plain
+    one and drop the saved state with a warning about a variable count."""
+    import warnings
+
+    import keras
+
+    from pipelines import train
+
+    train.configure_precision(True)
+    try:
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", dtype="float32")(
+            keras.layers.Dense(8, activation="relu")(inputs)))
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        assert type(model.optimizer).__name__ == "LossScaleOptimizer"
+        x = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+        model.fit(x, np.arange(16) % 2, epochs=1, verbose=0)
+        with tracking.run("nnzoo-loading-test", "mixed") as run:
+            uri = tracking.log_keras_model(run.run_id, model, x[:2])
+        expected = model.predict(x, verbose=0)
+    finally:
+        train.configure_precision(False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = tracking.load_keras_model(uri)
+    assert not [w for w in caught if "optimizer" in str(w.message)], [str(w.message) for w in caught]
+    assert getattr(loaded, "optimizer", None) is None  # not compiled
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, rtol=1e-2, atol=1e-3)
+
+
 def test_logged_model_states_the_keras_and_backend_versions_it_needs(logged_model, monkeypatch):
     from importlib import metadata
 
