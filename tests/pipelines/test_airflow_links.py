@@ -52,6 +52,24 @@ def test_nnzoos_airflow_plugin_is_installed_and_declares_the_link_globally():
     assert isinstance(plugin.global_operator_extra_links[0], airflow_links.MlflowRunLink)
 
 
+def test_airflow_loads_the_plugin_once_and_reports_no_plugin_import_error(tmp_path):
+    """In the environment of the embedded mode's task processes (the checkout on
+    PYTHONPATH): a build by-product in the checkout (nnzoo.egg-info) made Airflow see
+    nnzoo twice and list "Plugin 'nnzoo' already registered" as an import error."""
+    from pipelines import localrun
+
+    env = localrun.airflow_env({"PATH": "/usr/bin:/bin", "NNZOO_HOME": str(tmp_path), "AIRFLOW_HOME": str(tmp_path)})
+    assert str(REPO_ROOT) in env["PYTHONPATH"].split(":")
+    code = ("from airflow import plugins_manager as pm; import json; pm.ensure_plugins_loaded(); "
+            "print(json.dumps([pm.get_import_errors(), [p.name for p in pm._get_plugins()[0]]]))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors, loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert errors == {}
+    assert loaded.count("nnzoo") == 1
+
+
 @pytest.mark.parametrize("env, expected", [
     ({"NNZOO_MLFLOW_UI_URL": "http://ui.example:5000/", "MLFLOW_TRACKING_URI": "http://server:5000"},
      "http://ui.example:5000"),
