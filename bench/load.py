@@ -42,15 +42,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipelines import kit  # noqa: E402
 from pipelines import stack as stacks  # noqa: E402
+from pipelines.families import all_families  # noqa: E402
 
 FAULTS = ("worker-kill", "mlflow-restart", "redis-restart")
-DECLARED = {
-    # family: (registered models per DAG run, the promotion metric, higher is better)
-    "classifiers": (2, "test_accuracy", True),  # mlp and cnn
-    "style_transfer": (1, "test_perceptual_loss", False),  # the fast stylizer
-    "sequences": (3, None, True),  # the best model of each task
-}
 HEARTBEAT_TIMEOUT_S = 60
 """``[scheduler] task_instance_heartbeat_timeout`` of the load stack: how long a task of a
 killed worker stays ``running`` before the scheduler fails it into its retry (Airflow's
@@ -252,7 +248,8 @@ class Load:
         versions_per_run: dict[str, int] = {f"{r['dag_id']}/{r['run_id']}": 0 for r in self.runs}
         champions = []
         run_key_of = {run.info.run_id: run.data.tags.get("nnzoo.run_key", "") for run in runs}
-        for model in client.search_registered_models(max_results=1000):
+        registered = client.search_registered_models(max_results=1000)
+        for model in registered:
             if model.name.endswith(".promotion-lock"):
                 champions.append({"model": model.name, "ok": False, "why": "a promotion lock was left behind"})
                 continue
@@ -262,23 +259,28 @@ class Load:
                 if dag_run in versions_per_run:
                     versions_per_run[dag_run] += 1
             champions.append(self.champion_check(client, model, versions))
-        expected = {f"{r['dag_id']}/{r['run_id']}": DECLARED.get(r["family"], (None,))[0] for r in self.runs}
+        # Each DAG run registers one version of each model its family registers: as many
+        # versions as the family has registered models in this load.
+        names = [model.name for model in registered if not model.name.endswith(".promotion-lock")]
+        expected = {f"{r['dag_id']}/{r['run_id']}": sum(name.startswith(f"nnzoo-{r['family']}-") for name in names)
+                    for r in self.runs}
         wrong_versions = {key: (count, expected[key]) for key, count in versions_per_run.items()
-                          if expected[key] is not None and count != expected[key]}
+                          if count != expected[key]}
         return {"mlflow_runs": len(runs), "duplicate_runs": duplicates, "unfinished_runs": unfinished,
                 "versions_per_run": versions_per_run, "versions_not_as_declared": wrong_versions,
                 "champions": champions}
 
     def champion_check(self, client: Any, model: Any, versions: list) -> dict[str, Any]:
-        family = next((f for f in DECLARED if model.name.startswith(f"nnzoo-{f}-")), None)
-        metric, higher = (DECLARED[family][1], DECLARED[family][2]) if family else (None, True)
         aliases = model.aliases or {}
         if "champion" not in aliases:
             return {"model": model.name, "ok": False, "why": "no champion"}
         champion = next(v for v in versions if str(v.version) == str(aliases["champion"]))
         lineage = (champion.tags.get("nnzoo.profile"), champion.tags.get("nnzoo.dataset"))
-        metric = metric or next((k[6:] for k in champion.tags if k.startswith("nnzoo.")
-                                 and k[6:] not in ("profile", "dataset") and not k.startswith("nnzoo.promotion")), None)
+        # What the family promotes on, as registration recorded it on each version.
+        metric = champion.tags.get(kit.TAG_PROMOTION_METRIC)
+        if metric is None:
+            return {"model": model.name, "ok": False, "why": f"the champion has no {kit.TAG_PROMOTION_METRIC} tag"}
+        higher = champion.tags.get(kit.TAG_HIGHER_IS_BETTER) != "False"
         values = {str(v.version): float(v.tags[f"nnzoo.{metric}"]) for v in versions
                   if (v.tags.get("nnzoo.profile"), v.tags.get("nnzoo.dataset")) == lineage
                   and f"nnzoo.{metric}" in v.tags}
@@ -365,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="NNZOO_TRAINING_RETRY_DELAY_S of the stack (s)")
     parser.add_argument("--out", type=Path, default=Path("var/bench/load"))
     args = parser.parse_args(argv)
-    unknown = [f for f in args.faults if f not in FAULTS] + [f for f in args.families if f not in DECLARED]
+    unknown = [f for f in args.faults if f not in FAULTS] + [f for f in args.families if f not in all_families()]
     if unknown or min(args.runs, args.workers, args.training_slots) < 1:
         parser.error(f"unknown fault or family {unknown}" if unknown
                      else "--runs, --workers and --training-slots must be >= 1")

@@ -492,6 +492,11 @@ def report_on_parent(inputs: dict[str, Any], metrics: Mapping[str, float] | None
     return {"metrics": metrics}
 
 
+TAG_PROMOTION_METRIC = "nnzoo.promotion.metric"
+TAG_HIGHER_IS_BETTER = "nnzoo.promotion.higher_is_better"
+"""Version tags: the metric the version was promoted on and its direction ("True"/"False")."""
+
+
 def register_and_promote(
     family: Family, model: str, run_id: str, model_uri: str, metric: str, value: float,
     *, tolerance: float, higher_is_better: bool = True,
@@ -508,7 +513,9 @@ def register_and_promote(
     name = registered_name(family.name, model, mock)
     version = tracking.register_model_version(
         model_uri, name, run_id, tags={f"nnzoo.{metric}": value, "nnzoo.family": family.name,
-                                       tracking.TAG_PROFILE: profile, tracking.TAG_DATASET: dataset})
+                                       tracking.TAG_PROFILE: profile, tracking.TAG_DATASET: dataset,
+                                       # what a champion is judged by, for whoever audits the registry
+                                       TAG_PROMOTION_METRIC: metric, TAG_HIGHER_IS_BETTER: str(higher_is_better)})
     if mock:
         decision = mock_decision(name, version.version, metric, value, profile, dataset)
     else:
