@@ -245,6 +245,9 @@ class TrainConfig(Config):
     mixed_precision: bool = knob(False, "Compute in float16 (GPU) with float32 weights.")
     jit_compile: bool = knob(False, "Compile train and predict steps with XLA.")
     steps_per_execution: int = knob(1, "Batches per call into the compiled step.", minimum=1, maximum=1000)
+    run_eagerly: bool = knob(False, "Run the training, evaluation and prediction steps eagerly instead of tracing "
+                                    "a graph first: faster for the few tiny steps of the smoke profile, much slower "
+                                    "for anything bigger. XLA needs the graph: ignored with jit_compile.")
     distribute: str = knob("none", "Multi-GPU in one worker: none, or mirrored (tf.distribute.MirroredStrategy).",
                            choices=("none", "mirrored"))
 

@@ -212,6 +212,8 @@ def fit(
         metrics=list(metrics),
         jit_compile=train_config.jit_compile,
         steps_per_execution=steps_per_execution or train_config.steps_per_execution,
+        # Tracing a graph costs seconds per model, more than a smoke run's few steps take eagerly.
+        run_eagerly=train_config.run_eagerly and not train_config.jit_compile,
     )
     guard = NaNGuard()
     all_callbacks: list[keras.callbacks.Callback] = [guard, *callbacks]

@@ -53,7 +53,7 @@ FAMILY = register_family(
         config_cls=ClassifiersConfig,
         profiles={
             "smoke": {
-                "data.max_examples": 600, "train.epochs": 2, "train.batch_size": 64,
+                "data.max_examples": 600, "train.epochs": 2, "train.run_eagerly": True, "train.batch_size": 64,
                 "train.learning_rate": 3e-3, "mlp.hidden_units": (32,), "cnn.filters": (4, 8),
                 "cnn.dense_units": 16, "cnn.batch_norm": False, "cnn.augment_shift": 0.0,
             },

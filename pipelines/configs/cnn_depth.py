@@ -172,7 +172,7 @@ FAMILY = register_family(
         config_cls=CNNDepthConfig,
         profiles={
             "smoke": {
-                "data.max_examples": 600, "train.epochs": 1, "train.batch_size": 64,
+                "data.max_examples": 600, "train.epochs": 1, "train.run_eagerly": True, "train.batch_size": 64,
                 "train.early_stopping_patience": 0, "neuron.fit_epochs": 5,
                 "vanishing.depth": 8, "vanishing.widths": (4, 8), "vanishing.mlp_layers": 3,
                 "vanishing.mlp_units": 16, "degradation.depths": (6, 8), "degradation.widths": (4, 8),

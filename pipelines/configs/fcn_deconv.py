@@ -189,7 +189,8 @@ FAMILY = register_family(
         config_cls=FcnDeconvConfig,
         profiles={
             "smoke": {"data.scenes": 60, "data.canvas_height": 56, "data.canvas_width": 56, "data.digits_max": 2,
-                      "train.epochs": 1, "train.batch_size": 16, "train.early_stopping_patience": 0,
+                      "train.epochs": 1, "train.run_eagerly": True, "train.batch_size": 16,
+                      "train.early_stopping_patience": 0,
                       "segmenter.filters": (4, 8), "segmenter.bottleneck": 8, "segmenter.crop": 0,
                       "segmenter.digit_weight": 5.0,
                       "detection.detection_scales": (1.0, 1.5), "detection.heatmap_sizes": ("56x56", "40x72"),

@@ -120,7 +120,7 @@ FAMILY = register_family(
         config_cls=SequencesConfig,
         profiles={
             "smoke": {
-                "data.max_examples": 600, "train.epochs": 1, "train.batch_size": 64,
+                "data.max_examples": 600, "train.epochs": 1, "train.run_eagerly": True, "train.batch_size": 64,
                 "train.early_stopping_patience": 0,
                 "adding.lengths": (10, 20), "adding.units": 8, "adding.examples": 400, "adding.max_epochs": 1,
                 "future_context.examples": 400, "future_context.units": 8, "future_context.max_epochs": 1,

@@ -178,7 +178,7 @@ FAMILY = register_family(
                       "iterative.pixel_step_size": 0.05,
                       "fast.stylizer_filters": (4, 8, 8), "fast.residual_blocks": 1, "fast.crop_size": 32,
                       "fast.stylizer_steps_per_epoch": 3, "fast.stylize_sizes": (36, 52),
-                      "train.epochs": 1, "train.batch_size": 2, "train.learning_rate": 1e-2,
+                      "train.epochs": 1, "train.run_eagerly": True, "train.batch_size": 2, "train.learning_rate": 1e-2,
                       "speed.timing_size": 48, "speed.timing_repeats": 1},
             "quick": {"data.photo_size": 128, "style.style_size": 128,
                       "iterative.iterations": 150, "iterative.image_size": 128,

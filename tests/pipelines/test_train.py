@@ -81,6 +81,53 @@ def test_fit_runs_the_configured_steps_per_call_unless_the_caller_sets_them():
     assert model.steps_per_execution == 2
 
 
+class _NotesEagerness(keras.layers.Layer):
+    """An identity layer that notes, at each call, whether it runs eagerly (a traced or
+    XLA-compiled step calls it once, symbolically)."""
+
+    def __init__(self, seen: list[bool]) -> None:
+        super().__init__()
+        self.note = seen.append  # a bound method: Keras would track (copy) a list attribute
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        self.note(tf.executing_eagerly())
+        return inputs
+
+
+@pytest.mark.parametrize("overrides, eager", [({}, False), ({"run_eagerly": True}, True),
+                                              ({"run_eagerly": True, "jit_compile": True}, False)],
+                         ids=["graph", "eager", "xla-wins"])
+def test_fit_runs_its_steps_eagerly_only_when_asked_and_never_under_xla(overrides, eager):
+    seen: list[bool] = []
+    model = keras.Sequential([keras.Input((4, 4, 1)), _NotesEagerness(seen), keras.layers.Flatten(),
+                              keras.layers.Dense(3, "softmax")])
+    config = get_family("classifiers").config("quick", {"epochs": 2, "early_stopping_patience": 0,
+                                                        **overrides}).train
+    seen.clear()  # building the model called the layer symbolically
+    data = _tiny_data()
+    train.fit(model, data, data, config, verbose=0)
+    model.predict(np.zeros((2, 4, 4, 1), np.float32), verbose=0)
+    assert seen and set(seen) == {eager}
+    if eager:  # every step of both epochs, validation and the prediction: no graph traced at all
+        assert len(seen) > 2 * (4 + 4)
+
+
+def test_smoke_profiles_train_eagerly_except_the_rbms_and_no_other_profile_does():
+    """Eager steps save the graph tracing that dominates a smoke training; an RBM's step
+    (contrastive divergence, a loop of Gibbs steps) is far slower eagerly, so the
+    unsupervised family traces its graphs even in smoke runs."""
+    from pipelines.families import all_families
+
+    families = all_families()
+    eager = {name for name, family in families.items() if family.config("smoke").train.run_eagerly}
+    assert eager == set(families) - {"unsupervised"}
+    for name, family in families.items():
+        assert not family.config("quick").train.run_eagerly, name
+        assert not family.config("full").train.run_eagerly, name
+
+
 @pytest.mark.parametrize("name, cls", [("adam", "Adam"), ("sgd", "SGD"), ("rmsprop", "RMSprop")])
 def test_make_optimizer(name, cls):
     optimizer = train.make_optimizer(name, 0.01)
