@@ -132,6 +132,8 @@ FAMILY = register_family(
         },
         mock={"train.epochs": 1, "rbm.epochs": 1, "rbm.gibbs_steps": 10, "finetune.steps": 5, "finetune.seeds": 1,
               "rbm_features.epochs": 1},
+        # One share of labels: every fine-tuning builds the same classifier over the DBN.
+        mock_sample={"finetune.label_fractions": (0.01,)},
         pipeline=Pipeline(parent_run=True, steps=(
             Step("train_autoencoder", "### Train the autoencoder\nImage -> bottleneck code -> image, trained on "
                                       "reconstruction error.", trains=True),
