@@ -121,9 +121,32 @@ class Store:
                 "PYTHONPATH": str(REPO_ROOT), **extra}
 
 
+_TEMPLATE_DB: Path | None = None
+
+
+def _template_db() -> Path:
+    """An MLflow SQLite database with every table created, made once per test process:
+    MLflow creates a new store's tables by running its migrations, a second or two each
+    time, and the suite makes a store per test."""
+    global _TEMPLATE_DB
+    if _TEMPLATE_DB is None:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        path = Path(tempfile.mkdtemp(prefix="template-", dir=_SESSION_TMP)) / "mlflow.db"
+        # Runs the migrations; the default experiment keeps its artifacts beside the template.
+        SqlAlchemyStore(f"sqlite:///{path}", str(path.parent / "artifacts"))
+        _TEMPLATE_DB = path
+    return _TEMPLATE_DB
+
+
 def new_store(root: Path) -> Store:
+    """A store under ``root``: a copy of the migrated template database (what MLflow
+    would create on first use, without the wait) and an empty nnzoo home."""
     root.mkdir(parents=True, exist_ok=True)
-    return Store(home=root / "home", uri=f"sqlite:///{root / 'mlflow.db'}")
+    database = root / "mlflow.db"
+    if not database.exists():
+        shutil.copyfile(_template_db(), database)
+    return Store(home=root / "home", uri=f"sqlite:///{database}")
 
 
 @contextlib.contextmanager
