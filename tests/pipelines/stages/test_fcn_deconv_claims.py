@@ -38,17 +38,18 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 CLASSIFIER = {"data.max_examples": None, "cnn.filters": (16, 32), "cnn.dense_units": 64, "cnn.dropout_rate": 0.2,
-              "cnn.augment_shift": 0.06, "train.epochs": 6}
+              "cnn.augment_shift": 0.06, "train.epochs": 6, "train.run_eagerly": False}
 """On top of the classifiers family's smoke profile: all of its training split (the
 scenes' digits are its val + test share, never trained on) and a CNN of 0.97 test
-accuracy after six epochs."""
+accuracy after six epochs. Traced steps, as in the quick profile: at hundreds of steps
+eager ones cost more than the tracing (this fixture took 2.5x as long with them)."""
 
 SCENES = {"data.scenes": 600, "data.scale_max": 1.2, "detection.detection_scales": (1.0, 1.1, 1.2),
           "detection.score_threshold": 0.95, "detection.detect_scenes": 600,
           "generator.poses": 200, "generator.generator_epochs": 3, "generator.dense_units": 64,
           "generator.generator_batch": 16, "generator.generator_step_size": 5e-3,
           "segmenter.encoder": "classifier", "train.epochs": 16, "train.batch_size": 8,
-          "train.learning_rate": 3e-3, "train.lr_schedule": "cosine"}
+          "train.learning_rate": 3e-3, "train.lr_schedule": "cosine", "train.run_eagerly": False}
 """On top of the family's smoke profile (56x56 canvases, up to two digits): 120 test
 scenes, digits up to 1.2x MNIST size and a pyramid to match; a peak becomes a box at
 0.95 (quick: 0.99, for a CNN surer of itself: with this one the recall at 0.99 is
